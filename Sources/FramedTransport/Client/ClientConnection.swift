@@ -1,0 +1,87 @@
+import FramedWire
+import GRPCCore
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// One established client connection to one replica.
+final class ClientConnection: Sendable {
+  let channel: any Channel
+  let commands: ConnectionCommands
+  let shared: ConnectionShared
+  let handler: NIOLoopBound<FramedConnectionHandler>
+  let remote: String
+  let local: String
+
+  private init(channel: any Channel, commands: ConnectionCommands, shared: ConnectionShared, handler: NIOLoopBound<FramedConnectionHandler>) {
+    self.channel = channel
+    self.commands = commands
+    self.shared = shared
+    self.handler = handler
+    self.remote = FramedConnectionHandler.peerDescription(channel.remoteAddress)
+    self.local = FramedConnectionHandler.peerDescription(channel.localAddress)
+  }
+
+  /// Connects, exchanges prefaces and SETTINGS, and returns once the connection is usable.
+  static func connect(
+    to target: FramedTarget, config: FramedConnectionConfig, tls: NIOSSLContext?, serverHostname: String?,
+    connectTimeout: TimeAmount, group: any EventLoopGroup
+  ) async throws -> ClientConnection {
+    let loop = group.next()
+    let commands = ConnectionCommands(eventLoop: loop)
+    let shared = ConnectionShared()
+    let handler = FramedConnectionHandler(role: .client, config: config, commands: commands, shared: shared)
+    let bootstrap = ClientBootstrap(group: loop)
+      .channelOption(.socketOption(.tcp_nodelay), value: 1)
+      .connectTimeout(connectTimeout)
+      .channelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          let sync = channel.pipeline.syncOperations
+          if let tls { try sync.addHandler(FramedTLS.clientHandler(tls, serverHostname: serverHostname ?? target.host)) }
+          try sync.addHandler(ByteToMessageHandler(FrameDecoderHandler(settings: config.settings)))
+          try sync.addHandler(handler)
+        }
+      }
+    let channel = try await bootstrap.connect(host: target.host, port: target.port).get()
+    let bound = try await loop.submit { NIOLoopBound(handler, eventLoop: loop) }.get()
+    do {
+      try await shared.waitUntilReady()
+    } catch {
+      channel.close(promise: nil)
+      throw error
+    }
+    return ClientConnection(channel: channel, commands: commands, shared: shared, handler: bound)
+  }
+
+  /// Sends GOAWAY once idle and closes; in-flight calls finish first.
+  func closeGracefully() {
+    let handler = self.handler
+    self.channel.eventLoop.execute { handler.value.clientClose() }
+  }
+
+  var closeFuture: EventLoopFuture<Void> { self.channel.closeFuture }
+}
+
+/// A replica address.
+public struct FramedTarget: Hashable, Sendable, CustomStringConvertible {
+  public var host: String
+  public var port: Int
+  public init(host: String, port: Int) {
+    self.host = host
+    self.port = port
+  }
+
+  /// Parses "host:port" (IPv6 as "[::1]:port").
+  public init?(_ text: String) {
+    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+      return nil
+    }
+    var host = String(text[..<colon])
+    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    guard !host.isEmpty else { return nil }
+    self.host = host
+    self.port = port
+  }
+
+  public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}

@@ -1,0 +1,105 @@
+import GRPCCore
+import NIOConcurrencyHelpers
+
+/// The replicas' connection states and the balancer that picks among them. Calls wait here
+/// while replicas are still connecting; they fail fast with UNAVAILABLE when every replica is
+/// failing (unless the call asked to wait for ready).
+final class ConnectionPool: Sendable {
+  enum Slot: Sendable {
+    case idle
+    case connecting
+    case ready(ClientConnection)
+    case transientFailure(String)
+  }
+
+  private struct State {
+    var slots: [Slot]
+    var balancer: LoadBalancer
+    var waiters: [CheckedContinuation<Void, any Error>] = []
+    var shutDown = false
+    /// Bumped on every change, so a waiter that registers late doesn't miss one.
+    var generation = 0
+  }
+  private let state: NIOLockedValueBox<State>
+
+  init(count: Int, policy: LoadBalancingPolicy) {
+    self.state = NIOLockedValueBox(State(slots: Array(repeating: .idle, count: count), balancer: LoadBalancer(policy: policy)))
+  }
+
+  var isShutDown: Bool { self.state.withLockedValue { $0.shutDown } }
+
+  func update(_ index: Int, _ body: (inout Slot) -> Void) {
+    let waiters = self.state.withLockedValue { s -> [CheckedContinuation<Void, any Error>] in
+      body(&s.slots[index])
+      s.generation += 1
+      defer { s.waiters = [] }
+      return s.waiters
+    }
+    for w in waiters { w.resume() }
+  }
+
+  /// Marks the pool shut down and returns the live connections to close.
+  func shutDown() -> [ClientConnection] {
+    let (connections, waiters) = self.state.withLockedValue { s -> ([ClientConnection], [CheckedContinuation<Void, any Error>]) in
+      s.shutDown = true
+      s.generation += 1
+      let c = s.slots.compactMap { slot -> ClientConnection? in
+        if case .ready(let c) = slot { return c }
+        return nil
+      }
+      defer { s.waiters = [] }
+      return (c, s.waiters)
+    }
+    for w in waiters { w.resume(throwing: RPCError(code: .unavailable, message: "client transport is shutting down")) }
+    return connections
+  }
+
+  func pick(waitForReady: Bool) async throws -> ClientConnection {
+    while true {
+      enum Step { case use(ClientConnection), fail(RPCError), wait(Int) }
+      let step: Step = self.state.withLockedValue { s in
+        if s.shutDown { return .fail(RPCError(code: .unavailable, message: "client transport is shutting down")) }
+        var candidates: [(index: Int, load: Int)] = []
+        var anyConnecting = false
+        var failures: [String] = []
+        for (i, slot) in s.slots.enumerated() {
+          switch slot {
+          case .ready(let c):
+            if c.shared.isUsable { candidates.append((i, c.shared.activeCalls)) } else { anyConnecting = true }
+          case .idle, .connecting: anyConnecting = true
+          case .transientFailure(let reason): failures.append(reason)
+          }
+        }
+        if let index = s.balancer.pick(candidates), case .ready(let c) = s.slots[index] { return .use(c) }
+        if !anyConnecting && !waitForReady {
+          return .fail(RPCError(code: .unavailable, message: "no replica is reachable: \(failures.joined(separator: "; "))"))
+        }
+        return .wait(s.generation)
+      }
+      switch step {
+      case .use(let c): return c
+      case .fail(let e): throw e
+      case .wait(let seen):
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+          let changed = self.state.withLockedValue { s -> Bool in
+            guard s.generation == seen else { return true }
+            s.waiters.append(c)
+            return false
+          }
+          if changed { c.resume() }
+        }
+      }
+    }
+  }
+
+  /// Sleeps for a reconnect delay; throws if the pool shuts down meanwhile (checked after).
+  func sleepUnlessShutDown(for delay: Duration) async throws {
+    // Short steps so shutdown never waits out a long backoff.
+    let deadline = ContinuousClock.now + delay
+    while ContinuousClock.now < deadline {
+      if self.isShutDown { throw CancellationError() }
+      try await Task.sleep(for: min(.milliseconds(50), deadline - ContinuousClock.now))
+    }
+    if self.isShutDown { throw CancellationError() }
+  }
+}

@@ -1,0 +1,156 @@
+import FramedWire
+import GRPCCore
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// A GRPCCore `ClientTransport` over the Quizwire framed wire.
+///
+/// It keeps one connection per replica address, reconnecting with exponential backoff and
+/// jitter, and spreads calls with round robin or least requests. A replica that sends GOAWAY
+/// stops getting new calls at once; its in-flight calls finish.
+public final class FramedClientTransport: ClientTransport, Sendable {
+  public typealias Bytes = FramedBytes
+
+  public struct Config: Sendable {
+    public var targets: [FramedTarget]
+    public var loadBalancing: LoadBalancingPolicy = .roundRobin
+    public var connection = FramedConnectionConfig()
+    public var tls: TLSConfiguration?
+    /// Hostname to verify and send as SNI; defaults to the target's host.
+    public var serverHostname: String?
+    public var backoff = Backoff()
+    public var connectTimeout: TimeAmount = .seconds(5)
+    /// Default request compression when the call doesn't choose one.
+    public var compression: MessageEncoding = .identity
+    /// Per-method configuration (timeouts, retry policies) as GRPCCore defines it.
+    public var serviceConfig = ServiceConfig()
+
+    public init(targets: [FramedTarget]) { self.targets = targets }
+  }
+
+  public let config: Config
+  public let retryThrottle: RetryThrottle?
+  private let group: any EventLoopGroup
+  private let sslContext: NIOSSLContext?
+  private let pool: ConnectionPool
+  private let methodConfigs: [MethodDescriptor: MethodConfig]
+  private let defaultMethodConfig: MethodConfig?
+
+  public init(config: Config, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+    guard !config.targets.isEmpty else { throw FramedTransportError.noAddresses }
+    self.config = config
+    self.group = eventLoopGroup
+    self.sslContext = try config.tls.map { try NIOSSLContext(configuration: $0) }
+    self.retryThrottle = config.serviceConfig.retryThrottling.map { RetryThrottle(policy: $0) }
+    self.pool = ConnectionPool(count: config.targets.count, policy: config.loadBalancing)
+    var configs: [MethodDescriptor: MethodConfig] = [:]
+    var fallback: MethodConfig?
+    for mc in config.serviceConfig.methodConfig {
+      for name in mc.names {
+        if name.method.isEmpty {
+          if name.service.isEmpty { fallback = mc }
+          continue
+        }
+        configs[MethodDescriptor(fullyQualifiedService: name.service, method: name.method)] = mc
+      }
+    }
+    self.methodConfigs = configs
+    self.defaultMethodConfig = fallback
+  }
+
+  public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
+    if let c = self.methodConfigs[descriptor] { return c }
+    if let c = config.serviceConfig.methodConfig.first(where: { mc in
+      mc.names.contains { $0.service == descriptor.service.fullyQualifiedService && $0.method.isEmpty }
+    }) { return c }
+    return self.defaultMethodConfig
+  }
+
+  /// Keeps a connection to every replica until `beginGracefulShutdown()`.
+  public func connect() async throws {
+    await withDiscardingTaskGroup { group in
+      for (index, target) in self.config.targets.enumerated() {
+        group.addTask { await self.maintain(index: index, target: target) }
+      }
+    }
+  }
+
+  private func maintain(index: Int, target: FramedTarget) async {
+    var backoff = self.config.backoff
+    while !self.pool.isShutDown {
+      self.pool.update(index) { $0 = .connecting }
+      do {
+        let connection = try await ClientConnection.connect(
+          to: target, config: self.config.connection, tls: self.sslContext, serverHostname: self.config.serverHostname,
+          connectTimeout: self.config.connectTimeout, group: self.group)
+        backoff.reset()
+        self.pool.update(index) { $0 = .ready(connection) }
+        if self.pool.isShutDown { connection.closeGracefully() }
+        // Stop picking it the moment it drains; reconnect when it closes.
+        await withTaskCancellationHandler {
+          try? await connection.closeFuture.get()
+        } onCancel: {
+          connection.closeGracefully()
+        }
+        self.pool.update(index) { $0 = .idle }
+      } catch {
+        self.pool.update(index) { $0 = .transientFailure("\(target): \(error)") }
+        let delay = backoff.next()
+        do {
+          try await self.pool.sleepUnlessShutDown(for: delay)
+        } catch {
+          return
+        }
+      }
+    }
+  }
+
+  public func beginGracefulShutdown() {
+    for connection in self.pool.shutDown() { connection.closeGracefully() }
+  }
+
+  public func withStream<T: Sendable>(
+    descriptor: MethodDescriptor,
+    options: CallOptions,
+    _ closure: (RPCStream<Inbound, Outbound>, ClientContext) async throws -> T
+  ) async throws -> T {
+    let connection = try await self.pool.pick(waitForReady: options.waitForReady ?? false)
+    let peer = connection.shared.peerSettings
+    let encoding = options.compression.flatMap(MessageEncoding.init(grpc:)) ?? self.config.compression
+    let usable = peer.acceptEncodings.contains(encoding.bit) ? encoding : .identity
+    let stream = FramedStream<RPCResponsePart<FramedBytes>>(
+      connection: connection.commands,
+      creditThreshold: min(16 * 1024, self.config.connection.settings.initialStreamWindow / 4),
+      writeLimit: max(64 * 1024, peer.initialStreamWindow))
+    let writer = ClientStreamWriter(
+      stream: stream, descriptor: descriptor, encoding: usable,
+      sender: MessageSender(
+        peerMaxMessageSize: min(peer.maxMessageSize, options.maxRequestMessageBytes ?? .max),
+        encoding: usable, compressionMinBytes: self.config.connection.compressionMinBytes))
+    let rpc = RPCStream(
+      descriptor: descriptor,
+      inbound: RPCAsyncSequence(wrapping: FramedInbound(stream: stream)),
+      outbound: RPCWriter.Closable(wrapping: writer))
+    connection.shared.callStarted()
+    defer {
+      connection.shared.callEnded()
+      // Leaving before the trailers arrived means the call was abandoned: tell the server.
+      if !stream.isComplete { connection.commands.send(.reset(stream, .cancel)) }
+    }
+    return try await closure(rpc, ClientContext(descriptor: descriptor, remotePeer: connection.remote, localPeer: connection.local))
+  }
+}
+
+extension MessageEncoding {
+  /// Maps GRPCCore's compression choice onto the wire's encodings.
+  init?(grpc: CompressionAlgorithm) {
+    switch grpc {
+    case .gzip: self = .gzip
+    case .deflate: self = .deflate
+    case .none: self = .identity
+    default: return nil
+    }
+  }
+}

@@ -1,0 +1,85 @@
+import DequeModule
+import FramedWire
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// What a call can ask of its connection. Streams are referenced by object because a client
+/// stream has no id until its HEADERS go out on the event loop.
+enum StreamCommand: Sendable {
+  case open(any StreamHandle, headers: ByteBuffer, endStream: Bool)
+  case responseHeaders(any StreamHandle, ByteBuffer)
+  case message(any StreamHandle, ByteBuffer, compressed: Bool, endStream: Bool)
+  case halfClose(any StreamHandle)
+  case trailers(any StreamHandle, ByteBuffer)
+  case reset(any StreamHandle, WireErrorCode)
+  case credit(any StreamHandle, Int)
+}
+
+/// The loop-facing side of a stream, independent of its inbound element type.
+protocol StreamHandle: AnyObject, Sendable {
+  var streamID: UInt32 { get set }
+  func sent(_ bytes: Int)
+}
+
+extension FramedStream: StreamHandle {}
+
+/// Hands commands from call tasks to the connection's event loop in batches: the first command
+/// after a drain costs one `execute`; commands arriving meanwhile ride along. This keeps the
+/// hot path at one task hop per batch instead of one per frame.
+final class ConnectionCommands: Sendable {
+  private struct State {
+    var queue: Deque<StreamCommand> = []
+    var drainScheduled = false
+    var closed = false
+  }
+  private let state = NIOLockedValueBox(State())
+  let eventLoop: any EventLoop
+  /// Runs on the loop with the batch; set once by the handler when it is added.
+  private let sink: NIOLockedValueBox<(@Sendable (Deque<StreamCommand>) -> Void)?> = NIOLockedValueBox(nil)
+
+  init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
+
+  func setSink(_ sink: @escaping @Sendable (Deque<StreamCommand>) -> Void) {
+    self.sink.withLockedValue { $0 = sink }
+  }
+
+  /// Queues a command; `false` once the connection has closed.
+  @discardableResult
+  func send(_ command: StreamCommand) -> Bool {
+    let (accepted, schedule) = self.state.withLockedValue { s -> (Bool, Bool) in
+      guard !s.closed else { return (false, false) }
+      s.queue.append(command)
+      guard !s.drainScheduled else { return (true, false) }
+      s.drainScheduled = true
+      return (true, true)
+    }
+    if schedule {
+      self.eventLoop.execute { self.drain() }
+    }
+    return accepted
+  }
+
+  func returnCredit(_ stream: any StreamHandle, _ credit: Int) {
+    self.send(.credit(stream, credit))
+  }
+
+  private func drain() {
+    let batch = self.state.withLockedValue { s -> Deque<StreamCommand> in
+      s.drainScheduled = false
+      let batch = s.queue
+      s.queue = []
+      return batch
+    }
+    guard !batch.isEmpty, let sink = self.sink.withLockedValue({ $0 }) else { return }
+    sink(batch)
+  }
+
+  /// The connection is gone: refuse further commands.
+  func close() {
+    self.state.withLockedValue {
+      $0.closed = true
+      $0.queue.removeAll()
+    }
+    self.sink.withLockedValue { $0 = nil }
+  }
+}

@@ -1,0 +1,337 @@
+import DequeModule
+import FramedWire
+import GRPCCore
+import NIOCore
+import QuizwireProtos
+
+/// The NIO shell of one framed-wire connection, for either role.
+///
+/// It feeds decoded items and call commands into `ConnectionStateMachine` and performs the
+/// returned actions: frames into one outbound buffer that is written and flushed once per read
+/// burst or command batch, inbound parts to the calls' `FramedStream`s, timers for keepalive,
+/// deadlines and drain. Role-specific parts live in the +Server and +Client extensions.
+final class FramedConnectionHandler: ChannelInboundHandler {
+  typealias InboundIn = DecodedItem
+  typealias OutboundOut = ByteBuffer
+
+  typealias ServerInbound = RPCRequestPart<FramedBytes>
+  typealias ClientInbound = RPCResponsePart<FramedBytes>
+
+  let role: ConnectionStateMachine.Role
+  let config: FramedConnectionConfig
+  var machine: ConnectionStateMachine
+  let commands: ConnectionCommands
+  /// Shared with the transport: readiness, peer settings, draining.
+  let shared: ConnectionShared
+
+  var context: ChannelHandlerContext?
+  var outbound: ByteBuffer
+  var sendEvents: [ConnectionStateMachine.SendEvent] = []
+  var closing = false
+
+  // Server
+  var serverStreams: [UInt32: FramedStream<ServerInbound>] = [:]
+  var deadlineTimers: [UInt32: Scheduled<Void>] = [:]
+  /// The peer's message encoding per stream, for decompressing what it sends.
+  var inboundEncodings: [UInt32: MessageEncoding] = [:]
+  let serverCallbacks: ServerCallbacks?
+  var drainTimer: Scheduled<Void>?
+  var graceTimer: Scheduled<Void>?
+  static let drainPingOpaque: UInt64 = 0x4452_4149_4E21_0001  // "DRAIN!"
+
+  // Client
+  var clientStreams: [UInt32: FramedStream<ClientInbound>] = [:]
+
+  // Both
+  var keepalive: KeepaliveState?
+  var keepaliveTask: RepeatedTask?
+  var handshakeTimer: Scheduled<Void>?
+  var nextPingOpaque: UInt64 = 1
+
+  init(
+    role: ConnectionStateMachine.Role, config: FramedConnectionConfig, commands: ConnectionCommands,
+    shared: ConnectionShared, serverCallbacks: ServerCallbacks? = nil
+  ) {
+    self.role = role
+    self.config = config
+    self.machine = ConnectionStateMachine(role: role, localSettings: config.settings)
+    self.commands = commands
+    self.shared = shared
+    self.serverCallbacks = serverCallbacks
+    self.outbound = ByteBuffer()
+  }
+
+  // MARK: Lifecycle
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    self.outbound = context.channel.allocator.buffer(capacity: 16 * 1024)
+    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+    self.commands.setSink { batch in bound.value.perform(batch) }
+    if context.channel.isActive { self.start(context: context) }
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    self.start(context: context)
+    context.fireChannelActive()
+  }
+
+  private var started = false
+  private func start(context: ChannelHandlerContext) {
+    guard !self.started else { return }
+    self.started = true
+    if self.role == .client { self.writePrefaceAndSettings() ; self.flush() }
+    self.handshakeTimer = context.eventLoop.scheduleTask(in: self.config.handshakeTimeout) { [weak self] in
+      guard let self, !self.machine.peerSettingsReceived else { return }
+      self.connectionError(ConnectionError(.settingsTimeout, "no preface and SETTINGS within \(self.config.handshakeTimeout)"))
+    }
+    if let interval = self.config.keepaliveInterval {
+      self.keepalive = KeepaliveState(interval: interval, timeout: self.config.keepaliveTimeout, now: .now())
+      let tick = TimeAmount.nanoseconds(max(min(interval.nanoseconds, self.config.keepaliveTimeout.nanoseconds) / 4, 1_000_000))
+      self.keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [weak self] _ in
+        self?.keepaliveTick()
+      }
+    }
+  }
+
+  func writePrefaceAndSettings() {
+    Preface.write(into: &self.outbound)
+    FrameEncoder.encodeSettings(self.config.settings, into: &self.outbound)
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    self.tearDown(reason: "connection closed")
+    context.fireChannelInactive()
+  }
+
+  /// Fails every call and stops timers; idempotent.
+  func tearDown(reason: String) {
+    self.commands.close()
+    self.keepaliveTask?.cancel()
+    self.handshakeTimer?.cancel()
+    self.drainTimer?.cancel()
+    self.graceTimer?.cancel()
+    for (_, t) in self.deadlineTimers { t.cancel() }
+    self.deadlineTimers.removeAll()
+    let serverStreams = self.serverStreams
+    let clientStreams = self.clientStreams
+    self.serverStreams.removeAll()
+    self.clientStreams.removeAll()
+    for (_, s) in serverStreams { s.fail(RPCError(code: .cancelled, message: "\(reason): the client went away")) }
+    for (_, s) in clientStreams {
+      s.fail(RPCError(code: .unavailable, message: "\(reason) before the call completed"))
+    }
+    self.shared.markClosed(reason: reason)
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    if let error = error as? ConnectionError {
+      self.connectionError(error)
+    } else {
+      // I/O errors (reset by peer, TLS failures): nothing more can be sent.
+      self.tearDown(reason: "connection error: \(error)")
+      context.close(promise: nil)
+    }
+  }
+
+  /// Sends GOAWAY for a connection error and closes.
+  func connectionError(_ error: ConnectionError) {
+    guard !self.closing else { return }
+    if case .connectionError(_, let goAway) = self.machine.connectionError(error) {
+      FrameEncoder.encode(goAway, into: &self.outbound)
+    }
+    self.closeAfterFlush(reason: "connection error \(error)")
+  }
+
+  func closeAfterFlush(reason: String) {
+    guard !self.closing, let context = self.context else { return }
+    self.closing = true
+    self.flush()
+    self.tearDown(reason: reason)
+    context.close(promise: nil)
+  }
+
+  // MARK: Inbound
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    guard !self.closing else { return }
+    let item = Self.unwrapInboundIn(data)
+    let now = NIODeadline.now()
+    self.keepalive?.received(at: now)
+    if case .preface = item, self.role == .server {
+      // Answer the client's preface with ours once it proved it speaks the protocol.
+      self.writePrefaceAndSettings()
+    }
+    self.handle(self.machine.receive(item, now: now))
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    self.flush()
+    context.fireChannelReadComplete()
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    if context.channel.isWritable { self.flush() }
+    context.fireChannelWritabilityChanged()
+  }
+
+  func handle(_ action: ConnectionStateMachine.Action) {
+    switch action {
+    case .none:
+      break
+    case .ready:
+      self.handshakeTimer?.cancel()
+      self.shared.markReady(peerSettings: self.machine.peerSettings)
+    case .write(let frames):
+      for f in frames { FrameEncoder.encode(f, into: &self.outbound) }
+    case .requestHeaders(let id, let headers, let endStream):
+      self.openServerStream(id: id, headers: headers, endStream: endStream)
+    case .responseHeaders(let id, let headers):
+      self.clientReceivedHeaders(id: id, headers)
+    case .message(let id, let bytes, let compressed, let credit, let endStream, let alsoWrite):
+      for f in alsoWrite { FrameEncoder.encode(f, into: &self.outbound) }
+      if self.role == .server {
+        self.serverReceivedMessage(id: id, bytes, compressed: compressed, credit: credit, endStream: endStream)
+      } else {
+        self.clientReceivedMessage(id: id, bytes, compressed: compressed, credit: credit)
+      }
+    case .endOfRequest(let id):
+      self.serverStreams[id]?.finish()
+    case .trailers(let id, let trailers):
+      self.clientReceivedTrailers(id: id, trailers)
+    case .peerReset(let id, let code):
+      self.streamGone(id: id, error: WireMapping.status(forReset: code))
+    case .streamFailed(let id, let error, let frames):
+      for f in frames { FrameEncoder.encode(f, into: &self.outbound) }
+      self.streamGone(id: id, error: RPCError(code: .internalError, message: error.reason))
+    case .messageTooLarge(let id, let size, let alsoWrite):
+      for f in alsoWrite { FrameEncoder.encode(f, into: &self.outbound) }
+      self.serverRejectOversized(id: id, size: size)
+    case .pingAck(let opaque):
+      self.keepalive?.ackReceived(opaque: opaque, at: .now())
+      if opaque == Self.drainPingOpaque { self.finishDrain() }
+    case .goAway(let last, let code, let debug, let refused):
+      self.receivedGoAway(lastStreamID: last, code: code, debug: debug, refused: refused)
+    case .windowOpened:
+      break  // flush() at the end of the read burst writes whatever is now allowed
+    case .connectionError(let error, let goAway):
+      FrameEncoder.encode(goAway, into: &self.outbound)
+      self.closeAfterFlush(reason: "connection error \(error)")
+    }
+  }
+
+  /// A stream ended abnormally: its call sees `error`.
+  func streamGone(id: UInt32, error: RPCError) {
+    self.inboundEncodings.removeValue(forKey: id)
+    if let s = self.serverStreams.removeValue(forKey: id) {
+      self.deadlineTimers.removeValue(forKey: id)?.cancel()
+      s.fail(error)
+    }
+    if let s = self.clientStreams.removeValue(forKey: id) { s.fail(error) }
+    self.closeIfDrained()
+  }
+
+  // MARK: Outbound
+
+  /// Runs the send scheduler while the socket takes more, then writes and flushes once.
+  func flush() {
+    guard let context = self.context else { return }
+    if context.channel.isWritable, self.machine.hasPendingSends {
+      self.machine.writePending(into: &self.outbound, byteLimit: self.config.writeBatchBytes, events: &self.sendEvents)
+      self.processSendEvents()
+    }
+    guard self.outbound.readableBytes > 0 else { return }
+    context.writeAndFlush(Self.wrapOutboundOut(self.outbound), promise: nil)
+    self.outbound.clear()
+    // More queued than one batch: come back after the socket had its turn.
+    if self.machine.hasPendingSends, context.channel.isWritable {
+      context.eventLoop.execute { [weak self] in self?.flush() }
+    }
+  }
+
+  private func processSendEvents() {
+    guard !self.sendEvents.isEmpty else { return }
+    for event in self.sendEvents {
+      switch event {
+      case .sent(let id, let bytes):
+        if self.role == .server { self.serverStreams[id]?.sent(bytes) } else { self.clientStreams[id]?.sent(bytes) }
+      case .closed(let id):
+        self.deadlineTimers.removeValue(forKey: id)?.cancel()
+        self.inboundEncodings.removeValue(forKey: id)
+        self.serverStreams.removeValue(forKey: id)?.finish()
+      }
+    }
+    self.sendEvents.removeAll(keepingCapacity: true)
+    self.closeIfDrained()
+  }
+
+  /// Performs a batch of call commands, then writes once.
+  func perform(_ batch: Deque<StreamCommand>) {
+    guard !self.closing else { return }
+    for command in batch {
+      switch command {
+      case .open(let stream, let headers, let endStream):
+        self.clientOpen(stream, headers: headers, endStream: endStream)
+      case .responseHeaders(let stream, let payload):
+        if self.machine.sendResponseHeaders(streamID: stream.streamID) {
+          FrameEncoder.encode(.headers(streamID: stream.streamID, endStream: false, payload: payload), into: &self.outbound)
+        }
+      case .message(let stream, let bytes, let compressed, let endStream):
+        if !self.machine.queueMessage(streamID: stream.streamID, bytes, compressed: compressed, endStream: endStream) {
+          stream.sent(bytes.readableBytes)  // the stream is gone: release the writer's accounting
+        }
+      case .halfClose(let stream):
+        _ = self.machine.queueHalfClose(streamID: stream.streamID)
+      case .trailers(let stream, let payload):
+        _ = self.machine.queueTrailers(streamID: stream.streamID, payload)
+      case .reset(let stream, let code):
+        let id = stream.streamID
+        if id != 0, let rst = self.machine.resetStream(streamID: id, code: code) {
+          FrameEncoder.encode(rst, into: &self.outbound)
+        }
+        if id != 0 { self.streamGone(id: id, error: RPCError(code: .cancelled, message: "call cancelled")) }
+      case .credit(let stream, let credit):
+        if let update = self.machine.consumed(streamID: stream.streamID, credit: credit) {
+          FrameEncoder.encode(update, into: &self.outbound)
+        }
+      }
+    }
+    self.flush()
+  }
+
+  // MARK: Keepalive
+
+  private func keepaliveTick() {
+    guard var k = self.keepalive, !self.closing else { return }
+    let opaque = self.nextPingOpaque
+    switch k.tick(now: .now(), nextOpaque: opaque) {
+    case .nothing:
+      break
+    case .sendPing(let opaque):
+      self.nextPingOpaque &+= 1
+      FrameEncoder.encode(.ping(ack: false, opaque: opaque), into: &self.outbound)
+      self.flush()
+    case .dead:
+      self.keepalive = k
+      self.tearDown(reason: "keepalive: no PING ACK within \(self.config.keepaliveTimeout), peer presumed dead")
+      self.closing = true
+      self.context?.close(promise: nil)
+      return
+    }
+    self.keepalive = k
+  }
+
+  /// Closes once a GOAWAY was exchanged and no stream is left.
+  func closeIfDrained() {
+    guard !self.closing, self.machine.isGoingAway, self.machine.openStreamCount == 0,
+      self.serverStreams.isEmpty, self.clientStreams.isEmpty
+    else { return }
+    // Server: only after the final GOAWAY (not the first "soon" one).
+    if self.role == .server, self.machine.goAwaySent == WireLimits.maxStreamID { return }
+    self.closeAfterFlush(reason: "drained")
+  }
+}

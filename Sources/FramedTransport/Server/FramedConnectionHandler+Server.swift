@@ -1,0 +1,185 @@
+import FramedWire
+import GRPCCore
+import NIOCore
+import QuizwireProtos
+
+/// What a server connection needs from its transport to start calls.
+struct ServerCallbacks: Sendable {
+  typealias StreamHandler = @Sendable (
+    RPCStream<ServerTransportInbound, ServerTransportOutbound>, ServerContext
+  ) async -> Void
+  var streamHandler: StreamHandler
+  /// Encodings this server decodes (and answers with).
+  var encodings: EncodingSet
+}
+
+typealias ServerTransportInbound = RPCAsyncSequence<RPCRequestPart<FramedBytes>, any Error>
+typealias ServerTransportOutbound = RPCWriter<RPCResponsePart<FramedBytes>>.Closable
+
+extension FramedConnectionHandler {
+  func openServerStream(id: UInt32, headers: RequestHeaders, endStream: Bool) {
+    guard let callbacks = self.serverCallbacks, let channel = self.context?.channel else { return }
+    let peer = self.machine.peerSettings
+    let stream = FramedStream<ServerInbound>(
+      connection: self.commands,
+      creditThreshold: min(16 * 1024, self.config.settings.initialStreamWindow / 4),
+      writeLimit: max(64 * 1024, peer.initialStreamWindow)
+    )
+    stream.streamID = id
+    self.serverStreams[id] = stream
+
+    // Anything wrong with the request itself is answered with a status, not a reset.
+    guard let descriptor = Self.descriptor(fromPath: headers.method) else {
+      self.answerImmediately(id: id, code: .unimplemented, message: "malformed method path \"\(headers.method.prefix(128))\"")
+      return
+    }
+    guard let encoding = MessageEncoding(headerValue: headers.messageEncoding), callbacks.encodings.contains(encoding.bit) else {
+      let names = MessageEncoding.allCases.filter { callbacks.encodings.contains($0.bit) }.map(\.rawValue)
+      self.answerImmediately(
+        id: id, code: .unimplemented,
+        message: "message encoding \"\(headers.messageEncoding.prefix(64))\" is not supported; supported: \(names.joined(separator: ", "))")
+      return
+    }
+    var metadata: Metadata
+    switch WireMapping.metadata(headers.metadata) {
+    case .success(let md): metadata = md
+    case .failure(let error):
+      self.answerImmediately(id: id, code: .internalError, message: error.message)
+      return
+    }
+    if headers.timeoutUs > 0 {
+      metadata.addString(WireMapping.formatTimeout(microseconds: headers.timeoutUs), forKey: WireMapping.timeoutKey)
+      let timeout = TimeAmount.microseconds(Int64(clamping: headers.timeoutUs))
+      self.deadlineTimers[id] = channel.eventLoop.scheduleTask(in: timeout) { [weak self] in
+        self?.deadlineExpired(id: id, timeoutUs: headers.timeoutUs)
+      }
+    }
+    self.inboundEncodings[id] = encoding
+    stream.push(.metadata(metadata), credit: 0)
+    if endStream { stream.finish() }
+
+    let writer = ServerStreamWriter(
+      stream: stream,
+      encoding: encoding,
+      peerMaxMessageSize: peer.maxMessageSize,
+      compressionMinBytes: self.config.compressionMinBytes
+    )
+    let rpcStream = RPCStream(
+      descriptor: descriptor,
+      inbound: RPCAsyncSequence(wrapping: FramedInbound(stream: stream)),
+      outbound: RPCWriter.Closable(wrapping: writer)
+    )
+    let remote = Self.peerDescription(channel.remoteAddress)
+    let local = Self.peerDescription(channel.localAddress)
+    let handler = callbacks.streamHandler
+    // One unstructured task per call, created right here on the event loop: no intermediate
+    // queue or consumer task between a HEADERS frame and its handler.
+    let task = Task {
+      await withServerContextRPCCancellationHandle { handle in
+        stream.attach(cancellation: handle)
+        let context = ServerContext(descriptor: descriptor, remotePeer: remote, localPeer: local, cancellation: handle)
+        await handler(rpcStream, context)
+      }
+      stream.detachTask()
+    }
+    stream.attach(task: task)
+  }
+
+  func serverReceivedMessage(id: UInt32, _ bytes: ByteBuffer, compressed: Bool, credit: Int, endStream: Bool) {
+    guard let stream = self.serverStreams[id] else { return }
+    var message = bytes
+    if compressed {
+      guard let encoding = self.inboundEncodings[id], encoding != .identity else {
+        self.answerImmediately(id: id, code: .internalError, message: "COMPRESSED message on a stream with identity encoding")
+        return
+      }
+      do {
+        message = try encoding.decompress(bytes, maxSize: self.config.settings.maxMessageSize)
+      } catch {
+        switch error {
+        case .tooLarge(let limit):
+        self.answerImmediately(
+          id: id, code: .resourceExhausted,
+          message: "request message decompresses to more than the server's limit of \(limit) bytes (MAX_MESSAGE_SIZE)")
+        return
+      case .corrupt(let reason):
+        self.answerImmediately(id: id, code: .internalError, message: reason)
+        return
+        }
+      }
+    }
+    stream.push(.message(FramedBytes(message)), credit: credit)
+    if endStream { stream.finish() }
+  }
+
+  func serverRejectOversized(id: UInt32, size: Int) {
+    self.answerImmediately(
+      id: id, code: .resourceExhausted,
+      message: "request message of at least \(size) bytes exceeds the server's limit of \(self.config.settings.maxMessageSize) bytes (MAX_MESSAGE_SIZE)")
+  }
+
+  /// Ends a call from the transport: TRAILERS go out ahead of anything queued, the handler is
+  /// cancelled and sees `code` if it reads or writes.
+  func answerImmediately(id: UInt32, code: Status.Code, message: String) {
+    var trailers = Trailers()
+    trailers.code = UInt32(code.rawValue)
+    trailers.message = message
+    // Drop queued output: the call is over.
+    _ = self.machine.resetStream(streamID: id, code: .noError)
+    FrameEncoder.encode(.trailers(streamID: id, payload: WireMapping.encode(trailers)), into: &self.outbound)
+    self.streamGone(id: id, error: RPCError(code: RPCError.Code(code) ?? .internalError, message: message))
+  }
+
+  private func deadlineExpired(id: UInt32, timeoutUs: UInt64) {
+    self.deadlineTimers.removeValue(forKey: id)
+    guard self.serverStreams[id] != nil else { return }
+    self.answerImmediately(id: id, code: .deadlineExceeded, message: "deadline of \(timeoutUs) µs exceeded on the server")
+    self.flush()
+  }
+
+  // MARK: Drain
+
+  /// Phase one of the two-phase GOAWAY; phase two on the PING ACK or after a timeout.
+  func beginDrain() {
+    guard self.role == .server, !self.closing else { return }
+    let frames = self.machine.beginDrain(pingOpaque: Self.drainPingOpaque)
+    guard !frames.isEmpty, let loop = self.context?.eventLoop else { return }
+    self.shared.markDraining()
+    for f in frames { FrameEncoder.encode(f, into: &self.outbound) }
+    self.flush()
+    self.drainTimer = loop.scheduleTask(in: self.config.drainPingTimeout) { [weak self] in self?.finishDrain() }
+    self.graceTimer = loop.scheduleTask(in: self.config.drainGrace) { [weak self] in
+      guard let self else { return }
+      // Grace is over: cancel what is left and close.
+      for (id, _) in self.serverStreams {
+        self.answerImmediately(id: id, code: .unavailable, message: "server shut down before the call completed")
+      }
+      self.closeAfterFlush(reason: "drain grace period over")
+    }
+  }
+
+  func finishDrain() {
+    self.drainTimer?.cancel()
+    self.drainTimer = nil
+    guard let goAway = self.machine.finishDrain() else { return }
+    FrameEncoder.encode(goAway, into: &self.outbound)
+    self.flush()
+    self.closeIfDrained()
+  }
+
+  static func descriptor(fromPath path: String) -> MethodDescriptor? {
+    guard path.first == "/" else { return nil }
+    let parts = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
+    guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
+    return MethodDescriptor(fullyQualifiedService: String(parts[0]), method: String(parts[1]))
+  }
+
+  static func peerDescription(_ address: SocketAddress?) -> String {
+    guard let address else { return "unknown" }
+    switch address {
+    case .v4(let a): return "ipv4:\(a.host):\(address.port ?? 0)"
+    case .v6(let a): return "ipv6:[\(a.host)]:\(address.port ?? 0)"
+    case .unixDomainSocket: return "unix:\(address.pathname ?? "")"
+    }
+  }
+}

@@ -1,0 +1,115 @@
+import FramedWire
+import GRPCCore
+import NIOCore
+import QuizwireProtos
+
+/// Shared message path of both writers: size check against the peer's limit (fail fast, with a
+/// clear text — the receiver would refuse it anyway), optional compression, back-pressure.
+struct MessageSender {
+  let peerMaxMessageSize: Int
+  let encoding: MessageEncoding
+  let compressionMinBytes: Int
+
+  func send<Inbound>(_ bytes: FramedBytes, on stream: FramedStream<Inbound>, endStream: Bool = false) async throws {
+    let size = bytes.count
+    guard size <= self.peerMaxMessageSize else {
+      throw RPCError(
+        code: .resourceExhausted,
+        message: "message of \(size) bytes exceeds the peer's limit of \(self.peerMaxMessageSize) bytes (MAX_MESSAGE_SIZE)")
+    }
+    var payload = bytes.buffer
+    var compressed = false
+    if self.encoding != .identity, size >= self.compressionMinBytes, let c = self.encoding.compress(payload) {
+      payload = c
+      compressed = true
+    }
+    try stream.willQueue(payload.readableBytes)
+    guard stream.connection.send(.message(stream, payload, compressed: compressed, endStream: endStream)) else {
+      stream.sent(payload.readableBytes)
+      throw stream.failure ?? RPCError(code: .unavailable, message: "connection closed")
+    }
+    try await stream.waitUntilWritable()
+  }
+}
+
+/// The server's response writer for one call.
+struct ServerStreamWriter: ClosableRPCWriterProtocol {
+  typealias Element = RPCResponsePart<FramedBytes>
+  let stream: FramedStream<RPCRequestPart<FramedBytes>>
+  let encoding: MessageEncoding
+  let sender: MessageSender
+
+  init(stream: FramedStream<RPCRequestPart<FramedBytes>>, encoding: MessageEncoding, peerMaxMessageSize: Int, compressionMinBytes: Int) {
+    self.stream = stream
+    self.encoding = encoding
+    // Responses are compressed with the request's encoding, only when the request used one.
+    self.sender = MessageSender(peerMaxMessageSize: peerMaxMessageSize, encoding: encoding, compressionMinBytes: compressionMinBytes)
+  }
+
+  func write(_ element: Element) async throws {
+    switch element {
+    case .metadata(let metadata):
+      var headers = ResponseHeaders()
+      headers.metadata = WireMapping.wireEntries(metadata)
+      if self.encoding != .identity { headers.messageEncoding = self.encoding.rawValue }
+      try self.command(.responseHeaders(self.stream, WireMapping.encode(headers)))
+    case .message(let bytes):
+      try await self.sender.send(bytes, on: self.stream)
+    case .status(let status, let metadata):
+      let trailers = WireMapping.trailers(status: status, metadata: metadata)
+      try self.command(.trailers(self.stream, WireMapping.encode(trailers)))
+    }
+  }
+
+  func write(contentsOf elements: some Sequence<Element>) async throws {
+    for e in elements { try await self.write(e) }
+  }
+
+  private func command(_ c: StreamCommand) throws {
+    if let error = self.stream.failure { throw error }
+    guard self.stream.connection.send(c) else {
+      throw RPCError(code: .cancelled, message: "connection closed")
+    }
+  }
+
+  func finish() async {}
+
+  func finish(throwing error: any Error) async {
+    // GRPCCore always writes a status first; this is the transport-level bail-out.
+    self.stream.connection.send(.reset(self.stream, .internalError))
+  }
+}
+
+/// The client's request writer for one call.
+struct ClientStreamWriter: ClosableRPCWriterProtocol {
+  typealias Element = RPCRequestPart<FramedBytes>
+  let stream: FramedStream<RPCResponsePart<FramedBytes>>
+  let descriptor: MethodDescriptor
+  let encoding: MessageEncoding
+  let sender: MessageSender
+
+  func write(_ element: Element) async throws {
+    switch element {
+    case .metadata(let metadata):
+      let headers = WireMapping.requestHeaders(method: self.descriptor, metadata: metadata, encoding: self.encoding)
+      if let error = self.stream.failure { throw error }
+      guard self.stream.connection.send(.open(self.stream, headers: WireMapping.encode(headers), endStream: false)) else {
+        throw RPCError(code: .unavailable, message: "connection closed before the call started")
+      }
+    case .message(let bytes):
+      try await self.sender.send(bytes, on: self.stream)
+    }
+  }
+
+  func write(contentsOf elements: some Sequence<Element>) async throws {
+    for e in elements { try await self.write(e) }
+  }
+
+  func finish() async {
+    self.stream.connection.send(.halfClose(self.stream))
+  }
+
+  func finish(throwing error: any Error) async {
+    self.stream.connection.send(.reset(self.stream, .cancel))
+  }
+}

@@ -1,0 +1,145 @@
+import FramedWire
+import GRPCCore
+import NIOCore
+import QuizwireProtos
+import SwiftProtobuf
+
+import struct Foundation.Data
+
+/// Conversions between GRPCCore's view of a call and the wire's messages, in one place.
+enum WireMapping {
+  static let timeoutKey = "grpc-timeout"
+
+  /// Request metadata → wire entries, lifting `grpc-timeout` out into `timeout_us`.
+  static func requestHeaders(method: MethodDescriptor, metadata: Metadata, encoding: MessageEncoding) -> RequestHeaders {
+    var headers = RequestHeaders()
+    headers.method = "/" + method.fullyQualifiedMethod
+    for entry in metadata {
+      if entry.key == timeoutKey {
+        if case .string(let value) = entry.value, let us = parseTimeout(value) { headers.timeoutUs = us }
+        continue
+      }
+      headers.metadata.append(wireEntry(key: entry.key, value: entry.value))
+    }
+    if encoding != .identity { headers.messageEncoding = encoding.rawValue }
+    return headers
+  }
+
+  static func wireEntry(key: String, value: Metadata.Value) -> MetadataEntry {
+    var e = MetadataEntry()
+    e.key = key
+    switch value {
+    case .string(let s): e.text = s
+    case .binary(let b): e.binary = Data(b)
+    }
+    return e
+  }
+
+  static func wireEntries(_ metadata: Metadata) -> [MetadataEntry] {
+    metadata.map { wireEntry(key: $0.key, value: $0.value) }
+  }
+
+  /// Wire entries → GRPCCore metadata; `nil` with a reason when a key or value breaks the rules.
+  static func metadata(_ entries: [MetadataEntry]) -> Result<Metadata, RPCError> {
+    var md = Metadata()
+    md.reserveCapacity(entries.count)
+    for e in entries {
+      guard isValidKey(e.key) else {
+        return .failure(RPCError(code: .internalError, message: "invalid metadata key \"\(e.key.prefix(64))\""))
+      }
+      let isBinary = e.key.hasSuffix("-bin")
+      switch e.value {
+      case .text(let t)?:
+        guard !isBinary, t.utf8.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) else {
+          return .failure(RPCError(code: .internalError, message: "invalid text value for metadata key \"\(e.key)\""))
+        }
+        md.addString(t, forKey: e.key)
+      case .binary(let b)?:
+        guard isBinary else {
+          return .failure(RPCError(code: .internalError, message: "binary value for non -bin metadata key \"\(e.key)\""))
+        }
+        md.addBinary(Array(b), forKey: e.key)
+      case nil:
+        if isBinary { md.addBinary([], forKey: e.key) } else { md.addString("", forKey: e.key) }
+      }
+    }
+    return .success(md)
+  }
+
+  static func isValidKey(_ key: String) -> Bool {
+    guard !key.isEmpty, key.utf8.count <= 255, !key.hasPrefix(":") else { return false }
+    return key.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F || $0 == 0x2E || $0 == 0x2D }
+  }
+
+  // MARK: Timeouts (gRPC's "grpc-timeout": up to 8 digits and a unit)
+
+  static func parseTimeout(_ value: String) -> UInt64? {
+    guard let unit = value.last, value.count >= 2, value.count <= 9,
+      let amount = UInt64(value.dropLast())
+    else { return nil }
+    switch unit {
+    case "H": return amount * 3_600_000_000
+    case "M": return amount * 60_000_000
+    case "S": return amount * 1_000_000
+    case "m": return amount * 1_000
+    case "u": return amount
+    case "n": return max(1, amount / 1_000)
+    default: return nil
+    }
+  }
+
+  static func formatTimeout(microseconds us: UInt64) -> String {
+    // Pick the finest unit that fits in 8 digits, as gRPC does.
+    if us < 100_000_000 { return "\(us)u" }
+    if us / 1_000 < 100_000_000 { return "\(us / 1_000)m" }
+    if us / 1_000_000 < 100_000_000 { return "\(us / 1_000_000)S" }
+    return "\(min(us / 60_000_000, 99_999_999))M"
+  }
+
+  // MARK: Status
+
+  static let statusDetailsKey = "grpc-status-details-bin"
+
+  /// Status + trailing metadata → TRAILERS; `grpc-status-details-bin` moves to its own field.
+  static func trailers(status: Status, metadata: Metadata) -> Trailers {
+    var t = Trailers()
+    t.code = UInt32(status.code.rawValue)
+    t.message = status.message
+    for entry in metadata {
+      if entry.key == statusDetailsKey, case .binary(let b) = entry.value {
+        t.statusDetails = Data(b)
+        continue
+      }
+      t.metadata.append(wireEntry(key: entry.key, value: entry.value))
+    }
+    return t
+  }
+
+  static func status(from trailers: Trailers) -> (Status, Metadata) {
+    let code = Status.Code(rawValue: Int(trailers.code)) ?? .unknown
+    var md: Metadata
+    switch metadata(trailers.metadata) {
+    case .success(let m): md = m
+    case .failure(let e): return (Status(code: .internalError, message: e.message), [:])
+    }
+    if !trailers.statusDetails.isEmpty { md.addBinary(Array(trailers.statusDetails), forKey: statusDetailsKey) }
+    return (Status(code: code, message: trailers.message), md)
+  }
+
+  /// gRPC's RST → status table.
+  static func status(forReset code: WireErrorCode) -> RPCError {
+    switch code {
+    case .refusedStream: return RPCError(code: .unavailable, message: "stream refused by the server before processing (REFUSED_STREAM); safe to retry")
+    case .cancel: return RPCError(code: .cancelled, message: "stream cancelled by the peer (CANCEL)")
+    case .enhanceYourCalm: return RPCError(code: .resourceExhausted, message: "stream reset by the peer (ENHANCE_YOUR_CALM)")
+    case .inadequateSecurity: return RPCError(code: .permissionDenied, message: "stream reset by the peer (INADEQUATE_SECURITY)")
+    default: return RPCError(code: .internalError, message: "stream reset by the peer (\(code))")
+    }
+  }
+
+  static func encode<M: SwiftProtobuf.Message>(_ message: M) -> ByteBuffer {
+    // Serializing our own well-formed header messages cannot fail.
+    let bytes: [UInt8] = (try? message.serializedBytes()) ?? []
+    return ByteBuffer(bytes: bytes)
+  }
+}

@@ -1,0 +1,189 @@
+import DequeModule
+import NIOCore
+
+extension ConnectionStateMachine {
+  /// Why a new stream can't be opened right now.
+  public enum OpenFailure: Error, Sendable, Equatable {
+    /// The connection is draining or failed: try another connection.
+    case goingAway
+    /// The peer's MAX_CONCURRENT_STREAMS is reached.
+    case tooManyStreams(limit: Int)
+    /// All 2^31 stream ids are used: reconnect.
+    case streamIDsExhausted
+  }
+
+  /// Progress the handler reports to calls after a write pass.
+  public enum SendEvent: Sendable, Equatable {
+    /// `bytes` of a queued message for this stream were written.
+    case sent(streamID: UInt32, bytes: Int)
+    /// This stream's last frame (TRAILERS, or a client's END_STREAM after TRAILERS were seen) left.
+    case closed(streamID: UInt32)
+  }
+
+  /// Client: allocates the next stream id and registers the stream (HEADERS are sent by the caller).
+  public mutating func openStream(endStream: Bool = false) -> Result<UInt32, OpenFailure> {
+    precondition(self.role == .client)
+    guard !self.isGoingAway else { return .failure(.goingAway) }
+    guard self.streams.count < self.peerSettings.maxConcurrentStreams else {
+      return .failure(.tooManyStreams(limit: self.peerSettings.maxConcurrentStreams))
+    }
+    let id = self.highestStreamID == 0 ? 1 : self.highestStreamID + 2
+    guard id <= WireLimits.maxStreamID else { return .failure(.streamIDsExhausted) }
+    self.highestStreamID = id
+    var stream = self.makeStream(id)
+    stream.localClosed = endStream
+    self.streams[id] = stream
+    return .success(id)
+  }
+
+  /// Server: records that response HEADERS go out now. `false` if the stream is gone.
+  public mutating func sendResponseHeaders(streamID id: UInt32) -> Bool {
+    guard var stream = self.streams[id], !stream.localClosed else { return false }
+    stream.headersExchanged = true
+    self.streams[id] = stream
+    return true
+  }
+
+  /// Queues a message (already compressed if `compressed`). `false` if the stream is gone or
+  /// already closed on our side.
+  public mutating func queueMessage(streamID id: UInt32, _ bytes: ByteBuffer, compressed: Bool, endStream: Bool) -> Bool {
+    guard var stream = self.streams[id], !stream.localClosed else { return false }
+    stream.pending.append(PendingSend(kind: .message(bytes, compressed: compressed, endStream: endStream)))
+    if endStream { stream.localClosed = true }
+    self.streams[id] = stream
+    self.schedule(id)
+    return true
+  }
+
+  /// Client: queues the end of the request (a NO_MESSAGE | END_STREAM frame).
+  public mutating func queueHalfClose(streamID id: UInt32) -> Bool {
+    guard var stream = self.streams[id], !stream.localClosed else { return false }
+    stream.pending.append(PendingSend(kind: .halfClose))
+    stream.localClosed = true
+    self.streams[id] = stream
+    self.schedule(id)
+    return true
+  }
+
+  /// Server: queues the TRAILERS payload after any pending messages. `false` if the stream is gone.
+  public mutating func queueTrailers(streamID id: UInt32, _ payload: ByteBuffer) -> Bool {
+    guard var stream = self.streams[id], !stream.localClosed else { return false }
+    stream.pending.append(PendingSend(kind: .trailers(payload)))
+    stream.localClosed = true
+    self.streams[id] = stream
+    self.schedule(id)
+    return true
+  }
+
+  /// Resets a stream from our side (cancel, deadline, local error). Returns the RST to write,
+  /// or `nil` if the stream was already gone.
+  public mutating func resetStream(streamID id: UInt32, code: WireErrorCode) -> Frame? {
+    guard self.streams.removeValue(forKey: id) != nil else { return nil }
+    self.ready.removeAll { $0 == id }
+    return .rst(streamID: id, code: code)
+  }
+
+  /// The application consumed a message worth `credit` bytes: maybe return stream credit.
+  public mutating func consumed(streamID id: UInt32, credit: Int) -> Frame? {
+    guard var stream = self.streams[id], !stream.remoteClosed else { return nil }
+    let inc = stream.receiveWindow.release(credit)
+    self.streams[id] = stream
+    return inc.map { .windowUpdate(streamID: id, increment: $0) }
+  }
+
+  /// Whether any stream has frames waiting (with or without credit).
+  public var hasPendingSends: Bool { !self.ready.isEmpty }
+
+  mutating func schedule(_ id: UInt32) {
+    guard var stream = self.streams[id], !stream.scheduled, let next = stream.pending.first else { return }
+    if case .message(let bytes, _, _) = next.kind, bytes.readableBytes > 0, stream.sendWindow <= 0 { return }
+    stream.scheduled = true
+    self.streams[id] = stream
+    self.ready.append(id)
+  }
+
+  /// Writes pending frames into `buffer`, one frame per stream per turn (round robin), until
+  /// nothing can be sent or `buffer` holds `byteLimit` bytes. Control frames never wait here:
+  /// the handler writes them directly, ahead of this queue.
+  public mutating func writePending(into buffer: inout ByteBuffer, byteLimit: Int, events: inout [SendEvent]) {
+    let maxFrame = self.peerSettings.maxFrameSize
+    while buffer.readableBytes < byteLimit, let id = self.ready.popFirst() {
+      guard var stream = self.streams[id] else { continue }
+      stream.scheduled = false
+      guard var item = stream.pending.popFirst() else {
+        self.streams[id] = stream
+        continue
+      }
+      var streamClosed = false
+      switch item.kind {
+      case .halfClose:
+        FrameEncoder.writeHeader(length: 0, type: FrameType.message.rawValue, flags: [.noMessage, .endStream], streamID: id, into: &buffer)
+      case .trailers(let payload):
+        FrameEncoder.encode(.trailers(streamID: id, payload: payload), into: &buffer)
+        streamClosed = true
+      case .message(var bytes, let compressed, let endStream):
+        let credit = min(stream.sendWindow, self.connectionSendWindow)
+        let total = bytes.readableBytes
+        if total > 0 && credit <= 0 {
+          // Blocked on the connection window: put it back and stop; on the stream window the
+          // stream waits for its own WINDOW_UPDATE (schedule() skips it).
+          stream.pending.prepend(item)
+          self.streams[id] = stream
+          if self.connectionSendWindow <= 0 {
+            self.schedule(id)
+            return
+          }
+          continue
+        }
+        let chunk = min(total, maxFrame, max(credit, 0))
+        let last = chunk == total
+        var flags: FrameFlags = compressed ? .compressed : []
+        if !last { flags.insert(.more) }
+        if last && endStream { flags.insert(.endStream) }
+        FrameEncoder.writeHeader(length: chunk, type: FrameType.message.rawValue, flags: flags, streamID: id, into: &buffer)
+        var slice = bytes.readSlice(length: chunk)!
+        buffer.writeBuffer(&slice)
+        stream.sendWindow -= chunk
+        self.connectionSendWindow -= chunk
+        events.append(.sent(streamID: id, bytes: chunk))
+        if !last {
+          item.kind = .message(bytes, compressed: compressed, endStream: endStream)
+          stream.pending.prepend(item)
+        }
+      }
+      self.streams[id] = stream
+      if streamClosed || (stream.localClosed && stream.remoteClosed && stream.pending.isEmpty) {
+        // Server after TRAILERS: later client frames on this id are dropped.
+        if self.role == .server || stream.remoteClosed {
+          self.streams.removeValue(forKey: id)
+          events.append(.closed(streamID: id))
+          continue
+        }
+      }
+      self.schedule(id)
+    }
+  }
+
+  // MARK: - Drain
+
+  /// Server, phase one of a graceful drain: "no new streams soon" plus a PING to time it.
+  public mutating func beginDrain(pingOpaque: UInt64) -> [Frame] {
+    guard self.goAwaySent == nil else { return [] }
+    self.goAwaySent = WireLimits.maxStreamID
+    return [.goAway(lastStreamID: WireLimits.maxStreamID, code: .noError, debug: "draining"), .ping(ack: false, opaque: pingOpaque)]
+  }
+
+  /// Phase two: the final GOAWAY naming the last stream we will process.
+  public mutating func finishDrain() -> Frame? {
+    let last = self.role == .server ? self.highestStreamID : 0
+    if let sent = self.goAwaySent, sent <= last, sent != WireLimits.maxStreamID { return nil }
+    self.goAwaySent = last
+    return .goAway(lastStreamID: last, code: .noError, debug: "draining")
+  }
+
+  /// Client: closing an idle connection politely.
+  public mutating func closeGracefully() -> Frame {
+    self.goAwaySent = 0
+    return .goAway(lastStreamID: 0, code: .noError, debug: "client closing")
+  }
+}
