@@ -349,12 +349,12 @@ def build():
     server_settings = [(MAX_FRAME_SIZE, 65536), (MAX_CONCURRENT_STREAMS, 1024),
                        (ACCEPT_ENCODINGS, 7)]
     settings_c = V.frame("settings_client", C2S,
-                         "The Swift client's SETTINGS: MAX_MESSAGE_SIZE=4194304, ACCEPT_ENCODINGS=7 "
+                         "The example client's SETTINGS (§18): MAX_MESSAGE_SIZE=4194304, ACCEPT_ENCODINGS=7 "
                          "(identity|deflate|gzip); everything else default.",
                          SETTINGS, 0, 0, settings_payload(client_settings),
                          {"settings": [list(e) for e in client_settings]})
     settings_s = V.frame("settings_server", S2C,
-                         "The Swift server's SETTINGS: MAX_FRAME_SIZE=65536, MAX_CONCURRENT_STREAMS=1024, "
+                         "The example server's SETTINGS (§18): MAX_FRAME_SIZE=65536, MAX_CONCURRENT_STREAMS=1024, "
                          "ACCEPT_ENCODINGS=7; everything else default.",
                          SETTINGS, 0, 0, settings_payload(server_settings),
                          {"settings": [list(e) for e in server_settings]})

@@ -75,11 +75,13 @@ public final class FramedClientTransport: ClientTransport, Sendable {
         group.addTask { await self.maintain(index: index, target: target) }
       }
     }
+    // Cancelled rather than shut down: calls waiting for a connection must not wait forever.
+    for connection in self.pool.shutDown() { connection.closeGracefully() }
   }
 
   private func maintain(index: Int, target: FramedTarget) async {
     var backoff = self.config.backoff
-    while !self.pool.isShutDown {
+    while !self.pool.isShutDown && !Task.isCancelled {
       self.pool.update(index) { $0 = .connecting }
       do {
         let connection = try await ClientConnection.connect(

@@ -78,6 +78,11 @@ extension FramedConnectionHandler {
   }
 
   func receivedGoAway(lastStreamID: UInt32, code: WireErrorCode, debug: String, refused: [UInt32]) {
+    if !self.machine.peerSettingsReceived {
+      // Refused during the handshake (e.g. UNSUPPORTED_VERSION): say why.
+      self.closeAfterFlush(reason: "peer refused the connection: GOAWAY \(code) \"\(debug)\"")
+      return
+    }
     self.shared.markDraining()
     for id in refused {
       self.streamGone(id: id, error: RPCError(code: .unavailable, message: "server is going away (GOAWAY \(code)); the call was not processed, safe to retry"))

@@ -141,7 +141,11 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   /// Sends GOAWAY for a connection error and closes.
   func connectionError(_ error: ConnectionError) {
     guard !self.closing else { return }
-    if case .connectionError(_, let goAway) = self.machine.connectionError(error) {
+    if error.code == .unsupportedVersion, self.role == .server {
+      // Our preface tells the client which version we speak; the GOAWAY says why we stop.
+      Preface.write(into: &self.outbound)
+    }
+    if case .connectionError(_, let goAway?) = self.machine.connectionError(error) {
       FrameEncoder.encode(goAway, into: &self.outbound)
     }
     self.closeAfterFlush(reason: "connection error \(error)")
@@ -210,7 +214,13 @@ final class FramedConnectionHandler: ChannelInboundHandler {
       self.streamGone(id: id, error: RPCError(code: .internalError, message: error.reason))
     case .messageTooLarge(let id, let size, let alsoWrite):
       for f in alsoWrite { FrameEncoder.encode(f, into: &self.outbound) }
-      self.serverRejectOversized(id: id, size: size)
+      if self.role == .server {
+        self.serverRejectOversized(id: id, size: size)
+      } else {
+        self.streamGone(id: id, error: RPCError(
+          code: .resourceExhausted,
+          message: "response message of at least \(size) bytes exceeds the client's limit of \(self.config.settings.maxMessageSize) bytes (MAX_MESSAGE_SIZE)"))
+      }
     case .pingAck(let opaque):
       self.keepalive?.ackReceived(opaque: opaque, at: .now())
       if opaque == Self.drainPingOpaque { self.finishDrain() }
@@ -219,7 +229,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     case .windowOpened:
       break  // flush() at the end of the read burst writes whatever is now allowed
     case .connectionError(let error, let goAway):
-      FrameEncoder.encode(goAway, into: &self.outbound)
+      if let goAway { FrameEncoder.encode(goAway, into: &self.outbound) }
       self.closeAfterFlush(reason: "connection error \(error)")
     }
   }

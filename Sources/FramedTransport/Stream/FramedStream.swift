@@ -179,7 +179,9 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   }
 
   private func takeCredit(_ s: inout State) -> Int {
-    guard s.unreportedCredit >= self.creditThreshold else { return 0 }
+    // Report in batches, and always once the reader caught up: then every consumed byte is
+    // back with the connection, which must never wait on credit a reader is sitting on.
+    guard s.unreportedCredit >= self.creditThreshold || (s.buffer.isEmpty && s.unreportedCredit > 0) else { return 0 }
     defer { s.unreportedCredit = 0 }
     return s.unreportedCredit
   }

@@ -19,6 +19,7 @@ enum WireMapping {
         if case .string(let value) = entry.value, let us = parseTimeout(value) { headers.timeoutUs = us }
         continue
       }
+      guard isValidKey(entry.key) else { continue }  // transport-reserved; never on the wire
       headers.metadata.append(wireEntry(key: entry.key, value: entry.value))
     }
     if encoding != .identity { headers.messageEncoding = encoding.rawValue }
@@ -36,7 +37,7 @@ enum WireMapping {
   }
 
   static func wireEntries(_ metadata: Metadata) -> [MetadataEntry] {
-    metadata.map { wireEntry(key: $0.key, value: $0.value) }
+    metadata.filter { isValidKey($0.key) }.map { wireEntry(key: $0.key, value: $0.value) }
   }
 
   /// Wire entries → GRPCCore metadata; `nil` with a reason when a key or value breaks the rules.
@@ -66,8 +67,13 @@ enum WireMapping {
     return .success(md)
   }
 
+  /// `grpc-` keys that may travel as metadata (GRPCCore's retry bookkeeping); all others are
+  /// reserved for the transport.
+  static let allowedReservedKeys: Set<String> = ["grpc-previous-rpc-attempts", "grpc-retry-pushback-ms"]
+
   static func isValidKey(_ key: String) -> Bool {
     guard !key.isEmpty, key.utf8.count <= 255, !key.hasPrefix(":") else { return false }
+    if key.hasPrefix("grpc-"), !allowedReservedKeys.contains(key) { return false }
     return key.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F || $0 == 0x2E || $0 == 0x2D }
   }
 
@@ -110,6 +116,7 @@ enum WireMapping {
         t.statusDetails = Data(b)
         continue
       }
+      guard isValidKey(entry.key) else { continue }
       t.metadata.append(wireEntry(key: entry.key, value: entry.value))
     }
     return t

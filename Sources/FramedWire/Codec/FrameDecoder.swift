@@ -112,6 +112,11 @@ public struct FrameDecoder: Sendable {
         throw ConnectionError(.frameSizeError, "SETTINGS with more than \(WireLimits.maxSettingsEntries) entries")
       }
     case .message:
+      if flags.contains(.more) {
+        guard !flags.contains(.endStream), length > 0 else {
+          throw ConnectionError(.protocolError, "MORE cannot be combined with END_STREAM or an empty payload")
+        }
+      }
       if flags.contains(.noMessage) {
         guard length == 0, flags.contains(.endStream), !flags.contains(.compressed), !flags.contains(.more) else {
           throw ConnectionError(.protocolError, "NO_MESSAGE needs END_STREAM, an empty payload and no other flags")

@@ -86,7 +86,13 @@ extension ConnectionStateMachine {
   /// The application consumed a message worth `credit` bytes: maybe return stream credit.
   public mutating func consumed(streamID id: UInt32, credit: Int) -> Frame? {
     guard var stream = self.streams[id], !stream.remoteClosed else { return nil }
-    let inc = stream.receiveWindow.release(credit)
+    stream.unconsumedCredit = max(0, stream.unconsumedCredit - credit)
+    var released = credit
+    if stream.unconsumedCredit == 0 {
+      released += stream.heldFragmentCredit
+      stream.heldFragmentCredit = 0
+    }
+    let inc = stream.receiveWindow.release(released)
     self.streams[id] = stream
     return inc.map { .windowUpdate(streamID: id, increment: $0) }
   }

@@ -34,7 +34,8 @@ public struct ConnectionStateMachine: Sendable {
     case peerReset(streamID: UInt32, code: WireErrorCode)
     /// A stream error of ours: the stream is gone, RST written (part of `write`).
     case streamFailed(streamID: UInt32, StreamError, write: [Frame])
-    /// Server: the message was over our MAX_MESSAGE_SIZE; answer with RESOURCE_EXHAUSTED trailers.
+    /// A message was over our MAX_MESSAGE_SIZE. Server: answer RESOURCE_EXHAUSTED trailers.
+    /// Client: the stream is gone (RST in `alsoWrite`); fail the call RESOURCE_EXHAUSTED.
     case messageTooLarge(streamID: UInt32, size: Int, alsoWrite: [Frame])
     /// A PING ACK for one of ours.
     case pingAck(opaque: UInt64)
@@ -43,7 +44,7 @@ public struct ConnectionStateMachine: Sendable {
     /// Send window grew: pending sends may proceed.
     case windowOpened
     /// A connection error: write GOAWAY and close.
-    case connectionError(ConnectionError, write: Frame)
+    case connectionError(ConnectionError, write: Frame?)
   }
 
   public let role: Role
@@ -91,6 +92,9 @@ public struct ConnectionStateMachine: Sendable {
       return .none
     case .frame(let frame):
       guard self.peerSettingsReceived else {
+        if self.role == .client, case .goAway(let last, let code, let debug) = frame {
+          return self.receiveGoAway(lastStreamID: last, code: code, debug: debug)
+        }
         guard case .settings(let entries) = frame else {
           return self.fail(.protocolError, "first frame must be SETTINGS, got \(frame.kindName)")
         }
@@ -131,9 +135,11 @@ public struct ConnectionStateMachine: Sendable {
     case .unknownExtension:
       return .none
     case .headers(let id, let endStream, let payload):
-      return self.role == .server
-        ? self.receiveRequestHeaders(streamID: id, endStream: endStream, payload: payload)
-        : self.receiveResponseHeaders(streamID: id, payload: payload)
+      if self.role == .client {
+        guard !endStream else { return self.fail(.protocolError, "END_STREAM on server HEADERS") }
+        return self.receiveResponseHeaders(streamID: id, payload: payload)
+      }
+      return self.receiveRequestHeaders(streamID: id, endStream: endStream, payload: payload)
     case .message(let id, let flags, let payload):
       return self.receiveMessage(streamID: id, flags: flags, payload: payload)
     case .trailers(let id, let payload):
@@ -152,11 +158,10 @@ public struct ConnectionStateMachine: Sendable {
 
   private mutating func receiveRequestHeaders(streamID id: UInt32, endStream: Bool, payload: ByteBuffer) -> Action {
     guard id % 2 == 1 else { return self.fail(.protocolError, "client opened even stream id \(id)") }
-    guard id > self.highestStreamID else {
-      if self.streams[id] != nil {
-        return self.failStream(id, .protocolError, "second HEADERS on stream \(id)")
-      }
-      return self.fail(.protocolError, "HEADERS on stream \(id) not above the highest id \(self.highestStreamID)")
+    // Ids are consecutive (1, 3, 5, …), so "never opened" is simply "above the highest id".
+    let expected = self.highestStreamID == 0 ? 1 : self.highestStreamID + 2
+    guard id == expected else {
+      return self.fail(.protocolError, "HEADERS on stream \(id); the next stream id must be \(expected)")
     }
     self.highestStreamID = id
     if let last = self.goAwaySent, id > last {
@@ -196,8 +201,8 @@ public struct ConnectionStateMachine: Sendable {
 
   private mutating func receiveMessage(streamID id: UInt32, flags: FrameFlags, payload: ByteBuffer) -> Action {
     guard self.isKnownStreamID(id) else { return self.fail(.protocolError, "MESSAGE on idle stream \(id)") }
-    if self.role == .client, flags.contains(.endStream) {
-      return self.fail(.protocolError, "END_STREAM on a server MESSAGE")
+    if self.role == .client, flags.contains(.endStream) || flags.contains(.noMessage) {
+      return self.fail(.protocolError, "END_STREAM or NO_MESSAGE on a server MESSAGE")
     }
     let bytes = payload.readableBytes
     guard self.connectionReceiveWindow.receive(bytes) else {
@@ -215,20 +220,32 @@ public struct ConnectionStateMachine: Sendable {
     guard stream.receiveWindow.receive(bytes) else {
       return self.failStream(id, .flowControlError, "stream window overrun by \(bytes) bytes", alsoWrite: write)
     }
+    if self.role == .client, !stream.headersExchanged {
+      return self.failStream(id, .protocolError, "MESSAGE before response HEADERS", alsoWrite: write)
+    }
     let endStream = flags.contains(.endStream)
     if endStream { stream.remoteClosed = true }
     if flags.contains(.noMessage) {
+      if stream.assembler.isAssembling {
+        return self.failStream(id, .protocolError, "half-close in the middle of a message", alsoWrite: write)
+      }
       self.streams[id] = stream
       self.removeIfDone(id)
       return .endOfRequest(streamID: id)  // NO_MESSAGE is client-only (END_STREAM is checked above)
     }
     switch stream.assembler.append(payload, flags: flags) {
     case .incomplete:
-      // Credit for fragments returns at once: a message larger than the window must not deadlock.
-      if let inc = stream.receiveWindow.release(bytes) { write.append(.windowUpdate(streamID: id, increment: inc)) }
+      // Fragment credit returns at once while nothing complete waits to be read, so a message
+      // larger than the window cannot deadlock; otherwise it waits for the reader.
+      if stream.unconsumedCredit == 0 {
+        if let inc = stream.receiveWindow.release(bytes) { write.append(.windowUpdate(streamID: id, increment: inc)) }
+      } else {
+        stream.heldFragmentCredit += bytes
+      }
       self.streams[id] = stream
       return write.isEmpty ? .none : .write(write)
     case .message(let message, let compressed):
+      stream.unconsumedCredit += bytes
       self.streams[id] = stream
       self.removeIfDone(id)
       return .message(streamID: id, message, compressed: compressed, credit: bytes, endStream: endStream, alsoWrite: write)
@@ -237,7 +254,9 @@ public struct ConnectionStateMachine: Sendable {
       if self.role == .server {
         return .messageTooLarge(streamID: id, size: size, alsoWrite: write)
       }
-      return self.failStream(id, .cancel, "response message of at least \(size) bytes exceeds MAX_MESSAGE_SIZE \(self.localSettings.maxMessageSize)", alsoWrite: write)
+      self.streams.removeValue(forKey: id)
+      self.ready.removeAll { $0 == id }
+      return .messageTooLarge(streamID: id, size: size, alsoWrite: write + [.rst(streamID: id, code: .cancel)])
     case .inconsistentFlags:
       return self.failStream(id, .protocolError, "COMPRESSED differs between fragments", alsoWrite: write)
     }
@@ -246,8 +265,14 @@ public struct ConnectionStateMachine: Sendable {
   private mutating func receiveTrailers(streamID id: UInt32, payload: ByteBuffer) -> Action {
     guard self.role == .client else { return self.fail(.protocolError, "TRAILERS from a client") }
     guard self.isKnownStreamID(id) else { return self.fail(.protocolError, "TRAILERS on idle stream \(id)") }
-    guard self.streams.removeValue(forKey: id) != nil else { return .none }
+    guard let stream = self.streams.removeValue(forKey: id) else { return .none }
     self.ready.removeAll { $0 == id }
+    if stream.assembler.isAssembling {
+      var t = Trailers()
+      t.code = 13
+      t.message = "TRAILERS arrived in the middle of a response message"
+      return .trailers(streamID: id, t)
+    }
     let trailers: Trailers
     do {
       trailers = try Trailers(serializedBytes: Array(payload.readableBytesView))
@@ -316,6 +341,8 @@ public struct ConnectionStateMachine: Sendable {
   /// Builds the GOAWAY for a connection error; the stream table is cleared.
   public mutating func connectionError(_ error: ConnectionError) -> Action {
     let last = self.role == .server ? self.highestStreamID : 0
+    // A client that received GOAWAY just closes (never answers GOAWAY with GOAWAY).
+    if self.role == .client, self.goAwayReceived != nil { return .connectionError(error, write: nil) }
     self.goAwaySent = min(self.goAwaySent ?? last, last)
     return .connectionError(error, write: .goAway(lastStreamID: last, code: error.code, debug: error.reason))
   }

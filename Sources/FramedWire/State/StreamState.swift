@@ -32,6 +32,11 @@ public struct StreamState: Sendable {
   public var assembler: MessageAssembler
   /// Messages and end markers waiting to be written, in order.
   public var pending: Deque<PendingSend> = []
+  /// Credit of complete messages handed to the application and not yet reported consumed.
+  public var unconsumedCredit = 0
+  /// Fragment credit held back because complete messages are still unconsumed (so a stalled
+  /// reader pins the sender at one window plus one message, docs/protocol.md §9).
+  public var heldFragmentCredit = 0
   /// Whether the stream is in the connection's ready-to-send rotation.
   var scheduled = false
 

@@ -1,0 +1,164 @@
+import ArgumentParser
+import FramedTransport
+import FramedWire
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCProtobuf
+import QuizwireProtos
+import SwiftProtobuf
+
+struct Call: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Make one call with a JSON request and print the JSON response(s) or the status.",
+    discussion: """
+      Example: quizwire call --framed 127.0.0.1:7400 bench.v1.EchoService/Unary '{"payload":"aGk="}'
+      Client- and bidi-streaming methods take a JSON array of requests.
+      Known methods: \(KnownMethods.names.joined(separator: ", "))
+      Exit status: 0 on OK, otherwise the gRPC status code.
+      """)
+
+  @Option(help: "Call over the framed wire at host:port.")
+  var framed: String?
+  @Option(help: "Call over gRPC/HTTP2 at host:port.")
+  var grpc: String?
+  @Option(help: "Deadline in seconds.")
+  var timeout: Double?
+  @Option(help: "Request compression: identity, gzip or deflate.")
+  var compression = "identity"
+  @Option(name: .customLong("metadata"), help: "Request metadata key=value (repeatable).")
+  var metadata: [String] = []
+  @Argument(help: "package.Service/Method")
+  var method: String
+  @Argument(help: "The request as JSON (an array for client/bidi streaming).")
+  var request = "{}"
+
+  func validate() throws {
+    guard (framed == nil) != (grpc == nil) else { throw ValidationError("give exactly one of --framed or --grpc") }
+    guard KnownMethods.names.contains(method) else {
+      throw ValidationError("unknown method \(method); known: \(KnownMethods.names.joined(separator: ", "))")
+    }
+    guard MessageEncoding(rawValue: compression) != nil else { throw ValidationError("--compression must be identity, gzip or deflate") }
+    if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
+    for m in metadata where !m.contains("=") { throw ValidationError("--metadata takes key=value, got \(m)") }
+  }
+
+  func run() async throws {
+    var options = CallOptions.defaults
+    if let timeout { options.timeout = .milliseconds(Int64(timeout * 1000)) }
+    switch compression {
+    case "gzip": options.compression = .gzip
+    case "deflate": options.compression = .deflate
+    default: options.compression = CompressionAlgorithm.none
+    }
+    var md = Metadata()
+    for m in metadata {
+      let parts = m.split(separator: "=", maxSplits: 1)
+      md.addString(String(parts.count > 1 ? parts[1] : ""), forKey: String(parts[0]).lowercased())
+    }
+    var outcome: Result<Void, any Error> = .success(())
+    do {
+    if let framed {
+      guard let target = FramedTarget(framed) else { throw ValidationError("--framed takes host:port") }
+      var config = FramedClientTransport.Config(targets: [target])
+      config.compression = MessageEncoding(rawValue: compression) ?? .identity
+      let transport = try FramedClientTransport(config: config)
+      try await withGRPCClient(transport: transport) { try await KnownMethods.call(method, json: request, client: $0, metadata: md, options: options) }
+    } else {
+      guard let grpc, let target = FramedTarget(grpc) else { throw ValidationError("--grpc takes host:port") }
+      let transport = try HTTP2ClientTransport.Posix(
+        target: .ipv4(address: target.host, port: target.port), transportSecurity: .plaintext,
+        config: .defaults { $0.compression.enabledAlgorithms = .all })
+      try await withGRPCClient(transport: transport) { try await KnownMethods.call(method, json: request, client: $0, metadata: md, options: options) }
+    }
+    } catch {
+      outcome = .failure(error)
+    }
+    if case .failure(let error) = outcome {
+      if let rpc = error as? RPCError {
+        FileHandle.standardError.write("status: \(rpc.code) (\(rpc.code.rawValue)): \(rpc.message)\n".data(using: .utf8)!)
+        throw ExitCode(Int32(rpc.code.rawValue))
+      }
+      throw error
+    }
+  }
+}
+
+/// The methods `quizwire call` knows, with their message types.
+enum KnownMethods {
+  static let names = [
+    "bench.v1.EchoService/Unary", "bench.v1.EchoService/ServerStream", "bench.v1.EchoService/ClientStream",
+    "bench.v1.EchoService/Bidi", "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch",
+  ]
+
+  static func call<T: ClientTransport>(_ method: String, json: String, client: GRPCClient<T>, metadata: Metadata, options: CallOptions) async throws {
+    typealias Req = Bench_V1_EchoRequest
+    typealias Res = Bench_V1_EchoResponse
+    switch method {
+    case "bench.v1.EchoService/Unary":
+      try await unary(Req.self, Res.self, Bench_V1_EchoService.Method.Unary.descriptor, json, client, metadata, options)
+    case "bench.v1.EchoService/ServerStream":
+      try await serverStreaming(Req.self, Res.self, Bench_V1_EchoService.Method.ServerStream.descriptor, json, client, metadata, options)
+    case "bench.v1.EchoService/ClientStream":
+      try await streaming(Req.self, Res.self, Bench_V1_EchoService.Method.ClientStream.descriptor, json, client, metadata, options)
+    case "bench.v1.EchoService/Bidi":
+      try await streaming(Req.self, Res.self, Bench_V1_EchoService.Method.Bidi.descriptor, json, client, metadata, options)
+    case "grpc.health.v1.Health/Check":
+      try await unary(Grpc_Health_V1_HealthCheckRequest.self, Grpc_Health_V1_HealthCheckResponse.self, Grpc_Health_V1_Health.Method.Check.descriptor, json, client, metadata, options)
+    case "grpc.health.v1.Health/Watch":
+      try await serverStreaming(Grpc_Health_V1_HealthCheckRequest.self, Grpc_Health_V1_HealthCheckResponse.self, Grpc_Health_V1_Health.Method.Watch.descriptor, json, client, metadata, options)
+    default:
+      throw ValidationError("unknown method \(method)")
+    }
+  }
+
+  static func parse<M: SwiftProtobuf.Message>(_ type: M.Type, _ json: String) throws -> M {
+    do { return try M(jsonString: json) } catch {
+      throw ValidationError("request is not a valid \(M.protoMessageName) in JSON: \(error)")
+    }
+  }
+
+  static func parseArray<M: SwiftProtobuf.Message>(_ type: M.Type, _ json: String) throws -> [M] {
+    let trimmed = json.trimmingCharacters(in: .whitespacesAndNewlines)
+    guard trimmed.hasPrefix("[") else { return [try parse(type, json)] }
+    guard let data = trimmed.data(using: .utf8), let array = try JSONSerialization.jsonObject(with: data) as? [Any] else {
+      throw ValidationError("request must be a JSON array of \(M.protoMessageName)")
+    }
+    return try array.map { element in
+      let d = try JSONSerialization.data(withJSONObject: element)
+      return try parse(type, String(decoding: d, as: UTF8.self))
+    }
+  }
+
+  static func printJSON(_ message: some SwiftProtobuf.Message) throws {
+    print(try message.jsonString())
+  }
+
+  static func unary<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message, T: ClientTransport>(
+    _: In.Type, _: Out.Type, _ d: MethodDescriptor, _ json: String, _ client: GRPCClient<T>, _ md: Metadata, _ options: CallOptions
+  ) async throws {
+    let request = ClientRequest(message: try parse(In.self, json), metadata: md)
+    try await client.unary(request: request, descriptor: d, serializer: ProtobufSerializer<In>(), deserializer: ProtobufDeserializer<Out>(), options: options) {
+      try printJSON(try $0.message)
+    }
+  }
+
+  static func serverStreaming<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message, T: ClientTransport>(
+    _: In.Type, _: Out.Type, _ d: MethodDescriptor, _ json: String, _ client: GRPCClient<T>, _ md: Metadata, _ options: CallOptions
+  ) async throws {
+    let request = ClientRequest(message: try parse(In.self, json), metadata: md)
+    try await client.serverStreaming(request: request, descriptor: d, serializer: ProtobufSerializer<In>(), deserializer: ProtobufDeserializer<Out>(), options: options) {
+      for try await message in $0.messages { try printJSON(message) }
+    }
+  }
+
+  static func streaming<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message, T: ClientTransport>(
+    _: In.Type, _: Out.Type, _ d: MethodDescriptor, _ json: String, _ client: GRPCClient<T>, _ md: Metadata, _ options: CallOptions
+  ) async throws {
+    let messages = try parseArray(In.self, json)
+    let request = StreamingClientRequest<In>(metadata: md) { writer in try await writer.write(contentsOf: messages) }
+    try await client.bidirectionalStreaming(request: request, descriptor: d, serializer: ProtobufSerializer<In>(), deserializer: ProtobufDeserializer<Out>(), options: options) {
+      for try await message in $0.messages { try printJSON(message) }
+    }
+  }
+}
