@@ -134,6 +134,20 @@ public final class FramedServerTransport: ServerTransport, Sendable {
     if drainNow { channel.eventLoop.execute { handler.value.beginDrain() } }
   }
 
+  /// Stream records held across all connections (protocol state plus live calls); 0 when
+  /// idle — a leak of per-stream state (framing-anchors §9.3) shows up here.
+  public func openStreamCount() async -> Int {
+    let connections = self.state.withLockedValue { Array($0.connections.values) }
+    var total = 0
+    for c in connections {
+      total += (try? await c.channel.eventLoop.submit { c.handler.value.machine.openStreamCount + c.handler.value.serverStreams.count }.get()) ?? 0
+    }
+    return total
+  }
+
+  /// Connections currently open.
+  public var connectionCount: Int { self.state.withLockedValue { $0.connections.count } }
+
   public func beginGracefulShutdown() {
     let (server, connections) = self.state.withLockedValue { s in
       s.shuttingDown = true
