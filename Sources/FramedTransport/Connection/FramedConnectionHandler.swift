@@ -28,6 +28,8 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   var outbound: ByteBuffer
   var sendEvents: [ConnectionStateMachine.SendEvent] = []
   var closing = false
+  var flushing = false
+  var flushAgain = false
 
   // Server
   var serverStreams: [UInt32: FramedStream<ServerInbound>] = [:]
@@ -248,19 +250,27 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   // MARK: Outbound
 
   /// Runs the send scheduler while the socket takes more, then writes and flushes once.
+  /// Re-entrant calls (a write can fire `channelWritabilityChanged` synchronously) only mark
+  /// that another pass is due, so the same bytes are never written twice.
   func flush() {
     guard let context = self.context else { return }
-    if context.channel.isWritable, self.machine.hasPendingSends {
-      self.machine.writePending(into: &self.outbound, byteLimit: self.config.writeBatchBytes, events: &self.sendEvents)
-      self.processSendEvents()
+    if self.flushing {
+      self.flushAgain = true
+      return
     }
-    guard self.outbound.readableBytes > 0 else { return }
-    context.writeAndFlush(Self.wrapOutboundOut(self.outbound), promise: nil)
-    self.outbound.clear()
-    // More queued than one batch: come back after the socket had its turn.
-    if self.machine.hasPendingSends, context.channel.isWritable {
-      context.eventLoop.execute { [weak self] in self?.flush() }
-    }
+    self.flushing = true
+    defer { self.flushing = false }
+    repeat {
+      self.flushAgain = false
+      if context.channel.isWritable, self.machine.hasPendingSends {
+        self.machine.writePending(into: &self.outbound, byteLimit: self.config.writeBatchBytes, events: &self.sendEvents)
+        self.processSendEvents()
+      }
+      guard self.outbound.readableBytes > 0 else { break }
+      let out = self.outbound
+      self.outbound.clear()
+      context.writeAndFlush(Self.wrapOutboundOut(out), promise: nil)
+    } while self.flushAgain || (self.machine.hasPendingSends && context.channel.isWritable && self.context != nil)
   }
 
   private func processSendEvents() {

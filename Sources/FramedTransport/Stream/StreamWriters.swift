@@ -110,6 +110,10 @@ struct ClientStreamWriter: ClosableRPCWriterProtocol {
   }
 
   func finish(throwing error: any Error) async {
+    // The call fails with the writer's own error (e.g. a message over the peer's limit), not
+    // with the CANCELLED our reset would otherwise produce.
+    let rpcError = (error as? RPCError) ?? RPCError(code: .cancelled, message: "request stream failed: \(error)", cause: error)
+    self.stream.fail(rpcError)
     self.stream.connection.send(.reset(self.stream, .cancel))
   }
 }

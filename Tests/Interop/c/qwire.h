@@ -222,6 +222,7 @@ typedef struct qw_stream {
   int64_t recv_window;
   uint64_t recv_unreturned;      /* returnable, not yet returned stream credit */
   int64_t deadline_ns;           /* monotonic; 0 = none */
+  int64_t timer_grace_ns;        /* the client's own timer fires at deadline_ns + this (0) */
   int deadline_passed;
   int req_encoding;
   /* response */
@@ -258,6 +259,7 @@ struct qw_conn {
   qw_settings peer;              /* the server's SETTINGS */
   int got_settings;
   int handshake_done;
+  int preface_read;
   uint16_t peer_version;
   /* reading */
   qw_buf rbuf;
