@@ -775,7 +775,7 @@ static void finish(qw_stream *s, int code, const char *source, int keep_queue, c
   va_end(ap);
   status_set(&s->status, code, source, "%s", tmp);
   s->done = 1;
-  s->state = QW_STREAM_CLOSED;
+  s->state = QW_SS_CLOSED;
   qw_buf_free(&s->frag);
   s->in_message = 0;
   if (!keep_queue) free_queue(s);
@@ -1739,7 +1739,7 @@ qw_stream *qw_stream_open(qw_conn *c, const char *method, uint64_t timeout_us, c
   }
   s->id = id;
   c->highest_id = id; /* the id is assigned when HEADERS is queued, in order (§8.1) */
-  s->state = end_stream ? QW_STREAM_HALF_CLOSED_LOCAL : QW_STREAM_OPEN;
+  s->state = end_stream ? QW_SS_HALF_CLOSED_LOCAL : QW_SS_OPEN;
   s->send_window = c->peer.v[QW_S_INITIAL_STREAM_WINDOW];
   s->recv_window = c->own.v[QW_S_INITIAL_STREAM_WINDOW];
   s->req_encoding = encoding;
@@ -1770,7 +1770,7 @@ static int drain_writes(qw_stream *s) {
 int qw_stream_send(qw_stream *s, const uint8_t *msg, size_t len, int end_stream) {
   if (s->done) return -1;
   qw_conn *c = s->conn;
-  if (s->state != QW_STREAM_OPEN) return -1; /* request stream already ended */
+  if (s->state != QW_SS_OPEN) return -1; /* request stream already ended */
   uint32_t peer_max = c->peer.v[QW_S_MAX_MESSAGE_SIZE];
   if (len > peer_max) {
     uint32_t sid = s->id;
@@ -1823,7 +1823,7 @@ int qw_stream_send(qw_stream *s, const uint8_t *msg, size_t len, int end_stream)
     s->send_window -= (int64_t)avail;
     c->conn_send_window -= (int64_t)avail;
     off += avail;
-    if (last && end_stream) s->state = QW_STREAM_HALF_CLOSED_LOCAL;
+    if (last && end_stream) s->state = QW_SS_HALF_CLOSED_LOCAL;
     if (drain_writes(s) < 0) {
       free(comp);
       return -1;
@@ -1835,10 +1835,10 @@ int qw_stream_send(qw_stream *s, const uint8_t *msg, size_t len, int end_stream)
 
 int qw_stream_half_close(qw_stream *s) {
   if (s->done) return -1;
-  if (s->state != QW_STREAM_OPEN) return 0;
+  if (s->state != QW_SS_OPEN) return 0;
   enqueue_frame(s->conn, 0, QW_MESSAGE, QW_F_NO_MESSAGE | QW_F_END_STREAM, s->id, NULL, 0);
   s->frames_sent++;
-  s->state = QW_STREAM_HALF_CLOSED_LOCAL;
+  s->state = QW_SS_HALF_CLOSED_LOCAL;
   return 0;
 }
 

@@ -208,7 +208,7 @@ typedef struct qw_msg {
   uint64_t credit;               /* stream credit still to return when consumed (§9.4) */
 } qw_msg;
 
-enum qw_stream_state { QW_STREAM_OPEN, QW_STREAM_HALF_CLOSED_LOCAL, QW_STREAM_CLOSED };
+enum qw_stream_state { QW_SS_OPEN, QW_SS_HALF_CLOSED_LOCAL, QW_SS_CLOSED };
 
 typedef struct qw_conn qw_conn;
 
