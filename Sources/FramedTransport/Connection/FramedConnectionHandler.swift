@@ -156,9 +156,15 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   func closeAfterFlush(reason: String) {
     guard !self.closing, let context = self.context else { return }
     self.closing = true
-    self.flush()
+    // Write what is buffered (TRAILERS, GOAWAY) directly — this may run inside flush() — and
+    // close only once it left, so the peer always gets the last frames.
+    let out = self.outbound
+    self.outbound.clear()
     self.tearDown(reason: reason)
-    context.close(promise: nil)
+    let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    context.writeAndFlush(Self.wrapOutboundOut(out)).whenComplete { _ in
+      loopBound.value.close(promise: nil)
+    }
   }
 
   // MARK: Inbound

@@ -1,0 +1,168 @@
+import BenchService
+import Foundation
+import FramedTransport
+import GRPCCore
+import QuizwireProtos
+import XCTest
+
+/// Drain, peer death, balancing over replicas and reconnecting.
+final class ReplicaTests: XCTestCase {
+  func testDrainLetsInFlightCallsFinishAndRefusesNewOnes() async throws {
+    let probe = Probe()
+    let server = try await FramedTestServer(services: [ControlledEchoService(probe: probe)])
+    try await withFramedClient([server.target]) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      let inFlight = Task {
+        try await echo.serverStream(echoRequest("slow:10", count: 30)) { r in
+          var n = 0
+          for try await _ in r.messages { n += 1 }
+          return n
+        }
+      }
+      _ = await probe.eventually { probe.writeCount >= 2 }
+      let drained = Task { try await server.drain() }
+      let count = try await inFlight.value
+      XCTAssertEqual(count, 30, "the in-flight stream completes during the drain")
+      try await drained.value
+      let error = await expectRPCError { _ = try await echo.unary(echoRequest("late")) }
+      XCTAssertEqual(error?.code, .unavailable)
+    }
+  }
+
+  func testDrainGracePeriodEndsLongCalls() async throws {
+    let probe = Probe()
+    let server = try await FramedTestServer(services: [ControlledEchoService(probe: probe)]) {
+      $0.connection.drainGrace = .milliseconds(300)
+    }
+    try await withFramedClient([server.target]) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      let endless = Task {
+        try await echo.serverStream(echoRequest("slow:10", count: 1_000_000)) { r in for try await _ in r.messages {} }
+      }
+      _ = await probe.eventually { probe.writeCount >= 2 }
+      let started = ContinuousClock.now
+      try await server.drain()
+      XCTAssertLessThan(ContinuousClock.now - started, .seconds(3), "shutdown does not wait forever on a long stream")
+      let result = await endless.result
+      guard case .failure(let error as RPCError) = result else { return XCTFail("\(result)") }
+      XCTAssertEqual(error.code, .unavailable)
+      let cancelled = await probe.eventually { probe.cancelCount == 1 }
+      XCTAssertTrue(cancelled)
+    }
+  }
+
+  func testPeerKilledMidStreamGivesUnavailable() async throws {
+    let probe = Probe()
+    let server = try await FramedTestServer(services: [ControlledEchoService(probe: probe)])
+    try await withFramedClient([server.target]) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      let call = Task {
+        try await echo.serverStream(echoRequest("slow:5", count: 1_000_000)) { r in for try await _ in r.messages {} }
+      }
+      _ = await probe.eventually { probe.writeCount >= 3 }
+      await server.kill()
+      let result = await call.result
+      guard case .failure(let error as RPCError) = result else { return XCTFail("\(result)") }
+      XCTAssertEqual(error.code, .unavailable)
+      let cancelled = await probe.eventually { probe.cancelCount == 1 }
+      XCTAssertTrue(cancelled, "the server's handler sees the connection loss")
+    }
+  }
+
+  func testRoundRobinAlternatesAndLeastRequestsAvoidsTheBusyReplica() async throws {
+    let probeA = Probe(), probeB = Probe()
+    let a = try await FramedTestServer(services: [ControlledEchoService(probe: probeA)])
+    let b = try await FramedTestServer(services: [ControlledEchoService(probe: probeB)])
+    try await withFramedClient([a.target, b.target]) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      _ = try await echo.unary(echoRequest("warm"), options: { var o = CallOptions.defaults; o.waitForReady = true; return o }())
+      _ = await probeA.eventually { true }
+      // Both connections up: wait until the second replica is ready too.
+      var seen = 0
+      while probeA.callCount == 0 || probeB.callCount == 0, seen < 200 {
+        _ = try await echo.unary(echoRequest("x"))
+        seen += 1
+      }
+      let (a0, b0) = (probeA.callCount, probeB.callCount)
+      for _ in 0..<20 { _ = try await echo.unary(echoRequest("x")) }
+      XCTAssertEqual(probeA.callCount - a0, 10)
+      XCTAssertEqual(probeB.callCount - b0, 10)
+    }
+    try await withFramedClient([a.target, b.target], configure: { $0.loadBalancing = .leastRequests }) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      var o = CallOptions.defaults
+      o.waitForReady = true
+      while probeA.callCount == probeB.callCount || true {
+        _ = try await echo.unary(echoRequest("w"), options: o)
+        if probeA.callCount > 0 && probeB.callCount > 0 { break }
+      }
+      // Occupy one replica with long calls; new calls then go to the other.
+      let a0 = probeA.callCount, b0 = probeB.callCount
+      let busy = (0..<3).map { _ in Task { try await echo.unary(echoRequest("sleep:400")) } }
+      _ = await probeA.eventually { probeA.callCount + probeB.callCount - a0 - b0 == 3 }
+      let busyOnA = probeA.callCount - a0
+      for _ in 0..<6 { _ = try await echo.unary(echoRequest("quick")) }
+      let quickOnA = probeA.callCount - a0 - busyOnA
+      let quickOnB = probeB.callCount - b0 - (3 - busyOnA)
+      if busyOnA >= 2 { XCTAssertGreaterThan(quickOnB, quickOnA) } else { XCTAssertGreaterThan(quickOnA, quickOnB) }
+      for t in busy { _ = try await t.value }
+    }
+    try await a.drain()
+    try await b.drain()
+  }
+
+  func testCallsMoveToTheOtherReplicaWhenOneDrains() async throws {
+    let probeA = Probe(), probeB = Probe()
+    let a = try await FramedTestServer(services: [ControlledEchoService(probe: probeA)])
+    let b = try await FramedTestServer(services: [ControlledEchoService(probe: probeB)])
+    try await withFramedClient([a.target, b.target]) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      var o = CallOptions.defaults
+      o.waitForReady = true
+      while probeA.callCount == 0 || probeB.callCount == 0 { _ = try await echo.unary(echoRequest("w"), options: o) }
+      try await a.drain()
+      let b0 = probeB.callCount
+      for _ in 0..<20 { _ = try await echo.unary(echoRequest("after")) }
+      XCTAssertEqual(probeB.callCount - b0, 20, "every call after the drain went to B, none failed")
+    }
+    try await b.drain()
+  }
+
+  func testClientReconnectsWhenTheServerComesBack() async throws {
+    let first = try await FramedTestServer(services: [EchoService()])
+    let port = first.target.port
+    try await withFramedClient([first.target]) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      _ = try await echo.unary(echoRequest("one"))
+      await first.kill()
+      let down = await expectRPCError { _ = try await echo.unary(echoRequest("down")) }
+      XCTAssertEqual(down?.code, .unavailable)
+      let second = try await FramedTestServer(services: [EchoService()], port: port)
+      var o = CallOptions.defaults
+      o.waitForReady = true
+      o.timeout = .seconds(5)
+      let back = try await echo.unary(echoRequest("back"), options: o)
+      XCTAssertEqual(back.payload, Data("back".utf8))
+      try await second.drain()
+    }
+  }
+
+  func testBackoffGrowsWithJitterAndResets() {
+    var b = Backoff(initial: .milliseconds(100), maximum: .seconds(1), multiplier: 2, jitter: 0.2)
+    XCTAssertEqual(b.next(unit: 0.5), .milliseconds(100))
+    XCTAssertEqual(b.next(unit: 0.5), .milliseconds(200))
+    XCTAssertEqual(b.next(unit: 0), .milliseconds(320), "−20 % jitter of 400 ms")
+    XCTAssertEqual(b.next(unit: 0.5), .milliseconds(800))
+    XCTAssertEqual(b.next(unit: 0.5), .seconds(1), "capped")
+    b.reset()
+    XCTAssertEqual(b.next(unit: 0.5), .milliseconds(100))
+  }
+
+  func testLoadBalancerPolicies() {
+    var rr = LoadBalancer(policy: .roundRobin)
+    XCTAssertEqual((0..<4).map { _ in rr.pick([(0, 9), (1, 0)]) }, [0, 1, 0, 1])
+    var lr = LoadBalancer(policy: .leastRequests)
+    XCTAssertEqual((0..<4).map { _ in lr.pick([(0, 9), (1, 0), (2, 3)]) }, [1, 1, 1, 1])
+    XCTAssertNil(lr.pick([]))
+  }
+}
