@@ -6,6 +6,11 @@ import QuizwireProtos
 extension FramedConnectionHandler {
   func clientOpen(_ handle: any StreamHandle, headers: ByteBuffer, endStream: Bool) {
     guard let stream = handle as? FramedStream<ClientInbound> else { return }
+    let limit = self.machine.peerSettings.maxHeaderListSize
+    guard headers.readableBytes <= limit else {
+      stream.fail(RPCError(code: .resourceExhausted, message: "request headers of \(headers.readableBytes) bytes exceed the server's limit of \(limit) bytes (MAX_HEADER_LIST_SIZE)"))
+      return
+    }
     switch self.machine.openStream(endStream: endStream) {
     case .success(let id):
       stream.streamID = id

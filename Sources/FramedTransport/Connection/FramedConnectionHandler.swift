@@ -312,7 +312,14 @@ final class FramedConnectionHandler: ChannelInboundHandler {
         }
       case .halfClose(let stream):
         _ = self.machine.queueHalfClose(streamID: stream.streamID)
-      case .trailers(let stream, let payload):
+      case .trailers(let stream, var payload):
+        if payload.readableBytes > self.machine.peerSettings.maxHeaderListSize {
+          // Too big for the client to accept: say so instead (docs/protocol.md §14).
+          var t = Trailers()
+          t.code = UInt32(Status.Code.internalError.rawValue)
+          t.message = "response trailers of \(payload.readableBytes) bytes exceed the client's MAX_HEADER_LIST_SIZE"
+          payload = WireMapping.encode(t)
+        }
         _ = self.machine.queueTrailers(streamID: stream.streamID, payload)
       case .reset(let stream, let code):
         let id = stream.streamID

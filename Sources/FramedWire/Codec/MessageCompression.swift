@@ -49,9 +49,25 @@ public enum MessageEncoding: String, Sendable, CaseIterable {
   /// Decompresses one message, refusing to produce more than `maxSize` bytes.
   public func decompress(_ message: ByteBuffer, maxSize: Int) throws(DecompressionError) -> ByteBuffer {
     guard let algorithm = self.algorithm else { return message }
-    var input = message
+    // compress-nio returns quietly on a truncated stream. zlib stops consuming input at the end
+    // of a complete stream, so one sentinel byte after the data tells the two apart: exactly
+    // that byte left over means complete; none means truncated; more means trailing garbage.
+    var input = ByteBufferAllocator().buffer(capacity: message.readableBytes + 1)
+    input.writeImmutableBuffer(message)
+    input.writeInteger(UInt8(0))
     do {
-      return try input.decompress(with: algorithm, maxSize: maxSize)
+      let decompressor = algorithm.decompressor
+      try decompressor.startStream()
+      defer { try? decompressor.finishStream() }
+      let output = try input.decompressStream(with: decompressor, maxSize: maxSize)
+      // compress-nio's bound is approximate (allocations round up): enforce it exactly.
+      guard output.readableBytes <= maxSize else { throw DecompressionError.tooLarge(limit: maxSize) }
+      guard input.readableBytes == 1 else {
+        throw DecompressionError.corrupt("\(self.rawValue) data is \(input.readableBytes == 0 ? "truncated" : "followed by trailing bytes")")
+      }
+      return output
+    } catch let error as DecompressionError {
+      throw error
     } catch let error as CompressNIOError where error == .bufferOverflow {
       throw .tooLarge(limit: maxSize)
     } catch {

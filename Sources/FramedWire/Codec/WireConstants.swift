@@ -20,7 +20,20 @@ public enum Preface {
 }
 
 /// Frame types (docs/protocol.md §3). 0x80–0xFF are extension frames, ignored when unknown.
-public enum FrameType: UInt8, Sendable, CaseIterable {
+public enum FrameType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+  public var description: String {
+    switch self {
+    case .settings: return "SETTINGS"
+    case .headers: return "HEADERS"
+    case .message: return "MESSAGE"
+    case .trailers: return "TRAILERS"
+    case .rst: return "RST"
+    case .windowUpdate: return "WINDOW_UPDATE"
+    case .ping: return "PING"
+    case .goAway: return "GOAWAY"
+    }
+  }
+
   case settings = 0x01
   case headers = 0x02
   case message = 0x03

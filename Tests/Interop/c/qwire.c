@@ -1372,6 +1372,8 @@ static void keepalive_tick(qw_conn *c, int64_t now) {
 
 int qw_pump(qw_conn *c, int64_t deadline_ns) {
   if (c->dead) return -1;
+  /* output first (non-blocking): what we queued goes out before we act on more input */
+  if (c->wq_head && write_some(c) < 0) return -1;
   int r = process_one(c);
   if (r != 0) return r < 0 ? -1 : 0;
   int64_t now = qw_now_ns();
@@ -1555,10 +1557,13 @@ void qw_close(qw_conn *c) {
       send_rst(c, s->id, QW_CANCEL);
       finish(s, QW_CANCELLED, "client", 0, "connection closed by the client");
     }
-    /* §11.4: GOAWAY(0, NO_ERROR) on an idle connection; never in answer to a GOAWAY (§11.3) */
-    if (c->handshake_done && !c->goaway_received && !c->goaway_sent)
-      send_goaway(c, QW_NO_ERROR, "");
+    /* everything queued goes first: the GOAWAY must not overtake a stream's frames */
     qw_flush(c, qw_now_ns() + GOAWAY_FLUSH_NS);
+    /* §11.4: GOAWAY(0, NO_ERROR) on an idle connection; never in answer to a GOAWAY (§11.3) */
+    if (!c->dead && c->handshake_done && !c->goaway_received && !c->goaway_sent) {
+      send_goaway(c, QW_NO_ERROR, "");
+      qw_flush(c, qw_now_ns() + GOAWAY_FLUSH_NS);
+    }
     if (c->fd >= 0) {
       /* let the server see our FIN and read what it still sends, so that our close does not
        * turn into a TCP reset that could destroy the GOAWAY in flight */
