@@ -48,7 +48,11 @@ public final class ServiceHost: Sendable {
     self.grpcTransport = HTTP2ServerTransport.Posix(
       address: .ipv4(host: config.host, port: config.grpcPort),
       transportSecurity: .plaintext,
-      config: .defaults { $0.compression.enabledAlgorithms = .all })
+      config: .defaults {
+        $0.compression.enabledAlgorithms = .all
+        // Same stream limit on both listeners, so they compare fairly.
+        $0.http2.maxConcurrentStreams = config.framed.connection.settings.maxConcurrentStreams
+      })
     let all = services + [HealthService(store: self.health)]
     self.framedServer = GRPCServer(transport: self.framedTransport, services: all, interceptors: interceptors)
     self.grpcServer = GRPCServer(transport: self.grpcTransport, services: all, interceptors: interceptors)

@@ -1372,8 +1372,13 @@ static void keepalive_tick(qw_conn *c, int64_t now) {
 
 int qw_pump(qw_conn *c, int64_t deadline_ns) {
   if (c->dead) return -1;
-  /* output first (non-blocking): what we queued goes out before we act on more input */
-  if (c->wq_head && write_some(c) < 0) return -1;
+  /* output first (non-blocking): what we queued goes out before we act on more input; any
+   * progress returns, so that callers waiting for the queue to drain see it at once */
+  if (c->wq_head) {
+    size_t before = c->wq_bytes;
+    if (write_some(c) < 0) return -1;
+    if (c->wq_bytes != before) return 0;
+  }
   int r = process_one(c);
   if (r != 0) return r < 0 ? -1 : 0;
   int64_t now = qw_now_ns();

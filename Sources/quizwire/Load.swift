@@ -1,0 +1,120 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import FramedTransport
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import LoadTest
+
+struct Load: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Drive bench.v1.EchoService with unary calls or streams and report latency percentiles.",
+    discussion: """
+      Closed loop (--concurrency) or open loop (--rate, latencies measured from each call's due time).
+      Every run stops at --duration or --requests; Ctrl-C prints the partial report.
+      Example: quizwire load --framed 127.0.0.1:7400 --method bench.v1.EchoService/Unary --concurrency 64 --duration 30s
+      """)
+
+  @Option(help: "Target over the framed wire (host:port).") var framed: String?
+  @Option(help: "Target over gRPC/HTTP2 (host:port).") var grpc: String?
+  @Option(help: "Method: \(LoadMethod.allCases.map(\.rawValue).joined(separator: ", "))") var method = LoadMethod.unary.rawValue
+  @Option(help: "Calls in flight (closed loop).") var concurrency = 1
+  @Option(help: "Calls started per second (open loop).") var rate: Double?
+  @Option(help: "How long to run, e.g. 30s, 500ms, 2m.") var duration = "10s"
+  @Option(help: "Stop after this many calls.") var requests: Int?
+  @Option(help: "Payload bytes per message.") var payloadSize = 64
+  @Option(help: "Messages per stream for the streaming methods.") var messagesPerStream = 100
+  @Flag(help: "Print the report as one JSON object on the last line.") var json = false
+  @Option(help: "Write the latency distribution (HdrHistogram percentile format, µs) to this file.") var histogramOut: String?
+
+  func validate() throws {
+    guard (framed == nil) != (grpc == nil) else { throw ValidationError("give exactly one of --framed or --grpc") }
+    guard LoadMethod(rawValue: method) != nil else { throw ValidationError("unknown --method \(method)") }
+    guard concurrency >= 1, payloadSize >= 0, messagesPerStream >= 1 else { throw ValidationError("--concurrency and --messages-per-stream must be ≥ 1, --payload-size ≥ 0") }
+    if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
+    if let requests, requests < 1 { throw ValidationError("--requests must be ≥ 1") }
+    _ = try Self.parseDuration(duration)
+  }
+
+  static func parseDuration(_ text: String) throws -> Duration {
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    for (suffix, scale) in units where text.hasSuffix(suffix) {
+      if let v = Double(text.dropLast(suffix.count)), v > 0 { return .milliseconds(Int64(v * scale * 1000)) }
+    }
+    throw ValidationError("--duration takes a number with ms, s, m or h, e.g. 30s; got \(text)")
+  }
+
+  func run() async throws {
+    var options = LoadOptions()
+    options.method = LoadMethod(rawValue: method)!
+    options.concurrency = concurrency
+    options.rate = rate
+    options.duration = try Self.parseDuration(duration)
+    options.requests = requests
+    options.payloadSize = payloadSize
+    options.messagesPerStream = messagesPerStream
+    let progress = LoadProgress()
+    let signals = SignalWatcher { progress.stop() }
+    defer { signals.cancel() }
+    let ticker = isatty(STDERR_FILENO) == 1 ? Self.progressLine(progress) : nil
+    defer { ticker?.cancel() }
+
+    let report: LoadReport
+    if let framed {
+      guard let target = FramedTarget(framed) else { throw ValidationError("--framed takes host:port") }
+      let transport = try FramedClientTransport(config: .init(targets: [target]))
+      report = try await withGRPCClient(transport: transport) { await LoadGenerator(options: options).run(client: $0, transportName: "framed", progress: progress) }
+    } else {
+      guard let grpc, let target = FramedTarget(grpc) else { throw ValidationError("--grpc takes host:port") }
+      let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: target.host, port: target.port), transportSecurity: .plaintext)
+      report = try await withGRPCClient(transport: transport) { await LoadGenerator(options: options).run(client: $0, transportName: "h2", progress: progress) }
+    }
+    if ticker != nil { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+    if let histogramOut {
+      // The report keeps percentiles; the distribution file comes from the generator's histogram.
+      try (report.histogramText ?? "").write(toFile: histogramOut, atomically: true, encoding: .utf8)
+    }
+    print(report.summary)
+    if json { print(report.jsonLine()) }
+    if report.calls == 0 { throw ExitCode(1) }
+  }
+
+  /// A live "rate, errors, elapsed" line on stderr, only when it is a terminal.
+  static func progressLine(_ progress: LoadProgress) -> Task<Void, Never> {
+    Task {
+      let start = ContinuousClock.now
+      var last = 0
+      while !Task.isCancelled {
+        try? await Task.sleep(for: .seconds(1))
+        let calls = progress.completedCalls
+        let elapsed = Double((ContinuousClock.now - start).microseconds) / 1e6
+        FileHandle.standardError.write(String(format: "\r%.0f s  %d calls/s  %d errors   ", elapsed, calls - last, progress.failedCalls).data(using: .utf8)!)
+        last = calls
+      }
+    }
+  }
+}
+
+struct Bench: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Compare raw NIO, GRPCCore in-process, the framed wire and gRPC/HTTP2 in one run (use -c release).",
+    discussion: "Scenarios: \(Benchmark.scenarioNames.joined(separator: ", ")). The last line is one JSON object.")
+
+  @Flag(help: "A short run (about a minute in all).") var quick = false
+  @Option(help: "Run only this scenario (repeatable).") var scenario: [String] = []
+
+  func validate() throws {
+    for s in scenario where !Benchmark.scenarioNames.contains(s) {
+      throw ValidationError("unknown scenario \(s); known: \(Benchmark.scenarioNames.joined(separator: ", "))")
+    }
+  }
+
+  func run() async throws {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    let bench = Benchmark(quick: quick, executable: exe) { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
+    let names = scenario.isEmpty ? Benchmark.scenarioNames : scenario
+    let results = try await bench.run(scenarios: names)
+    print(BenchOutput.table(results, order: names))
+    print(BenchOutput.json(results, quick: quick))
+  }
+}
