@@ -55,6 +55,7 @@ typedef struct opts {
   int summary;
   int followup;
   uint32_t stream_window;
+  uint32_t conn_window;
   uint16_t version;
 } opts;
 
@@ -80,6 +81,7 @@ static void usage(void) {
           "  --ping               PING before the call\n"
           "  --summary            count response messages instead of printing each\n"
           "  --stream-window N    own INITIAL_STREAM_WINDOW (>= 65536)\n"
+          "  --conn-window N      own INITIAL_CONNECTION_WINDOW (>= 65536)\n"
           "  --version V          preface version to ask for (version rejection test)\n");
   exit(EXIT_USAGE);
 }
@@ -193,9 +195,8 @@ static void print_headers(qw_stream *s) {
 
 /* Receives until the end; returns the number of messages. */
 static long recv_all(const opts *o, qw_stream *s, const uint8_t *expect, size_t expect_len,
-                     int check_index, long cancel_after) {
+                     int check_index, long cancel_after, int headers_shown) {
   long n = 0;
-  int headers_shown = 0;
   qw_msg *m;
   for (;;) {
     if (cancel_after >= 0 && n >= cancel_after) {
@@ -226,12 +227,14 @@ static int do_health(const opts *o, qw_conn *c, uint64_t timeout_us) {
   char method[300];
   snprintf(method, sizeof method, "/%s", o->method);
   qw_stream *s = qw_stream_open(c, method, timeout_us, o->md, o->n_md, o->encoding, 0);
+  if (s->id) printf("call stream=%u\n", s->id);
+  s->timer_grace_ns = o->grace_ms * 1000000LL;
   qw_stream_send(s, buf, n, 1);
   free(buf);
   qw_msg *m;
   int got = 0;
   while (qw_stream_recv(s, &m) == 1) {
-    if (!got && s->got_headers) print_headers(s);
+    if (!got) print_headers(s);
     Grpc__Health__V1__HealthCheckResponse *r =
         grpc__health__v1__health_check_response__unpack(NULL, m->len, m->data);
     if (!r) {
@@ -300,7 +303,7 @@ static int do_call(const opts *o, qw_conn *c) {
       free(p);
     }
     if (o->separate_eos || nmsg == 0) qw_stream_half_close(s);
-    received += recv_all(o, s, NULL, 0, 0, -1);
+    received += recv_all(o, s, NULL, 0, 0, -1, headers_shown);
     if (s->status.code == QW_OK && received != nmsg)
       check_failed("%s: got %ld, want %ld", "bidi echoes", received, nmsg);
   } else if (client_stream) {
@@ -335,7 +338,7 @@ static int do_call(const opts *o, qw_conn *c) {
     qw_stream_send(s, msg, mlen, !o->separate_eos);
     if (o->separate_eos) qw_stream_half_close(s);
     free(msg);
-    received = recv_all(o, s, p, plen, server_stream, server_stream ? o->cancel_after : -1);
+    received = recv_all(o, s, p, plen, server_stream, server_stream ? o->cancel_after : -1, 0);
     free(p);
     if (s->status.code == QW_OK) {
       long want = server_stream ? (long)o->count : 1;
@@ -354,7 +357,9 @@ static int do_call(const opts *o, qw_conn *c) {
 /* After a cancel (or with --followup): the connection must still serve PING and a new call. */
 static int followup(qw_conn *c) {
   int64_t rtt = 0;
-  if (qw_ping(c, 5000, &rtt) < 0) {
+  /* a liveness check, not a latency one: generous, the server may first send what was in
+   * flight for the cancelled stream */
+  if (qw_ping(c, 20000, &rtt) < 0) {
     printf("followup ping failed: %s\n", c->dead ? c->dead_msg : "timeout");
     return -1;
   }
@@ -396,6 +401,7 @@ int main(int argc, char **argv) {
   o.calls = 1;
   o.version = 1;
   o.stream_window = 262144;
+  o.conn_window = 4194304;
   o.count = 1;
   int pos = 0;
   for (int i = 1; i < argc; i++) {
@@ -417,6 +423,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--ping")) o.ping = 1;
     else if (!strcmp(a, "--summary")) o.summary = 1;
     else if (!strcmp(a, "--stream-window")) o.stream_window = (uint32_t)parse_num(NEXT());
+    else if (!strcmp(a, "--conn-window")) o.conn_window = (uint32_t)parse_num(NEXT());
     else if (!strcmp(a, "--version")) o.version = (uint16_t)parse_num(NEXT());
     else if (!strcmp(a, "--metadata")) {
       const char *kv = NEXT();
@@ -451,12 +458,15 @@ int main(int argc, char **argv) {
       pos++;
     } else usage();
   }
-  if (pos != 2 || o.stream_window < 65536) usage();
+  if (pos != 2 || o.stream_window < 65536 || o.conn_window < 65536 || o.stream_window > 2147483647u ||
+      o.conn_window > 2147483647u)
+    usage();
   if (o.cancel_after >= 0) o.followup = 1;
 
   qw_config cfg;
   qw_config_default(&cfg);
   cfg.stream_window = o.stream_window;
+  cfg.conn_window = o.conn_window;
   cfg.version = o.version;
   qw_status st;
   int rc;
