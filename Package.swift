@@ -115,6 +115,19 @@ let package = Package(
       // Read through #filePath: the vectors are shared with other-language clients.
       exclude: ["Vectors"]
     ),
+    // The C client (Tests/Interop/c) against a live host: the wire is language-neutral.
+    .testTarget(
+      name: "InteropTests",
+      dependencies: [
+        "ServiceKit", "BenchService", "FramedTransport",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+      ],
+      exclude: []
+    ),
+    .testTarget(
+      name: "ServiceKitTests",
+      dependencies: ["ServiceKit"]
+    ),
     .testTarget(
       name: "LoadTestTests",
       dependencies: [

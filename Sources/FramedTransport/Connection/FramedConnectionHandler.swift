@@ -273,9 +273,15 @@ final class FramedConnectionHandler: ChannelInboundHandler {
         self.processSendEvents()
       }
       guard self.outbound.readableBytes > 0 else { break }
-      let out = self.outbound
-      self.outbound.clear()
+      // Hand the buffer over and start a fresh one; once the socket took the bytes (usually
+      // synchronously) the old storage is ours alone again and is reused without allocating.
+      var out = ByteBuffer()
+      swap(&out, &self.outbound)
       context.writeAndFlush(Self.wrapOutboundOut(out), promise: nil)
+      if self.outbound.readableBytes == 0 {
+        out.clear()
+        self.outbound = out
+      }
     } while self.flushAgain || (self.machine.hasPendingSends && context.channel.isWritable && self.context != nil)
   }
 

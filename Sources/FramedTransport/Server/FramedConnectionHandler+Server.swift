@@ -124,9 +124,14 @@ extension FramedConnectionHandler {
     var trailers = Trailers()
     trailers.code = UInt32(code.rawValue)
     trailers.message = message
-    // Drop queued output: the call is over.
-    _ = self.machine.resetStream(streamID: id, code: .noError)
-    FrameEncoder.encode(.trailers(streamID: id, payload: WireMapping.encode(trailers)), into: &self.outbound)
+    if self.machine.isMidMessage(streamID: id) {
+      // TRAILERS can't interrupt a half-sent message (docs/protocol.md §12): reset instead.
+      if let rst = self.machine.resetStream(streamID: id, code: .cancel) { FrameEncoder.encode(rst, into: &self.outbound) }
+    } else {
+      // Drop queued output: the call is over.
+      _ = self.machine.resetStream(streamID: id, code: .noError)
+      FrameEncoder.encode(.trailers(streamID: id, payload: WireMapping.encode(trailers)), into: &self.outbound)
+    }
     self.streamGone(id: id, error: RPCError(code: RPCError.Code(code) ?? .internalError, message: message))
   }
 

@@ -38,7 +38,7 @@ extension ConnectionStateMachine {
 
   /// Server: records that response HEADERS go out now. `false` if the stream is gone.
   public mutating func sendResponseHeaders(streamID id: UInt32) -> Bool {
-    guard var stream = self.streams[id], !stream.localClosed else { return false }
+    guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
     stream.headersExchanged = true
     self.streams[id] = stream
     return true
@@ -47,7 +47,7 @@ extension ConnectionStateMachine {
   /// Queues a message (already compressed if `compressed`). `false` if the stream is gone or
   /// already closed on our side.
   public mutating func queueMessage(streamID id: UInt32, _ bytes: ByteBuffer, compressed: Bool, endStream: Bool) -> Bool {
-    guard var stream = self.streams[id], !stream.localClosed else { return false }
+    guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
     stream.pending.append(PendingSend(kind: .message(bytes, compressed: compressed, endStream: endStream)))
     if endStream { stream.localClosed = true }
     self.streams[id] = stream
@@ -57,7 +57,7 @@ extension ConnectionStateMachine {
 
   /// Client: queues the end of the request (a NO_MESSAGE | END_STREAM frame).
   public mutating func queueHalfClose(streamID id: UInt32) -> Bool {
-    guard var stream = self.streams[id], !stream.localClosed else { return false }
+    guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
     stream.pending.append(PendingSend(kind: .halfClose))
     stream.localClosed = true
     self.streams[id] = stream
@@ -67,7 +67,7 @@ extension ConnectionStateMachine {
 
   /// Server: queues the TRAILERS payload after any pending messages. `false` if the stream is gone.
   public mutating func queueTrailers(streamID id: UInt32, _ payload: ByteBuffer) -> Bool {
-    guard var stream = self.streams[id], !stream.localClosed else { return false }
+    guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
     stream.pending.append(PendingSend(kind: .trailers(payload)))
     stream.localClosed = true
     self.streams[id] = stream
@@ -83,9 +83,12 @@ extension ConnectionStateMachine {
     return .rst(streamID: id, code: code)
   }
 
+  /// Whether `id` is in the middle of writing a message (see `StreamState.midMessage`).
+  public func isMidMessage(streamID id: UInt32) -> Bool { self.streams[id]?.midMessage ?? false }
+
   /// The application consumed a message worth `credit` bytes: maybe return stream credit.
   public mutating func consumed(streamID id: UInt32, credit: Int) -> Frame? {
-    guard var stream = self.streams[id], !stream.remoteClosed else { return nil }
+    guard self.streams[id]?.remoteClosed == false, var stream = self.streams.removeValue(forKey: id) else { return nil }
     stream.unconsumedCredit = max(0, stream.unconsumedCredit - credit)
     var released = credit
     if stream.unconsumedCredit == 0 {
@@ -101,10 +104,15 @@ extension ConnectionStateMachine {
   public var hasPendingSends: Bool { !self.ready.isEmpty }
 
   mutating func schedule(_ id: UInt32) {
-    guard var stream = self.streams[id], !stream.scheduled, let next = stream.pending.first else { return }
-    if case .message(let bytes, _, _) = next.kind, bytes.readableBytes > 0, stream.sendWindow <= 0 { return }
-    stream.scheduled = true
-    self.streams[id] = stream
+    guard let index = self.streams.index(forKey: id) else { return }
+    let eligible: Bool = {
+      let stream = self.streams.values[index]
+      guard !stream.scheduled, let next = stream.pending.first else { return false }
+      if case .message(let bytes, _, _) = next.kind, bytes.readableBytes > 0, stream.sendWindow <= 0 { return false }
+      return true
+    }()
+    guard eligible else { return }
+    self.streams.values[index].scheduled = true  // in place
     self.ready.append(id)
   }
 
@@ -114,7 +122,7 @@ extension ConnectionStateMachine {
   public mutating func writePending(into buffer: inout ByteBuffer, byteLimit: Int, events: inout [SendEvent]) {
     let maxFrame = self.peerSettings.maxFrameSize
     while buffer.readableBytes < byteLimit, let id = self.ready.popFirst() {
-      guard var stream = self.streams[id] else { continue }
+      guard var stream = self.streams.removeValue(forKey: id) else { continue }
       stream.scheduled = false
       guard var item = stream.pending.popFirst() else {
         self.streams[id] = stream
@@ -151,6 +159,7 @@ extension ConnectionStateMachine {
         buffer.writeBuffer(&slice)
         stream.sendWindow -= chunk
         self.connectionSendWindow -= chunk
+        stream.midMessage = !last
         events.append(.sent(streamID: id, bytes: chunk))
         if !last {
           item.kind = .message(bytes, compressed: compressed, endStream: endStream)

@@ -53,7 +53,9 @@ public struct ConnectionStateMachine: Sendable {
   public internal(set) var peerPrefaceReceived = false
   public internal(set) var peerSettingsReceived = false
 
-  /// Open streams by id.
+  /// Open streams by id. A stream is taken out (`removeValue`) while it is mutated and put back
+  /// after, so its buffers are never shared with the dictionary's copy (no copy-on-write of
+  /// queued messages or a half-assembled message on every frame).
   public internal(set) var streams: [UInt32: StreamState] = [:]
   /// Server: highest client stream id seen. Client: last id we assigned.
   public internal(set) var highestStreamID: UInt32 = 0
@@ -186,7 +188,7 @@ public struct ConnectionStateMachine: Sendable {
     guard id % 2 == 1, id <= self.highestStreamID else {
       return self.fail(.protocolError, "HEADERS on stream \(id) the client never opened")
     }
-    guard var stream = self.streams[id] else { return .none }
+    guard var stream = self.streams.removeValue(forKey: id) else { return .none }
     guard !stream.headersExchanged else { return self.failStream(id, .protocolError, "second response HEADERS") }
     let headers: ResponseHeaders
     do {
@@ -213,7 +215,7 @@ public struct ConnectionStateMachine: Sendable {
     var write: [Frame] = []
     if let inc = self.connectionReceiveWindow.release(bytes) { write.append(.windowUpdate(streamID: 0, increment: inc)) }
 
-    guard var stream = self.streams[id] else { return write.isEmpty ? .none : .write(write) }
+    guard var stream = self.streams.removeValue(forKey: id) else { return write.isEmpty ? .none : .write(write) }
     if stream.remoteClosed {
       return self.failStream(id, .streamClosed, "MESSAGE after END_STREAM", alsoWrite: write)
     }
@@ -294,7 +296,7 @@ public struct ConnectionStateMachine: Sendable {
       return .windowOpened
     }
     guard self.isKnownStreamID(id) else { return self.fail(.protocolError, "WINDOW_UPDATE on idle stream \(id)") }
-    guard var stream = self.streams[id] else { return .none }
+    guard var stream = self.streams.removeValue(forKey: id) else { return .none }
     guard increment > 0 else { return self.failStream(id, .protocolError, "WINDOW_UPDATE of 0") }
     guard applyWindowIncrement(&stream.sendWindow, increment) else {
       return self.failStream(id, .flowControlError, "stream send window overflow")

@@ -37,6 +37,9 @@ public struct StreamState: Sendable {
   /// Fragment credit held back because complete messages are still unconsumed (so a stalled
   /// reader pins the sender at one window plus one message, docs/protocol.md §9).
   public var heldFragmentCredit = 0
+  /// A message is partly written (its last fragment is still to go): TRAILERS can't follow
+  /// until it is done, so abandoning the call must use RST instead.
+  public var midMessage = false
   /// Whether the stream is in the connection's ready-to-send rotation.
   var scheduled = false
 

@@ -641,6 +641,10 @@ static void trace_frame(qw_conn *c, const char *dir, const qw_frame_header *h,
           qw_frame_type_name(h->type), h->length, h->flags, h->stream_id);
   if ((h->type == QW_RST || h->type == QW_WINDOW_UPDATE) && h->length == 4)
     fprintf(stderr, " value=%u", qw_get_u32(payload));
+  if (h->type == QW_TRAILERS || (h->type == QW_HEADERS && h->length > 0)) {
+    fprintf(stderr, " payload=");
+    for (uint32_t i = 0; i < h->length && i < 96; i++) fprintf(stderr, "%02x", payload[i]);
+  }
   if (h->type == QW_GOAWAY && h->length >= 8)
     fprintf(stderr, " last=%u code=%s debug=\"%.*s\"", qw_get_u32(payload) & 0x7fffffff,
             qw_error_code_name(qw_get_u32(payload + 4)), (int)(h->length - 8), payload + 8);

@@ -117,7 +117,7 @@ case_ unknown-method 12 "$E/Nope" '^status 12 ' '^status_source trailers$'
 
 # --- compression ----------------------------------------------------------------------------
 case_ gzip 0 "$E/Unary --payload-size 4096 --gzip" \
-  '^headers encoding=gzip' '^message index=0 payload_len=4096 .* compressed=1 wire_len=[0-9]{2,3} ' '^status 0 ?$' "$NOCHECK"
+  '^headers encoding=gzip' '^message index=0 payload_len=4096 .* compressed=1 ' '^status 0 ?$' "$NOCHECK"
 case_ deflate 0 "$E/Unary --payload-size 4096 --deflate" \
   '^headers encoding=deflate' '^message index=0 payload_len=4096 .* compressed=1 ' '^status 0 ?$' "$NOCHECK"
 case_ gzip-bidi 0 "$E/Bidi --messages 3 --payload-size 2000 --gzip" \
@@ -128,7 +128,8 @@ case_ large-message-200000 0 "$E/Unary --payload-size 200000" \
   '^message index=0 payload_len=200000 .* compressed=0 wire_len=200004 fragments=[4-9]' \
   '^frames stream=1 sent=5 sent_more=3 recv=[4-9] recv_more=[3-9]' '^status 0 ?$' "$NOCHECK"
 case_ large-message-1000000 0 "$E/Unary --payload-size 1000000" \
-  '^frames stream=1 sent=[0-9]+ sent_more=1[5-9] recv=[0-9]+ recv_more=1[5-9][0-9]* window_updates_sent=[1-9][0-9]* window_updates_recv=[1-9]' \
+  '^message index=0 payload_len=1000000 ' \
+  '^frames stream=1 sent=[0-9]+ sent_more=(1[5-9]|[2-9][0-9]|[0-9]{3,}) recv=[0-9]+ recv_more=(1[5-9]|[2-9][0-9]|[0-9]{3,}) window_updates_sent=[1-9][0-9]* window_updates_recv=[1-9]' \
   '^status 0 ?$' "$NOCHECK"
 case_ server-stream-flow-control 0 "$E/ServerStream --count 600 --payload-size 1024 --summary --stream-window 65536" \
   '^messages received=600$' '^status 0 ?$' "$NOCHECK"
@@ -138,13 +139,13 @@ case_ server-stream-flow-control 0 "$E/ServerStream --count 600 --payload-size 1
 # starts on receipt), so it normally fires first: status 4 from the client, then RST(CANCEL).
 case_ deadline 4 "$E/ServerStream --count 5000000 --payload-size 1024 --timeout-ms 50 --summary --followup" \
   '^status 4 ' '^status_source (client|trailers|rst)$' '^followup status 0 ?$'
-# The client's timer 2 s late: the server's TRAILERS(DEADLINE_EXCEEDED) is observed. Windows large
+# The client's timer 10 s late: the server's TRAILERS(DEADLINE_EXCEEDED) is observed. Windows large
 # enough that no response message is ever split by flow control.
-case_ deadline-server 4 "$E/ServerStream --count 5000000 --payload-size 1024 --timeout-ms 50 --timer-grace-ms 2000 --summary --stream-window 33554432 --conn-window 67108864 --followup" \
+case_ deadline-server 4 "$E/ServerStream --count 5000000 --payload-size 1024 --timeout-ms 50 --timer-grace-ms 10000 --summary --stream-window 33554432 --conn-window 67108864 --followup" \
   '^status 4 ' '^status_source trailers$' '^followup status 0 ?$'
 # Same with default windows: the deadline usually fires while a response message is split
 # waiting for credit, where the server must send RST(CANCEL), not TRAILERS (§4.6, §13).
-case_ deadline-server-mid-message 4 "$E/ServerStream --count 5000000 --payload-size 1024 --timeout-ms 50 --timer-grace-ms 2000 --summary --followup" \
+case_ deadline-server-mid-message 4 "$E/ServerStream --count 5000000 --payload-size 1024 --timeout-ms 50 --timer-grace-ms 10000 --summary --followup" \
   '^status 4 ' '^status_source (trailers|rst)$' '^followup status 0 ?$'
 
 # --- cancel -----------------------------------------------------------------------------------

@@ -1,0 +1,60 @@
+import XCTest
+
+@testable import ServiceKit
+
+final class CircuitBreakerTests: XCTestCase {
+  let t0 = ContinuousClock.now
+
+  func testOpensOnFailureRatioAndRefusesCalls() {
+    var config = CircuitBreaker.Config()
+    config.minimumCalls = 4
+    config.windowSize = 4
+    config.failureRatio = 0.5
+    var b = CircuitBreaker(config: config)
+    for ok in [true, false, true] {
+      XCTAssertTrue(b.allowCall(now: t0))
+      b.record(success: ok, now: t0)
+    }
+    XCTAssertEqual(b.state, .closed, "not enough calls yet")
+    b.record(success: false, now: t0)
+    XCTAssertEqual(b.state, .open(until: t0 + .seconds(5)))
+    XCTAssertFalse(b.allowCall(now: t0 + .seconds(1)))
+  }
+
+  func testHalfOpenProbeClosesOnSuccessAndReopensOnFailure() {
+    var config = CircuitBreaker.Config()
+    config.minimumCalls = 1
+    var b = CircuitBreaker(config: config)
+    b.record(success: false, now: t0)
+    XCTAssertTrue(b.allowCall(now: t0 + .seconds(5)), "one probe after the open period")
+    XCTAssertFalse(b.allowCall(now: t0 + .seconds(5)), "only one probe at a time")
+    b.record(success: false, now: t0 + .seconds(6))
+    XCTAssertEqual(b.state, .open(until: t0 + .seconds(11)))
+    XCTAssertTrue(b.allowCall(now: t0 + .seconds(11)))
+    b.record(success: true, now: t0 + .seconds(11))
+    XCTAssertEqual(b.state, .closed)
+    XCTAssertTrue(b.allowCall(now: t0 + .seconds(11)))
+  }
+
+  func testOldFailuresSlideOutOfTheWindow() {
+    var config = CircuitBreaker.Config()
+    config.windowSize = 4
+    config.minimumCalls = 4
+    config.failureRatio = 0.75
+    var b = CircuitBreaker(config: config)
+    for ok in [false, false, true, true, true, true, false, false] { b.record(success: ok, now: t0) }
+    XCTAssertEqual(b.state, .closed, "only 2 of the last 4 failed")
+  }
+}
+
+final class TokenBucketTests: XCTestCase {
+  func testBurstThenRefillWithRetryHint() {
+    let t0 = ContinuousClock.now
+    var bucket = TokenBucket(capacity: 3, ratePerSecond: 10)
+    for _ in 0..<3 { XCTAssertEqual(bucket.take(now: t0), .allowed) }
+    XCTAssertEqual(bucket.take(now: t0), .denied(retryAfter: .milliseconds(100)))
+    XCTAssertEqual(bucket.take(now: t0 + .milliseconds(100)), .allowed)
+    XCTAssertEqual(bucket.take(now: t0 + .seconds(10)), .allowed, "refills up to capacity only")
+    XCTAssertEqual(bucket.tokens, 2, accuracy: 1e-9)
+  }
+}
