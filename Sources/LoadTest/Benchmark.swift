@@ -37,6 +37,7 @@ public struct Benchmark: Sendable {
     let framedServer = try FramedServerTransport(config: {
       var c = FramedServerTransport.Config()
       c.connection.settings.maxConcurrentStreams = 20_000
+      c.runHandlersOnEventLoop = true  // as `quizwire serve bench` runs the echo service
       return c
     }())
     let h2Server = HTTP2ServerTransport.Posix(

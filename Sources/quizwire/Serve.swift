@@ -48,7 +48,10 @@ struct ServeBench: AsyncParsableCommand {
   @OptionGroup var listen: ListenOptions
 
   func run() async throws {
-    let host = try ServiceHost(name: "bench.v1.EchoService", services: [EchoService()], config: try listen.hostConfig())
+    var config = try listen.hostConfig()
+    // The echo handler never blocks, so it can run on its connection's event loop.
+    config.framed.runHandlersOnEventLoop = true
+    let host = try ServiceHost(name: "bench.v1.EchoService", services: [EchoService()], config: config)
     try await runHosts([host])
   }
 }
@@ -102,6 +105,7 @@ struct Up: AsyncParsableCommand {
       config.framedPort = 7400
       config.grpcPort = 7401
     }
+    config.framed.runHandlersOnEventLoop = true
     let bench = try ServiceHost(name: "bench.v1.EchoService", services: [EchoService()], config: config)
     FileHandle.standardError.write("quizwire up: serving; Ctrl-C drains and exits\n".data(using: .utf8)!)
     try await runHosts([bench])

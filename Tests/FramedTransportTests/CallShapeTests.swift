@@ -67,6 +67,15 @@ final class CallShapeTests: XCTestCase {
     try await h2.stop()
   }
 
+  func testEveryCallShapeWithHandlersOnTheEventLoop() async throws {
+    let services: [any RegistrableRPCService] = [EchoService(), HealthService(store: HealthStatusStore())]
+    let framed = try await FramedTestServer(services: services) { $0.runHandlersOnEventLoop = true }
+    try await withFramedClient([framed.target]) { try await self.exerciseShapes($0) }
+    let leaked = await framed.transport.openStreamCount()
+    XCTAssertEqual(leaked, 0)
+    try await framed.drain()
+  }
+
   func checkStatuses<T: ClientTransport>(_ grpc: GRPCClient<T>) async throws {
     let echo = Bench_V1_EchoService.Client(wrapping: grpc)
     for n in 1...16 {

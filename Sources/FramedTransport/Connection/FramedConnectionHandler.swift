@@ -39,6 +39,8 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   let serverCallbacks: ServerCallbacks?
   var drainTimer: Scheduled<Void>?
   var graceTimer: Scheduled<Void>?
+  /// Created on first use when handlers run on this connection's loop.
+  var loopExecutor: EventLoopTaskExecutor?
   static let drainPingOpaque: UInt64 = 0x4452_4149_4E21_0001  // "DRAIN!"
 
   // Client
@@ -234,6 +236,10 @@ final class FramedConnectionHandler: ChannelInboundHandler {
       if opaque == Self.drainPingOpaque { self.finishDrain() }
     case .goAway(let last, let code, let debug, let refused):
       self.receivedGoAway(lastStreamID: last, code: code, debug: debug, refused: refused)
+    case .holdingFragmentCredit(let id, let alsoWrite):
+      for f in alsoWrite { FrameEncoder.encode(f, into: &self.outbound) }
+      self.serverStreams[id]?.requestPromptCredit()
+      self.clientStreams[id]?.requestPromptCredit()
     case .windowOpened:
       break  // flush() at the end of the read burst writes whatever is now allowed
     case .connectionError(let error, let goAway):

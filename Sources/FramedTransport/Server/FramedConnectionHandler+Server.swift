@@ -11,6 +11,8 @@ struct ServerCallbacks: Sendable {
   var streamHandler: StreamHandler
   /// Encodings this server decodes (and answers with).
   var encodings: EncodingSet
+  /// Run handlers on the connection's event loop (see `FramedServerTransport.Config`).
+  var runOnEventLoop = false
 }
 
 typealias ServerTransportInbound = RPCAsyncSequence<RPCRequestPart<FramedBytes>, any Error>
@@ -74,13 +76,20 @@ extension FramedConnectionHandler {
     let handler = callbacks.streamHandler
     // One unstructured task per call, created right here on the event loop: no intermediate
     // queue or consumer task between a HEADERS frame and its handler.
-    let task = Task {
+    let body: @Sendable () async -> Void = {
       await withServerContextRPCCancellationHandle { handle in
         stream.attach(cancellation: handle)
         let context = ServerContext(descriptor: descriptor, remotePeer: remote, localPeer: local, cancellation: handle)
         await handler(rpcStream, context)
       }
       stream.detachTask()
+    }
+    let task: Task<Void, Never>
+    if callbacks.runOnEventLoop {
+      if self.loopExecutor == nil { self.loopExecutor = EventLoopTaskExecutor(channel.eventLoop) }
+      task = Task(executorPreference: self.loopExecutor!, operation: body)
+    } else {
+      task = Task(operation: body)
     }
     stream.attach(task: task)
   }

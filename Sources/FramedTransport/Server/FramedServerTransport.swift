@@ -21,6 +21,10 @@ public final class FramedServerTransport: ServerTransport, Sendable {
     public var tls: TLSConfiguration?
     /// Message encodings the server decodes.
     public var encodings: EncodingSet = .all
+    /// Run each call's handler on its connection's event loop instead of the global pool. Much
+    /// cheaper per message (no thread hops), but a handler that blocks or computes for long
+    /// then stalls every connection on that loop: only for services that never do (bench echo).
+    public var runHandlersOnEventLoop = false
 
     public init(host: String = "127.0.0.1", port: Int = 0) {
       self.host = host
@@ -71,7 +75,7 @@ public final class FramedServerTransport: ServerTransport, Sendable {
       guard !s.listening else { throw FramedTransportError.alreadyListening }
       s.listening = true
     }
-    let callbacks = ServerCallbacks(streamHandler: streamHandler, encodings: self.config.encodings)
+    let callbacks = ServerCallbacks(streamHandler: streamHandler, encodings: self.config.encodings, runOnEventLoop: self.config.runHandlersOnEventLoop)
     let config = self.config.connection
     let sslContext = self.sslContext
     let bootstrap = ServerBootstrap(group: self.group)

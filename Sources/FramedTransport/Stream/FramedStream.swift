@@ -24,6 +24,9 @@ final class FramedStream<Inbound: Sendable>: Sendable {
     var cancellation: ServerContext.RPCCancellationHandle?
     var task: Task<Void, Never>?
     var cancelRequested = false
+    /// Report consumed credit as soon as the reader catches up (the connection is holding
+    /// fragment credit until it does); otherwise credit goes back in batches.
+    var promptCredit = false
   }
 
   private let state = NIOLockedValueBox(State())
@@ -105,6 +108,20 @@ final class FramedStream<Inbound: Sendable>: Sendable {
     writer?.resume()
   }
 
+  /// See `State.promptCredit`.
+  func requestPromptCredit() {
+    let report: Int = self.state.withLockedValue { s in
+      // The reader may already be waiting with unreported credit: hand it back now.
+      if s.buffer.isEmpty && s.reader != nil && s.unreportedCredit > 0 {
+        defer { s.unreportedCredit = 0 }
+        return s.unreportedCredit
+      }
+      s.promptCredit = true
+      return 0
+    }
+    if report > 0 { self.connection.returnCredit(self, report) }
+  }
+
   // MARK: Server handler plumbing
 
   func attach(cancellation: ServerContext.RPCCancellationHandle) {
@@ -179,10 +196,13 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   }
 
   private func takeCredit(_ s: inout State) -> Int {
-    // Report in batches, and always once the reader caught up: then every consumed byte is
-    // back with the connection, which must never wait on credit a reader is sitting on.
-    guard s.unreportedCredit >= self.creditThreshold || (s.buffer.isEmpty && s.unreportedCredit > 0) else { return 0 }
-    defer { s.unreportedCredit = 0 }
+    // Credit goes back in batches (a threshold well under half the window, so the peer never
+    // stalls on it); when the connection holds fragment credit, as soon as the reader caught up.
+    guard s.unreportedCredit >= self.creditThreshold || (s.promptCredit && s.buffer.isEmpty && s.unreportedCredit > 0) else { return 0 }
+    defer {
+      s.unreportedCredit = 0
+      s.promptCredit = false
+    }
     return s.unreportedCredit
   }
 

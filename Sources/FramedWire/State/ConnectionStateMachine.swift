@@ -41,6 +41,9 @@ public struct ConnectionStateMachine: Sendable {
     case pingAck(opaque: UInt64)
     /// The peer sent GOAWAY: streams above `lastStreamID` were never processed.
     case goAway(lastStreamID: UInt32, code: WireErrorCode, debug: String, refusedStreams: [UInt32])
+    /// A fragment's credit is held until the reader consumes what is queued: the reader must
+    /// report consumption promptly (not in batches) so the message can complete.
+    case holdingFragmentCredit(streamID: UInt32, alsoWrite: [Frame])
     /// Send window grew: pending sends may proceed.
     case windowOpened
     /// A connection error: write GOAWAY and close.
@@ -243,6 +246,8 @@ public struct ConnectionStateMachine: Sendable {
         if let inc = stream.receiveWindow.release(bytes) { write.append(.windowUpdate(streamID: id, increment: inc)) }
       } else {
         stream.heldFragmentCredit += bytes
+        self.streams[id] = stream
+        return .holdingFragmentCredit(streamID: id, alsoWrite: write)
       }
       self.streams[id] = stream
       return write.isEmpty ? .none : .write(write)
