@@ -1,5 +1,6 @@
 import DequeModule
 import FramedWire
+import GRPCCore
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -19,6 +20,17 @@ enum StreamCommand: Sendable {
 protocol StreamHandle: AnyObject, Sendable {
   var streamID: UInt32 { get set }
   func sent(_ bytes: Int)
+  func fail(_ error: RPCError)
+}
+
+extension StreamCommand {
+  var stream: any StreamHandle {
+    switch self {
+    case .open(let s, _, _), .responseHeaders(let s, _), .message(let s, _, _, _), .halfClose(let s),
+      .trailers(let s, _), .reset(let s, _), .credit(let s, _):
+      return s
+    }
+  }
 }
 
 extension FramedStream: StreamHandle {}
@@ -74,12 +86,15 @@ final class ConnectionCommands: Sendable {
     sink(batch)
   }
 
-  /// The connection is gone: refuse further commands.
-  func close() {
-    self.state.withLockedValue {
-      $0.closed = true
-      $0.queue.removeAll()
+  /// The connection is gone: refuse further commands. Returns the ones that never ran, so
+  /// their calls can be failed (a call whose HEADERS never went out would otherwise wait forever).
+  func close() -> [StreamCommand] {
+    let dropped = self.state.withLockedValue { s -> [StreamCommand] in
+      s.closed = true
+      defer { s.queue.removeAll() }
+      return Array(s.queue)
     }
     self.sink.withLockedValue { $0 = nil }
+    return dropped
   }
 }

@@ -114,7 +114,9 @@ final class FramedConnectionHandler: ChannelInboundHandler {
 
   /// Fails every call and stops timers; idempotent.
   func tearDown(reason: String) {
-    self.commands.close()
+    for command in self.commands.close() {
+      command.stream.fail(RPCError(code: .unavailable, message: "\(reason) before the call was sent"))
+    }
     self.keepaliveTask?.cancel()
     self.handshakeTimer?.cancel()
     self.drainTimer?.cancel()

@@ -26,7 +26,9 @@ struct MessageSender {
     try stream.willQueue(payload.readableBytes)
     guard stream.connection.send(.message(stream, payload, compressed: compressed, endStream: endStream)) else {
       stream.sent(payload.readableBytes)
-      throw stream.failure ?? RPCError(code: .unavailable, message: "connection closed")
+      let error = stream.failure ?? RPCError(code: .unavailable, message: "connection closed")
+      stream.fail(error)  // the reader must not wait for a response that cannot come
+      throw error
     }
     try await stream.waitUntilWritable()
   }
@@ -68,7 +70,9 @@ struct ServerStreamWriter: ClosableRPCWriterProtocol {
   private func command(_ c: StreamCommand) throws {
     if let error = self.stream.failure { throw error }
     guard self.stream.connection.send(c) else {
-      throw RPCError(code: .cancelled, message: "connection closed")
+      let error = RPCError(code: .cancelled, message: "connection closed")
+      self.stream.fail(error)
+      throw error
     }
   }
 
@@ -94,7 +98,9 @@ struct ClientStreamWriter: ClosableRPCWriterProtocol {
       let headers = WireMapping.requestHeaders(method: self.descriptor, metadata: metadata, encoding: self.encoding)
       if let error = self.stream.failure { throw error }
       guard self.stream.connection.send(.open(self.stream, headers: WireMapping.encode(headers), endStream: false)) else {
-        throw RPCError(code: .unavailable, message: "connection closed before the call started")
+        let error = RPCError(code: .unavailable, message: "connection closed before the call started; safe to retry")
+        self.stream.fail(error)
+        throw error
       }
     case .message(let bytes):
       try await self.sender.send(bytes, on: self.stream)
