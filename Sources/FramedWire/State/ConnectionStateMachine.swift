@@ -362,18 +362,21 @@ public struct ConnectionStateMachine: Sendable {
 }
 
 extension Frame {
-  /// The frame type's name, for error messages.
-  public var kindName: String {
+  /// The frame's type; `nil` for an extension frame.
+  public var type: FrameType? {
     switch self {
-    case .settings: return "SETTINGS"
-    case .headers: return "HEADERS"
-    case .message: return "MESSAGE"
-    case .trailers: return "TRAILERS"
-    case .rst: return "RST"
-    case .windowUpdate: return "WINDOW_UPDATE"
-    case .ping: return "PING"
-    case .goAway: return "GOAWAY"
-    case .unknownExtension: return "EXTENSION"
+    case .settings: return .settings
+    case .headers: return .headers
+    case .message: return .message
+    case .trailers: return .trailers
+    case .rst: return .rst
+    case .windowUpdate: return .windowUpdate
+    case .ping: return .ping
+    case .goAway: return .goAway
+    case .unknownExtension: return nil
     }
   }
+
+  /// The frame type's name, for error messages.
+  public var kindName: String { self.type?.description ?? "EXTENSION" }
 }
