@@ -44,14 +44,12 @@ public struct Benchmark: Sendable {
       address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext,
       config: .defaults { $0.http2.maxConcurrentStreams = 20_000 })
     let inproc = InProcessTransport()
-    let servers = [
-      GRPCServer(transport: framedServer, services: [EchoService()]),
-    ]
+    let framed = GRPCServer(transport: framedServer, services: [EchoService()])
     let h2 = GRPCServer(transport: h2Server, services: [EchoService()])
     let inprocServer = GRPCServer(transport: inproc.server, services: [EchoService()])
     let raw = try await RawEcho.startServer()
     return try await withThrowingDiscardingTaskGroup { group in
-      for s in servers { group.addTask { try await s.serve() } }
+      group.addTask { try await framed.serve() }
       group.addTask { try await h2.serve() }
       group.addTask { try await inprocServer.serve() }
       let framedPort = try await framedServer.listeningAddress.port!
@@ -89,7 +87,7 @@ public struct Benchmark: Sendable {
       framedClient.beginGracefulShutdown()
       h2Client.beginGracefulShutdown()
       inprocClient.beginGracefulShutdown()
-      for s in servers { s.beginGracefulShutdown() }
+      framed.beginGracefulShutdown()
       h2.beginGracefulShutdown()
       inprocServer.beginGracefulShutdown()
       try await raw.close()

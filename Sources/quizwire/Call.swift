@@ -40,7 +40,19 @@ struct Call: AsyncParsableCommand {
     }
     guard MessageEncoding(rawValue: compression) != nil else { throw ValidationError("--compression must be identity, gzip or deflate") }
     if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
-    for m in metadata where !m.contains("=") { throw ValidationError("--metadata takes key=value, got \(m)") }
+    for m in metadata {
+      let parts = m.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+      guard parts.count == 2 else { throw ValidationError("--metadata takes key=value, got \(m)") }
+      let key = String(parts[0]).lowercased()
+      guard !key.isEmpty, key.utf8.count <= 255, !key.hasPrefix("grpc-"), !key.hasSuffix("-bin"),
+        key.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F || $0 == 0x2E || $0 == 0x2D })
+      else {
+        throw ValidationError("--metadata key \"\(key)\" must be [0-9a-z_.-], not start with grpc- and not end in -bin (text values only)")
+      }
+      guard parts[1].utf8.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) else {
+        throw ValidationError("--metadata value for \(key) must be printable ASCII")
+      }
+    }
   }
 
   func run() async throws {
@@ -53,8 +65,8 @@ struct Call: AsyncParsableCommand {
     }
     var md = Metadata()
     for m in metadata {
-      let parts = m.split(separator: "=", maxSplits: 1)
-      md.addString(String(parts.count > 1 ? parts[1] : ""), forKey: String(parts[0]).lowercased())
+      let parts = m.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+      md.addString(String(parts[1]), forKey: String(parts[0]).lowercased())
     }
     var outcome: Result<Void, any Error> = .success(())
     do {

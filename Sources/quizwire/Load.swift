@@ -30,7 +30,9 @@ struct Load: AsyncParsableCommand {
   func validate() throws {
     guard (framed == nil) != (grpc == nil) else { throw ValidationError("give exactly one of --framed or --grpc") }
     guard LoadMethod(rawValue: method) != nil else { throw ValidationError("unknown --method \(method)") }
-    guard concurrency >= 1, payloadSize >= 0, messagesPerStream >= 1 else { throw ValidationError("--concurrency and --messages-per-stream must be ≥ 1, --payload-size ≥ 0") }
+    guard (1...100_000).contains(concurrency), (0...(64 << 20)).contains(payloadSize), (1...10_000_000).contains(messagesPerStream) else {
+      throw ValidationError("--concurrency must be 1...100000, --payload-size 0...67108864, --messages-per-stream 1...10000000")
+    }
     if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
     if let requests, requests < 1 { throw ValidationError("--requests must be ≥ 1") }
     _ = try Self.parseDuration(duration)

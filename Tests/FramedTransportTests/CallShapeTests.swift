@@ -126,6 +126,23 @@ final class CallShapeTests: XCTestCase {
     try await h2.stop()
   }
 
+  func testMetadataTheWireCannotCarryIsAClearError() async throws {
+    let framed = try await FramedTestServer(services: [ControlledEchoService(probe: Probe())])
+    try await withFramedClient([framed.target]) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      // (GRPCCore itself refuses binary values under keys without -bin.)
+      for bad: Metadata in [["x user": "a"], ["grpc-custom": "a"], ["x-text-bin": "a"], ["x-tab": "a\tb"]] {
+        let error = await expectRPCError { _ = try await echo.unary(request: ClientRequest(message: echoRequest("hi"), metadata: bad)) { try $0.message } }
+        XCTAssertEqual(error?.code, .internalError, "\(bad)")
+        XCTAssertTrue(error?.message.contains("metadata") ?? false, error?.message ?? "")
+      }
+      // Keys are lowercased as on HTTP/2, and nothing was lost to the connection.
+      let ok = try await echo.unary(request: ClientRequest(message: echoRequest("after"), metadata: ["X-Request-ID": "r1"])) { try $0.message }
+      XCTAssertEqual(ok.payload, Data("after".utf8))
+    }
+    try await framed.drain()
+  }
+
   func testUnknownMethodIsUnimplemented() async throws {
     let framed = try await FramedTestServer(services: [EchoService()])
     try await withFramedClient([framed.target]) { grpc in

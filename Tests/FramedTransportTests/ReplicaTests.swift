@@ -75,14 +75,15 @@ final class ReplicaTests: XCTestCase {
     let b = try await FramedTestServer(services: [ControlledEchoService(probe: probeB)])
     try await withFramedClient([a.target, b.target]) { grpc in
       let echo = Bench_V1_EchoService.Client(wrapping: grpc)
-      _ = try await echo.unary(echoRequest("warm"), options: { var o = CallOptions.defaults; o.waitForReady = true; return o }())
-      _ = await probeA.eventually { true }
-      // Both connections up: wait until the second replica is ready too.
+      var o = CallOptions.defaults
+      o.waitForReady = true
+      // Until both connections are up, calls may all go to the first one.
       var seen = 0
       while probeA.callCount == 0 || probeB.callCount == 0, seen < 200 {
-        _ = try await echo.unary(echoRequest("x"))
+        _ = try await echo.unary(echoRequest("warm"), options: o)
         seen += 1
       }
+      XCTAssertTrue(probeA.callCount > 0 && probeB.callCount > 0, "both replicas must be reached")
       let (a0, b0) = (probeA.callCount, probeB.callCount)
       for _ in 0..<20 { _ = try await echo.unary(echoRequest("x")) }
       XCTAssertEqual(probeA.callCount - a0, 10)
@@ -92,10 +93,14 @@ final class ReplicaTests: XCTestCase {
       let echo = Bench_V1_EchoService.Client(wrapping: grpc)
       var o = CallOptions.defaults
       o.waitForReady = true
-      while probeA.callCount == probeB.callCount || true {
+      // Fresh client: wait until it has calls landing on both replicas.
+      let baseA = probeA.callCount, baseB = probeB.callCount
+      var tries = 0
+      while probeA.callCount == baseA || probeB.callCount == baseB, tries < 200 {
         _ = try await echo.unary(echoRequest("w"), options: o)
-        if probeA.callCount > 0 && probeB.callCount > 0 { break }
+        tries += 1
       }
+      XCTAssertLessThan(tries, 200, "both replicas must be reached")
       // Occupy one replica with long calls; new calls then go to the other.
       let a0 = probeA.callCount, b0 = probeB.callCount
       let busy = (0..<3).map { _ in Task { try await echo.unary(echoRequest("sleep:400")) } }

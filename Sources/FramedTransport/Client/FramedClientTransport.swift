@@ -36,6 +36,7 @@ public final class FramedClientTransport: ClientTransport, Sendable {
   private let sslContext: NIOSSLContext?
   private let pool: ConnectionPool
   private let methodConfigs: [MethodDescriptor: MethodConfig]
+  private let serviceConfigs: [String: MethodConfig]
   private let defaultMethodConfig: MethodConfig?
 
   public init(config: Config, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
@@ -45,27 +46,28 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     self.sslContext = try config.tls.map { try NIOSSLContext(configuration: $0) }
     self.retryThrottle = config.serviceConfig.retryThrottling.map { RetryThrottle(policy: $0) }
     self.pool = ConnectionPool(count: config.targets.count, policy: config.loadBalancing)
+    // gRPC service-config precedence: exact method, then whole service, then the default.
     var configs: [MethodDescriptor: MethodConfig] = [:]
+    var services: [String: MethodConfig] = [:]
     var fallback: MethodConfig?
     for mc in config.serviceConfig.methodConfig {
       for name in mc.names {
-        if name.method.isEmpty {
-          if name.service.isEmpty { fallback = mc }
-          continue
+        if name.service.isEmpty {
+          fallback = mc
+        } else if name.method.isEmpty {
+          services[name.service] = mc
+        } else {
+          configs[MethodDescriptor(fullyQualifiedService: name.service, method: name.method)] = mc
         }
-        configs[MethodDescriptor(fullyQualifiedService: name.service, method: name.method)] = mc
       }
     }
     self.methodConfigs = configs
+    self.serviceConfigs = services
     self.defaultMethodConfig = fallback
   }
 
   public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
-    if let c = self.methodConfigs[descriptor] { return c }
-    if let c = config.serviceConfig.methodConfig.first(where: { mc in
-      mc.names.contains { $0.service == descriptor.service.fullyQualifiedService && $0.method.isEmpty }
-    }) { return c }
-    return self.defaultMethodConfig
+    self.methodConfigs[descriptor] ?? self.serviceConfigs[descriptor.service.fullyQualifiedService] ?? self.defaultMethodConfig
   }
 
   /// Keeps a connection to every replica until `beginGracefulShutdown()`.

@@ -92,11 +92,8 @@ extension FramedConnectionHandler {
     for id in refused {
       self.streamGone(id: id, error: RPCError(code: .unavailable, message: "server is going away (GOAWAY \(code)); the call was not processed, safe to retry"))
     }
-    if self.role == .server {
-      // A client closing politely: no new streams will come.
-      self.closeIfDrained()
-      return
-    }
+    // Client: close once the remaining calls finish. Server: a client closing politely sends
+    // no new streams, so the same rule applies.
     self.closeIfDrained()
   }
 

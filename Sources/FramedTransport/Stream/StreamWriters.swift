@@ -52,7 +52,9 @@ struct ServerStreamWriter: ClosableRPCWriterProtocol {
     switch element {
     case .metadata(let metadata):
       var headers = ResponseHeaders()
-      headers.metadata = WireMapping.wireEntries(metadata)
+      // A bad key throws before anything is sent; GRPCCore then answers with this error as
+      // the call's status (trailers-only).
+      headers.metadata = try WireMapping.wireEntries(metadata)
       if self.encoding != .identity { headers.messageEncoding = self.encoding.rawValue }
       try self.command(.responseHeaders(self.stream, WireMapping.encode(headers)))
     case .message(let bytes):
@@ -95,7 +97,13 @@ struct ClientStreamWriter: ClosableRPCWriterProtocol {
   func write(_ element: Element) async throws {
     switch element {
     case .metadata(let metadata):
-      let headers = WireMapping.requestHeaders(method: self.descriptor, metadata: metadata, encoding: self.encoding)
+      let headers: RequestHeaders
+      do {
+        headers = try WireMapping.requestHeaders(method: self.descriptor, metadata: metadata, encoding: self.encoding)
+      } catch {
+        self.stream.fail(error)  // nothing was sent; the call ends with this error
+        throw error
+      }
       if let error = self.stream.failure { throw error }
       guard self.stream.connection.send(.open(self.stream, headers: WireMapping.encode(headers), endStream: false)) else {
         let error = RPCError(code: .unavailable, message: "connection closed before the call started; safe to retry")

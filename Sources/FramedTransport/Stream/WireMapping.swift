@@ -10,8 +10,9 @@ import struct Foundation.Data
 enum WireMapping {
   static let timeoutKey = "grpc-timeout"
 
-  /// Request metadata → wire entries, lifting `grpc-timeout` out into `timeout_us`.
-  static func requestHeaders(method: MethodDescriptor, metadata: Metadata, encoding: MessageEncoding) -> RequestHeaders {
+  /// Request metadata → wire entries, lifting `grpc-timeout` out into `timeout_us`. A key the
+  /// wire can't carry fails the call (INTERNAL, as gRPC does) instead of vanishing.
+  static func requestHeaders(method: MethodDescriptor, metadata: Metadata, encoding: MessageEncoding) throws(RPCError) -> RequestHeaders {
     var headers = RequestHeaders()
     headers.method = "/" + method.fullyQualifiedMethod
     for entry in metadata {
@@ -19,8 +20,10 @@ enum WireMapping {
         if case .string(let value) = entry.value, let us = parseTimeout(value) { headers.timeoutUs = us }
         continue
       }
-      guard isValidKey(entry.key) else { continue }  // transport-reserved; never on the wire
-      headers.metadata.append(wireEntry(key: entry.key, value: entry.value))
+      // Lowercased as HTTP/2 does, so the same metadata works on both transports.
+      let key = entry.key.lowercased()
+      try checkOutgoing(key: key, value: entry.value)
+      headers.metadata.append(wireEntry(key: key, value: entry.value))
     }
     if encoding != .identity { headers.messageEncoding = encoding.rawValue }
     return headers
@@ -36,8 +39,29 @@ enum WireMapping {
     return e
   }
 
-  static func wireEntries(_ metadata: Metadata) -> [MetadataEntry] {
-    metadata.filter { isValidKey($0.key) }.map { wireEntry(key: $0.key, value: $0.value) }
+  /// Response metadata → wire entries; throws for a key the wire can't carry.
+  static func wireEntries(_ metadata: Metadata) throws(RPCError) -> [MetadataEntry] {
+    var out: [MetadataEntry] = []
+    out.reserveCapacity(metadata.count)
+    for entry in metadata {
+      let key = entry.key.lowercased()
+      try checkOutgoing(key: key, value: entry.value)
+      out.append(wireEntry(key: key, value: entry.value))
+    }
+    return out
+  }
+
+  /// The rules of docs/protocol.md §5.4 for what we send.
+  static func checkOutgoing(key: String, value: Metadata.Value) throws(RPCError) {
+    guard isValidKey(key) else {
+      throw RPCError(code: .internalError, message: "metadata key \"\(key.prefix(64))\" can't be sent: keys are [0-9a-z_.-], at most 255 bytes, and grpc- keys are reserved")
+    }
+    if case .string(let text) = value, key.hasSuffix("-bin") || !text.utf8.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) {
+      throw RPCError(code: .internalError, message: "metadata \"\(key)\" needs a binary value (-bin key) or printable ASCII text")
+    }
+    if case .binary = value, !key.hasSuffix("-bin") {
+      throw RPCError(code: .internalError, message: "binary metadata \"\(key)\" needs a key ending in -bin")
+    }
   }
 
   /// Wire entries → GRPCCore metadata; `nil` with a reason when a key or value breaks the rules.
@@ -107,6 +131,7 @@ enum WireMapping {
   static let statusDetailsKey = "grpc-status-details-bin"
 
   /// Status + trailing metadata → TRAILERS; `grpc-status-details-bin` moves to its own field.
+  /// Trailing metadata the wire can't carry turns the status into INTERNAL naming the key.
   static func trailers(status: Status, metadata: Metadata) -> Trailers {
     var t = Trailers()
     t.code = UInt32(status.code.rawValue)
@@ -116,8 +141,16 @@ enum WireMapping {
         t.statusDetails = Data(b)
         continue
       }
-      guard isValidKey(entry.key) else { continue }
-      t.metadata.append(wireEntry(key: entry.key, value: entry.value))
+      let key = entry.key.lowercased()
+      do {
+        try checkOutgoing(key: key, value: entry.value)
+      } catch {
+        var bad = Trailers()
+        bad.code = UInt32(Status.Code.internalError.rawValue)
+        bad.message = "server produced invalid trailing metadata: \(error.message)"
+        return bad
+      }
+      t.metadata.append(wireEntry(key: key, value: entry.value))
     }
     return t
   }
