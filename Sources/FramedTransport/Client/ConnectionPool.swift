@@ -22,8 +22,11 @@ final class ConnectionPool: Sendable {
   }
   private let state: NIOLockedValueBox<State>
 
-  init(count: Int, policy: LoadBalancingPolicy) {
+  private let gate: (any ReplicaGate)?
+
+  init(count: Int, policy: LoadBalancingPolicy, gate: (any ReplicaGate)? = nil) {
     self.state = NIOLockedValueBox(State(slots: Array(repeating: .idle, count: count), balancer: LoadBalancer(policy: policy)))
+    self.gate = gate
   }
 
   var isShutDown: Bool { self.state.withLockedValue { $0.shutDown } }
@@ -54,9 +57,10 @@ final class ConnectionPool: Sendable {
     return connections
   }
 
-  func pick(waitForReady: Bool) async throws -> ClientConnection {
+  /// A ready connection and its replica's index.
+  func pick(waitForReady: Bool) async throws -> (ClientConnection, Int) {
     while true {
-      enum Step { case use(ClientConnection), fail(RPCError), wait(Int) }
+      enum Step { case use(ClientConnection, Int), fail(RPCError), wait(Int) }
       let step: Step = self.state.withLockedValue { s in
         if s.shutDown { return .fail(RPCError(code: .unavailable, message: "client transport is shutting down")) }
         var candidates: [(index: Int, load: Int)] = []
@@ -70,14 +74,24 @@ final class ConnectionPool: Sendable {
           case .transientFailure(let reason): failures.append(reason)
           }
         }
-        if let index = s.balancer.pick(candidates), case .ready(let c) = s.slots[index] { return .use(c) }
+        var refused = 0
+        while let index = s.balancer.pick(candidates) {
+          // The gate (circuit breakers) has the last word on the replica the balancer chose.
+          if case .ready(let c) = s.slots[index], self.gate?.admit(replica: index) ?? true { return .use(c, index) }
+          candidates.removeAll { $0.index == index }
+          refused += 1
+        }
+        if refused > 0 {
+          // Failing fast is the point of an open breaker; waiting would hide it.
+          return .fail(RPCError(code: .unavailable, message: "every reachable replica is failing (circuit open)"))
+        }
         if !anyConnecting && !waitForReady {
           return .fail(RPCError(code: .unavailable, message: "no replica is reachable: \(failures.joined(separator: "; "))"))
         }
         return .wait(s.generation)
       }
       switch step {
-      case .use(let c): return c
+      case .use(let c, let index): return (c, index)
       case .fail(let e): throw e
       case .wait(let seen):
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in

@@ -26,6 +26,8 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     public var compression: MessageEncoding = .identity
     /// Per-method configuration (timeouts, retry policies) as GRPCCore defines it.
     public var serviceConfig = ServiceConfig()
+    /// Consulted before each call goes to a replica and told how it went (circuit breakers).
+    public var replicaGate: (any ReplicaGate)?
 
     public init(targets: [FramedTarget]) { self.targets = targets }
   }
@@ -45,7 +47,7 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     self.group = eventLoopGroup
     self.sslContext = try config.tls.map { try NIOSSLContext(configuration: $0) }
     self.retryThrottle = config.serviceConfig.retryThrottling.map { RetryThrottle(policy: $0) }
-    self.pool = ConnectionPool(count: config.targets.count, policy: config.loadBalancing)
+    self.pool = ConnectionPool(count: config.targets.count, policy: config.loadBalancing, gate: config.replicaGate)
     // gRPC service-config precedence: exact method, then whole service, then the default.
     var configs: [MethodDescriptor: MethodConfig] = [:]
     var services: [String: MethodConfig] = [:]
@@ -120,7 +122,7 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     options: CallOptions,
     _ closure: (RPCStream<Inbound, Outbound>, ClientContext) async throws -> T
   ) async throws -> T {
-    let connection = try await self.pool.pick(waitForReady: options.waitForReady ?? false)
+    let (connection, replica) = try await self.pool.pick(waitForReady: options.waitForReady ?? false)
     let peer = connection.shared.peerSettings
     let encoding = options.compression.flatMap(MessageEncoding.init(grpc:)) ?? self.config.compression
     let usable = peer.acceptEncodings.contains(encoding.bit) ? encoding : .identity
@@ -140,6 +142,17 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     connection.shared.callStarted()
     defer {
       connection.shared.callEnded()
+      if let gate = self.config.replicaGate {
+        // Only what says something about the replica counts: its status or a broken stream.
+        // A call the caller abandoned (trailers never came) says nothing.
+        if let code = stream.statusCode {
+          gate.record(replica: replica, failed: ReplicaOutcome.isReplicaFailure(code))
+        } else if let failure = stream.failure {
+          gate.record(replica: replica, failed: ReplicaOutcome.isReplicaFailure(Status.Code(failure.code)))
+        } else {
+          gate.release(replica: replica)
+        }
+      }
       // Leaving before the trailers arrived means the call was abandoned: tell the server.
       if !stream.isComplete { connection.commands.send(.reset(stream, .cancel)) }
     }
@@ -156,5 +169,24 @@ extension MessageEncoding {
     case .none: self = .identity
     default: return nil
     }
+  }
+}
+
+/// Decides which replica may take a call and learns how calls went — the hook for
+/// per-replica circuit breakers (ServiceKit's `ReplicaBreakers`).
+public protocol ReplicaGate: Sendable {
+  /// Whether replica `index` (into `Config.targets`) may take this call. A `true` answer is
+  /// followed by exactly one `record` or `release` for that replica.
+  func admit(replica index: Int) -> Bool
+  /// How an admitted call went.
+  func record(replica index: Int, failed: Bool)
+  /// An admitted call ended without an outcome that says anything about the replica.
+  func release(replica index: Int)
+}
+
+public enum ReplicaOutcome {
+  /// Codes that say the replica (not the request) is in trouble.
+  public static func isReplicaFailure(_ code: Status.Code) -> Bool {
+    [.unavailable, .deadlineExceeded, .internalError, .unknown, .dataLoss].contains(code)
   }
 }

@@ -69,6 +69,7 @@ extension FramedConnectionHandler {
     self.inboundEncodings.removeValue(forKey: id)
     guard let stream = self.clientStreams.removeValue(forKey: id) else { return }
     let (status, metadata) = WireMapping.status(from: trailers)
+    stream.statusCode = status.code
     stream.push(.status(status, metadata), credit: 0)
     stream.finish()
     self.closeIfDrained()

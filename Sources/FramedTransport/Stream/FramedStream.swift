@@ -27,6 +27,8 @@ final class FramedStream<Inbound: Sendable>: Sendable {
     /// Report consumed credit as soon as the reader catches up (the connection is holding
     /// fragment credit until it does); otherwise credit goes back in batches.
     var promptCredit = false
+    /// Client: the status code the trailers carried.
+    var statusCode: Status.Code?
   }
 
   private let state = NIOLockedValueBox(State())
@@ -48,6 +50,12 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   }
 
   var failure: RPCError? { self.state.withLockedValue { $0.error } }
+
+  /// Client: the status the server ended the call with, once trailers arrived.
+  var statusCode: Status.Code? {
+    get { self.state.withLockedValue { $0.statusCode } }
+    set { self.state.withLockedValue { $0.statusCode = newValue } }
+  }
 
   /// The inbound side ended (trailers arrived) or the call failed.
   var isComplete: Bool { self.state.withLockedValue { $0.finished || $0.error != nil } }

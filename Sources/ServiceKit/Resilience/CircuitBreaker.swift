@@ -43,6 +43,12 @@ public struct CircuitBreaker: Sendable, Hashable {
     }
   }
 
+  /// An allowed call ended without saying anything about the replica (the caller gave
+  /// up): a half-open probe slot is freed for the next call.
+  public mutating func release() {
+    if case .halfOpen(let probes) = self.state { self.state = .halfOpen(probesInFlight: max(0, probes - 1)) }
+  }
+
   /// Records how an allowed call ended.
   public mutating func record(success: Bool, now: ContinuousClock.Instant) {
     switch self.state {

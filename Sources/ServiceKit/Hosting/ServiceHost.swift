@@ -1,0 +1,247 @@
+import FramedTransport
+import FramedWire
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ServiceLifecycle
+
+/// Where a host listens.
+public struct ListenAddresses: Sendable, Hashable {
+  /// The framed-wire listener ("host:port").
+  public var framed: String
+  /// The standard gRPC over HTTP/2 listener ("host:port").
+  public var grpc: String
+  /// The admin HTTP listener ("host:port"), nil when disabled.
+  public var admin: String?
+}
+
+/// Runs one set of GRPCCore services the same way for every Quizwire service: the framed wire
+/// and gRPC over HTTP/2 listeners, the admin HTTP port, health, the standard interceptors,
+/// dependency-driven readiness and a graceful drain. It is a swift-service-lifecycle
+/// `Service`: in a `ServiceGroup`, SIGTERM/SIGINT drain it.
+public final class ServiceHost: Service, Sendable {
+  public struct Config: Sendable {
+    public var host = "127.0.0.1"
+    /// 0 picks a free port.
+    public var framedPort = 0
+    public var grpcPort = 0
+    /// nil: no admin listener.
+    public var adminPort: Int? = 0
+    /// How long in-flight calls get to finish once draining starts.
+    public var grace: Duration = .seconds(10)
+    /// The standard interceptors (off only to measure what they cost).
+    public var interceptors = true
+    /// Per-principal limit; nil turns rate limiting off.
+    public var rateLimit: RateLimit? = RateLimit(perSecond: 500, burst: 1000)
+    /// Budget for calls that arrive without a deadline.
+    public var defaultDeadline: Duration = .seconds(30)
+    public var methodDeadlines: [MethodDescriptor: Duration] = [:]
+    /// How often dependencies are checked for readiness.
+    public var readinessInterval: Duration = .seconds(2)
+    /// Framed-wire server settings (limits, TLS, handler placement).
+    public var framed = FramedServerTransport.Config()
+    public init() {}
+  }
+
+  /// Everything the standard interceptors need besides configuration.
+  public struct Security: Sendable {
+    public var policies: AccessPolicies
+    public var verifier: TokenVerifier?
+    public var apiKeys: (any APIKeyChecker)?
+    public init(policies: AccessPolicies = AccessPolicies(fallback: .public), verifier: TokenVerifier? = nil, apiKeys: (any APIKeyChecker)? = nil) {
+      self.policies = policies
+      self.verifier = verifier
+      self.apiKeys = apiKeys
+    }
+  }
+
+  public let name: String
+  public let config: Config
+  public let health: HealthStatusStore
+  public let readiness: Readiness
+  public let metrics: HostMetrics
+  public let tracer: W3CTracer
+  public let logger: Logger
+  private let dependencies: [DependencyCheck]
+  private let framedServer: GRPCServer<FramedServerTransport>
+  private let grpcServer: GRPCServer<HTTP2ServerTransport.Posix>
+  private let framedTransport: FramedServerTransport
+  private let grpcTransport: HTTP2ServerTransport.Posix
+  private let adminPort = AsyncValue<Int>()
+  private let draining = NIOLockedValueBox(false)
+  private let drainSignal = AsyncStream<Void>.makeStream()
+
+  /// - Parameters:
+  ///   - name: the service name health reports under (besides "").
+  ///   - services: the services to serve; `HealthService` is added.
+  ///   - security: access policies and credential checkers for the auth interceptor.
+  ///   - dependencies: what readiness depends on.
+  ///   - logSink: where JSON log lines go.
+  public init(
+    name: String, services: [any RegistrableRPCService], security: Security = Security(),
+    dependencies: [DependencyCheck] = [], config: Config, logSink: LogSink = .standardOutput, logLevel: Logger.Level = .info
+  ) throws {
+    self.name = name
+    self.config = config
+    self.dependencies = dependencies
+    let health = HealthStatusStore()
+    self.health = health
+    health.set(.notServing, for: name)
+    health.set(.notServing, for: "")
+    self.readiness = Readiness { ready in
+      for service in [name, ""] { health.set(ready ? .serving : .notServing, for: service) }
+    }
+    self.metrics = HostMetrics()
+    self.tracer = W3CTracer()
+    self.logger = Logger(label: name) { JSONLogHandler(label: $0, level: logLevel, sink: logSink) }
+
+    var framedConfig = config.framed
+    framedConfig.host = config.host
+    framedConfig.port = config.framedPort
+    framedConfig.connection.drainGrace = TimeAmount.nanoseconds(
+      config.grace.components.seconds * 1_000_000_000 + config.grace.components.attoseconds / 1_000_000_000)
+    self.framedTransport = try FramedServerTransport(config: framedConfig)
+    self.grpcTransport = HTTP2ServerTransport.Posix(
+      address: .ipv4(host: config.host, port: config.grpcPort),
+      transportSecurity: .plaintext,
+      config: .defaults {
+        $0.compression.enabledAlgorithms = .all
+        // Same stream limit on both listeners, so they compare fairly.
+        $0.http2.maxConcurrentStreams = config.framed.connection.settings.maxConcurrentStreams
+      })
+    var interceptors: [any ServerInterceptor] = []
+    if config.interceptors {
+      interceptors = ServerInterceptorStack(
+        service: name, logger: self.logger, metrics: self.metrics, tracer: self.tracer, policies: security.policies,
+        verifier: security.verifier, apiKeys: security.apiKeys,
+        rateLimiter: config.rateLimit.map { RateLimiter(defaultLimit: $0) },
+        deadlines: DeadlineInterceptor(fallback: config.defaultDeadline, defaults: config.methodDeadlines)
+      ).interceptors
+    }
+    let all = services + [HealthService(store: self.health)]
+    self.framedServer = GRPCServer(transport: self.framedTransport, services: all, interceptors: interceptors)
+    self.grpcServer = GRPCServer(transport: self.grpcTransport, services: all, interceptors: interceptors)
+  }
+
+  /// Serves until drained (graceful shutdown of the enclosing `ServiceGroup`, or
+  /// `beginGracefulShutdown()`), or until the task is cancelled.
+  public func run() async throws {
+    // The admin port must keep answering during the drain (readiness says 503 then), so it
+    // runs outside the lifecycle's graceful-shutdown tree and is stopped after the RPC
+    // listeners finished.
+    let admin: Task<Void, any Error>? = self.config.adminPort.map { port in
+      let server = AdminServer(host: self.config.host, port: port, metrics: self.metrics, readiness: self.readiness, logger: self.logger)
+      let box = self.adminPort
+      return Task.detached { try await server.run { box.set($0) } }
+    }
+    defer { admin?.cancel() }
+    try await withGracefulShutdownHandler {
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await self.framedServer.serve() }
+        group.addTask { try await self.grpcServer.serve() }
+        group.addTask { try await self.enforceGrace() }
+        // Readiness checks run until the listeners finish.
+        let monitor = Task { await self.monitorDependencies() }
+        defer { monitor.cancel() }
+        var listenersDone = 0
+        while listenersDone < 2 {
+          do {
+            try await group.next()
+            listenersDone += 1
+          } catch is GraceExpired {
+            self.logger.warning("grace period over; cancelling the calls still running", metadata: ["service": .string(self.name)])
+            break
+          }
+        }
+        group.cancelAll()
+      }
+    } onGracefulShutdown: {
+      self.beginGracefulShutdown()
+    }
+    if let admin {
+      admin.cancel()
+      _ = await admin.result
+    }
+    self.logger.info("drained", metadata: ["service": .string(self.name)])
+  }
+
+  /// Once draining starts, waits out the grace period (plus a moment for the transports'
+  /// own close) and then throws, which cancels whatever is still running.
+  private func enforceGrace() async throws {
+    for await _ in self.drainSignal.stream { break }
+    try Task.checkCancellation()
+    try await Task.sleep(for: self.config.grace + .milliseconds(250))
+    throw GraceExpired()
+  }
+
+  private func monitorDependencies() async {
+    while !Task.isCancelled {
+      let failing = await Readiness.run(self.dependencies, timeout: self.config.readinessInterval)
+      let before = self.readiness.snapshot.failing
+      self.readiness.update(failing: failing)
+      if failing != before {
+        self.logger.notice("readiness", metadata: [
+          "ready": .stringConvertible(self.readiness.isReady),
+          "failing": .string(failing.keys.sorted().joined(separator: ",")),
+        ])
+      }
+      try? await Task.sleep(for: self.config.readinessInterval)
+    }
+  }
+
+  /// The bound addresses; waits until every listener is up.
+  public func addresses() async throws -> ListenAddresses {
+    let framed = try await self.framedTransport.listeningAddress
+    let grpc = try await self.grpcTransport.listeningAddress
+    let g = grpc.ipv4.map { "\($0.host):\($0.port)" } ?? grpc.ipv6.map { "[\($0.host)]:\($0.port)" } ?? "\(grpc)"
+    var admin: String?
+    if self.config.adminPort != nil { admin = "\(self.config.host):\(await self.adminPort.get())" }
+    return ListenAddresses(framed: "\(framed.ipAddress ?? "?"):\(framed.port ?? 0)", grpc: g, admin: admin)
+  }
+
+  /// Drains: readiness and health turn false first, then GOAWAY on both transports; calls
+  /// still running after the grace period are cancelled.
+  public func beginGracefulShutdown() {
+    let first = self.draining.withLockedValue { d -> Bool in
+      defer { d = true }
+      return !d
+    }
+    guard first else { return }
+    self.logger.info("draining", metadata: ["service": .string(self.name), "grace_s": .stringConvertible(self.config.grace.components.seconds)])
+    self.readiness.beginDraining()
+    self.drainSignal.continuation.yield()
+    self.drainSignal.continuation.finish()
+    self.framedServer.beginGracefulShutdown()
+    self.grpcServer.beginGracefulShutdown()
+  }
+}
+
+private struct GraceExpired: Error {}
+
+/// A value set once, awaited by anyone.
+final class AsyncValue<Value: Sendable>: Sendable {
+  private let state = NIOLockedValueBox<(Value?, [CheckedContinuation<Value, Never>])>((nil, []))
+
+  func set(_ value: Value) {
+    let waiters = self.state.withLockedValue { s -> [CheckedContinuation<Value, Never>] in
+      guard s.0 == nil else { return [] }
+      s.0 = value
+      defer { s.1 = [] }
+      return s.1
+    }
+    for w in waiters { w.resume(returning: value) }
+  }
+
+  func get() async -> Value {
+    await withCheckedContinuation { c in
+      let value = self.state.withLockedValue { s -> Value? in
+        if let v = s.0 { return v }
+        s.1.append(c)
+        return nil
+      }
+      if let value { c.resume(returning: value) }
+    }
+  }
+}

@@ -1,0 +1,73 @@
+import GRPCCore
+import NIOConcurrencyHelpers
+import ServiceContextModule
+
+/// Who is calling: a user (JWT), another service (client-credentials JWT) or an API key.
+public struct Principal: Sendable, Hashable, CustomStringConvertible {
+  public enum Kind: String, Sendable, Hashable { case user, service, apiKey = "api_key" }
+  public var kind: Kind
+  /// `sub` for tokens, the key id for API keys. Never a credential.
+  public var subject: String
+  public var roles: Set<String>
+  public var scopes: Set<String>
+  /// A per-principal rate limit overriding the host default (API keys carry their own).
+  public var rateLimit: RateLimit?
+
+  public init(kind: Kind, subject: String, roles: Set<String> = [], scopes: Set<String> = [], rateLimit: RateLimit? = nil) {
+    self.kind = kind
+    self.subject = subject
+    self.roles = roles
+    self.scopes = scopes
+    self.rateLimit = rateLimit
+  }
+
+  public var description: String { "\(self.kind.rawValue):\(self.subject)" }
+}
+
+/// What the interceptors learn about one call, shared between them: the outer ones (log,
+/// metrics) report what the inner ones (auth) found out.
+public final class CallInfo: Sendable {
+  public let requestID: String
+  public let method: MethodDescriptor
+  public let peer: String
+  private let state = NIOLockedValueBox<(principal: Principal?, deadline: ContinuousClock.Instant?)>((nil, nil))
+
+  public init(requestID: String, method: MethodDescriptor, peer: String) {
+    self.requestID = requestID
+    self.method = method
+    self.peer = peer
+  }
+
+  /// Set by the auth interceptor once the caller is known.
+  public var principal: Principal? {
+    get { self.state.withLockedValue { $0.principal } }
+    set { self.state.withLockedValue { $0.principal = newValue } }
+  }
+
+  /// When the call must be done by; downstream calls get what remains.
+  public var deadline: ContinuousClock.Instant? {
+    get { self.state.withLockedValue { $0.deadline } }
+    set { self.state.withLockedValue { $0.deadline = newValue } }
+  }
+}
+
+private enum CallInfoKey: ServiceContextKey {
+  typealias Value = CallInfo
+  static var nameOverride: String? { "quizwire.call" }
+}
+
+extension ServiceContext {
+  /// The current call's info, inside a handler or anything it calls.
+  public var call: CallInfo? {
+    get { self[CallInfoKey.self] }
+    set { self[CallInfoKey.self] = newValue }
+  }
+}
+
+extension Metadata {
+  /// The first string value for `key`.
+  func first(_ key: String) -> String? {
+    for value in self[stringValues: key] { return value }
+    return nil
+  }
+}

@@ -1,0 +1,60 @@
+import GRPCCore
+import ServiceContextModule
+
+/// The producer of a streaming response: GRPCCore runs it after every interceptor has
+/// returned, so anything that must span the whole call wraps it too.
+public typealias ResponseProducer<Output: Sendable> = @Sendable (RPCWriter<Output>) async throws -> Metadata
+
+extension StreamingServerResponse {
+  /// The same response with its producer replaced by `transform(producer)`.
+  public func mapProducer(_ transform: (@escaping ResponseProducer<Message>) -> ResponseProducer<Message>) -> Self {
+    guard case .success(var contents) = self.accepted else { return self }
+    contents.producer = transform(contents.producer)
+    return StreamingServerResponse(accepted: .success(contents))
+  }
+}
+
+/// Runs a call — `next`, then the response producer — calling `finished` exactly once with the
+/// final status code, as the client will see it. The producer runs in the `ServiceContext`
+/// that was current when the call entered, so task-local call info survives into streaming
+/// handlers.
+enum CallObservation {
+  static func run<Input: Sendable, Output: Sendable>(
+    request: StreamingServerRequest<Input>,
+    context: ServerContext,
+    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>,
+    finished: @escaping @Sendable (Status.Code) -> Void
+  ) async throws -> StreamingServerResponse<Output> {
+    let response: StreamingServerResponse<Output>
+    do {
+      response = try await next(request, context)
+    } catch {
+      finished(Self.code(of: error))
+      throw error
+    }
+    if case .failure(let error) = response.accepted {
+      finished(Status.Code(error.code))
+      return response
+    }
+    let serviceContext = ServiceContext.current ?? .topLevel
+    return response.mapProducer { producer in
+      { writer in
+        do {
+          let trailers = try await ServiceContext.withValue(serviceContext) { try await producer(writer) }
+          finished(.ok)
+          return trailers
+        } catch {
+          finished(Self.code(of: error))
+          throw error
+        }
+      }
+    }
+  }
+
+  /// The code GRPCCore will send for `error` (anything not an RPCError becomes UNKNOWN).
+  static func code(of error: any Error) -> Status.Code {
+    if let rpc = error as? RPCError { return Status.Code(rpc.code) }
+    if let convertible = error as? any RPCErrorConvertible { return Status.Code(convertible.rpcErrorCode) }
+    return .unknown
+  }
+}
