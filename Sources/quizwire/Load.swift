@@ -120,3 +120,21 @@ struct Bench: AsyncParsableCommand {
     print(BenchOutput.json(results, quick: quick))
   }
 }
+
+/// SIGINT / SIGTERM stop a load run early (it then prints the partial report) instead of
+/// killing the process. Servers use swift-service-lifecycle instead (see `runHosts`).
+final class SignalWatcher {
+  private let sources: [any DispatchSourceSignal]
+
+  init(onSignal: @escaping @Sendable () -> Void) {
+    self.sources = [SIGINT, SIGTERM].map { sig in
+      signal(sig, SIG_IGN)
+      let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+      source.setEventHandler { onSignal() }
+      source.resume()
+      return source
+    }
+  }
+
+  func cancel() { for s in self.sources { s.cancel() } }
+}

@@ -1,38 +1,57 @@
 import ArgumentParser
 import BenchService
-import Dispatch
-import FramedTransport
 import Foundation
+import FramedTransport
 import GRPCCore
+import Logging
 import ServiceKit
+import ServiceLifecycle
+import UnixSignals
 
-/// Options every `serve` subcommand shares.
-struct ListenOptions: ParsableArguments {
-  @Option(help: "Address to listen on.")
-  var host = "127.0.0.1"
+/// Options every `serve` subcommand shares. Each may also come from `QUIZWIRE_<NAME>` in
+/// the environment or from the `--config` JSON file (flags win, then environment, then file).
+struct HostOptions: ParsableArguments {
+  @Option(help: "JSON config file (also QUIZWIRE_CONFIG).")
+  var config: String?
+  @Option(help: "Address to listen on (default 127.0.0.1).")
+  var host: String?
   @Option(help: "Framed-wire port (0 picks a free one).")
-  var framedPort = 0
+  var framedPort: Int?
   @Option(help: "gRPC over HTTP/2 port (0 picks a free one).")
-  var grpcPort = 0
-  @Option(help: "Streams one client may have open on a framed connection.")
-  var maxConcurrentStreams = 1024
-  @Option(help: "Seconds in-flight calls get to finish on shutdown.")
-  var grace = 10.0
+  var grpcPort: Int?
+  @Option(help: "Admin HTTP port for /metrics /livez /readyz (0 picks a free one).")
+  var adminPort: Int?
+  @Option(help: "Streams one client may have open on a framed connection (default 1024).")
+  var maxConcurrentStreams: Int?
+  @Option(help: "Seconds in-flight calls get to finish on shutdown (default 10).")
+  var grace: Double?
+  @Option(help: "Calls per second allowed per principal, 0 for no limit (default 500).")
+  var rateLimit: Double?
+  @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
+  var logLevel: String?
+  @Flag(help: "Run without the standard interceptors (to measure what they cost).")
+  var noInterceptors = false
 
-  func hostConfig() throws -> ServiceHost.Config {
-    guard (0...65535).contains(framedPort), (0...65535).contains(grpcPort) else {
-      throw ValidationError("ports must be in 0...65535")
+  /// The layered host configuration, validated; errors name the key and where it came from.
+  func resolve(defaults: ServiceHost.Config = ServiceHost.Config(), defaultPorts: (Int, Int, Int)? = nil) throws -> (ServiceHost.Config, Logger.Level, ConfigLayers) {
+    let layers = try ConfigLayers(filePath: self.config)
+    var c = defaults
+    c.host = layers.string("host", flag: self.host, default: c.host)
+    c.framedPort = try layers.int("framed-port", flag: self.framedPort, default: defaultPorts?.0 ?? c.framedPort, in: 0...65535)
+    c.grpcPort = try layers.int("grpc-port", flag: self.grpcPort, default: defaultPorts?.1 ?? c.grpcPort, in: 0...65535)
+    c.adminPort = try layers.int("admin-port", flag: self.adminPort, default: defaultPorts?.2 ?? c.adminPort ?? 0, in: 0...65535)
+    c.framed.connection.settings.maxConcurrentStreams = try layers.int(
+      "max-concurrent-streams", flag: self.maxConcurrentStreams, default: c.framed.connection.settings.maxConcurrentStreams, in: 1...1_000_000)
+    let grace = try layers.double("grace", flag: self.grace, default: Double(c.grace.components.seconds), in: 0...3600)
+    c.grace = .milliseconds(Int64(grace * 1000))
+    let rate = try layers.double("rate-limit", flag: self.rateLimit, default: c.rateLimit?.perSecond ?? 0, in: 0...10_000_000)
+    c.rateLimit = rate > 0 ? RateLimit(perSecond: rate, burst: max(1, rate * 2)) : nil
+    c.interceptors = try layers.bool("interceptors", flag: self.noInterceptors ? false : nil, default: c.interceptors)
+    let levelText = layers.string("log-level", flag: self.logLevel, default: "info")
+    guard let level = Logger.Level(rawValue: levelText.lowercased()) else {
+      throw ConfigError(key: "log-level", origin: layers.raw("log-level", flag: self.logLevel)?.1, reason: "\"\(levelText)\" is not a log level")
     }
-    guard maxConcurrentStreams >= 1, grace >= 0 else {
-      throw ValidationError("--max-concurrent-streams must be ≥ 1 and --grace ≥ 0")
-    }
-    var config = ServiceHost.Config()
-    config.host = host
-    config.framedPort = framedPort
-    config.grpcPort = grpcPort
-    config.framed.connection.settings.maxConcurrentStreams = maxConcurrentStreams
-    config.framed.connection.drainGrace = .milliseconds(Int64(grace * 1000))
-    return config
+    return (c, level, layers)
   }
 }
 
@@ -45,69 +64,52 @@ struct ServeBench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "bench", abstract: "Serve bench.v1.EchoService and grpc.health.v1.Health on both transports.")
 
-  @OptionGroup var listen: ListenOptions
+  @OptionGroup var options: HostOptions
 
   func run() async throws {
-    var config = try listen.hostConfig()
-    // The echo handler never blocks, so it can run on its connection's event loop.
-    config.framed.runHandlersOnEventLoop = true
-    let host = try ServiceHost(name: "bench.v1.EchoService", services: [EchoService()], config: config)
+    let host = try makeBenchHost(options)
     try await runHosts([host])
   }
 }
 
-/// Runs hosts until SIGINT/SIGTERM, printing where each listens (one JSON line each).
-func runHosts(_ hosts: [ServiceHost]) async throws {
-  let signals = SignalWatcher { for host in hosts { host.beginGracefulShutdown() } }
-  defer { signals.cancel() }
-  try await withThrowingDiscardingTaskGroup { group in
-    for host in hosts {
-      group.addTask { try await host.run() }
-    }
-    for host in hosts {
-      let a = try await host.addresses()
-      let line = #"{"service":"\#(host.name)","framed":"\#(a.framed)","grpc":"\#(a.grpc)"}"# + "\n"
-      FileHandle.standardOutput.write(line.data(using: .utf8)!)
-    }
-  }
+/// The bench echo service as a host: no rate limit and long deadlines unless configured,
+/// so a load run measures the stack rather than its limits.
+func makeBenchHost(_ options: HostOptions, defaultPorts: (Int, Int, Int)? = nil) throws -> ServiceHost {
+  var defaults = ServiceHost.Config()
+  defaults.rateLimit = nil
+  defaults.defaultDeadline = .seconds(3600)
+  // The echo handler never blocks, so it can run on its connection's event loop.
+  defaults.framed.runHandlersOnEventLoop = true
+  let (config, level, _) = try options.resolve(defaults: defaults, defaultPorts: defaultPorts)
+  return try ServiceHost(name: "bench.v1.EchoService", services: [EchoService()], config: config, logLevel: level)
 }
 
-/// SIGINT / SIGTERM start a graceful drain instead of killing the process.
-final class SignalWatcher {
-  private let sources: [any DispatchSourceSignal]
-
-  init(onSignal: @escaping @Sendable () -> Void) {
-    self.sources = [SIGINT, SIGTERM].map { sig in
-      signal(sig, SIG_IGN)
-      let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-      source.setEventHandler {
-        FileHandle.standardError.write("quizwire: signal \(sig), draining\n".data(using: .utf8)!)
-        onSignal()
-      }
-      source.resume()
-      return source
+/// Runs hosts under swift-service-lifecycle until SIGTERM/SIGINT has drained them, printing
+/// where each listens (one JSON line each) once all are up.
+func runHosts(_ hosts: [ServiceHost]) async throws {
+  let logger = Logger(label: "quizwire") { JSONLogHandler(label: $0) }
+  let group = ServiceGroup(configuration: .init(
+    services: hosts.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+  try await withThrowingDiscardingTaskGroup { tasks in
+    tasks.addTask { try await group.run() }
+    for host in hosts {
+      let a = try await host.addresses()
+      let line = #"{"service":"\#(host.name)","framed":"\#(a.framed)","grpc":"\#(a.grpc)","admin":"\#(a.admin ?? "")"}"# + "\n"
+      FileHandle.standardOutput.write(Data(line.utf8))
     }
   }
-
-  func cancel() { for s in self.sources { s.cancel() } }
 }
 
 struct Up: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run the whole suite on this machine (for now: the bench echo service on both transports).")
 
-  @OptionGroup var listen: ListenOptions
+  @OptionGroup var options: HostOptions
 
   func run() async throws {
-    var config = try listen.hostConfig()
-    if listen.framedPort == 0 && listen.grpcPort == 0 {
-      // Stable default ports so a newcomer can call it without reading the output.
-      config.framedPort = 7400
-      config.grpcPort = 7401
-    }
-    config.framed.runHandlersOnEventLoop = true
-    let bench = try ServiceHost(name: "bench.v1.EchoService", services: [EchoService()], config: config)
-    FileHandle.standardError.write("quizwire up: serving; Ctrl-C drains and exits\n".data(using: .utf8)!)
+    // Stable default ports so a newcomer can call it without reading the output.
+    let bench = try makeBenchHost(options, defaultPorts: (7400, 7401, 7402))
+    FileHandle.standardError.write(Data("quizwire up: serving; Ctrl-C drains and exits\n".utf8))
     try await runHosts([bench])
   }
 }

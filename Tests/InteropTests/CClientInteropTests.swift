@@ -36,7 +36,8 @@ final class CClientInteropTests: XCTestCase {
     XCTAssertEqual(make.status, 0, "make failed:\n\(make.output)")
     guard make.status == 0 else { return }
 
-    let host = try ServiceHost(name: "bench.v1.EchoService", services: [EchoService()], config: ServiceHost.Config())
+    let host = try ServiceHost(
+      name: "bench.v1.EchoService", services: [EchoService()], config: ServiceHost.Config(), logSink: CapturedLog().sink)
     let serving = Task { try await host.run() }
     do {
       let addrs = try await host.addresses()

@@ -37,7 +37,9 @@ public final class FramedClientTransport: ClientTransport, Sendable {
   private let group: any EventLoopGroup
   private let sslContext: NIOSSLContext?
   private let pool: ConnectionPool
-  private let methodConfigs: [MethodDescriptor: MethodConfig]
+  // Keyed by "service/method": a MethodDescriptor's equality includes its RPC type, which
+  // a service config doesn't name.
+  private let methodConfigs: [String: MethodConfig]
   private let serviceConfigs: [String: MethodConfig]
   private let defaultMethodConfig: MethodConfig?
 
@@ -49,7 +51,7 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     self.retryThrottle = config.serviceConfig.retryThrottling.map { RetryThrottle(policy: $0) }
     self.pool = ConnectionPool(count: config.targets.count, policy: config.loadBalancing, gate: config.replicaGate)
     // gRPC service-config precedence: exact method, then whole service, then the default.
-    var configs: [MethodDescriptor: MethodConfig] = [:]
+    var configs: [String: MethodConfig] = [:]
     var services: [String: MethodConfig] = [:]
     var fallback: MethodConfig?
     for mc in config.serviceConfig.methodConfig {
@@ -59,7 +61,7 @@ public final class FramedClientTransport: ClientTransport, Sendable {
         } else if name.method.isEmpty {
           services[name.service] = mc
         } else {
-          configs[MethodDescriptor(fullyQualifiedService: name.service, method: name.method)] = mc
+          configs[name.service + "/" + name.method] = mc
         }
       }
     }
@@ -69,7 +71,7 @@ public final class FramedClientTransport: ClientTransport, Sendable {
   }
 
   public func config(forMethod descriptor: MethodDescriptor) -> MethodConfig? {
-    self.methodConfigs[descriptor] ?? self.serviceConfigs[descriptor.service.fullyQualifiedService] ?? self.defaultMethodConfig
+    self.methodConfigs[descriptor.fullyQualifiedMethod] ?? self.serviceConfigs[descriptor.service.fullyQualifiedService] ?? self.defaultMethodConfig
   }
 
   /// Keeps a connection to every replica until `beginGracefulShutdown()`.

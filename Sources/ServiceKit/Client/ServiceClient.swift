@@ -1,0 +1,111 @@
+import CoreMetrics
+import FramedTransport
+import GRPCCore
+import Logging
+import Metrics
+import ServiceLifecycle
+
+/// How a service reaches another one: its replicas, balancing, retries and breakers.
+public struct ServiceClientConfig: Sendable {
+  /// "host:port" of every replica (framed wire).
+  public var replicas: [String]
+  public var loadBalancing: LoadBalancingPolicy = .roundRobin
+  /// Methods safe to retry; only these get the retry policy.
+  public var idempotentMethods: [MethodDescriptor] = []
+  public var maxAttempts = 3
+  public var initialBackoff: Duration = .milliseconds(50)
+  public var maxBackoff: Duration = .seconds(1)
+  public var breaker = CircuitBreaker.Config()
+  /// Deadline for calls that have none (and no caller deadline to inherit).
+  public var defaultTimeout: Duration? = .seconds(10)
+
+  public init(replicas: [String]) { self.replicas = replicas }
+
+  /// GRPCCore's service config: the timeout for everything, retries for idempotent methods
+  /// (UNAVAILABLE and RESOURCE_EXHAUSTED, exponential backoff with GRPCCore's jitter).
+  var serviceConfig: ServiceConfig {
+    var methods: [MethodConfig] = []
+    if let timeout = self.defaultTimeout {
+      methods.append(MethodConfig(names: [MethodConfig.Name(service: "")], timeout: timeout))
+    }
+    if !self.idempotentMethods.isEmpty, self.maxAttempts > 1 {
+      let policy = RetryPolicy(
+        maxAttempts: self.maxAttempts, initialBackoff: self.initialBackoff, maxBackoff: self.maxBackoff,
+        backoffMultiplier: 2, retryableStatusCodes: [.unavailable, .resourceExhausted])
+      methods.append(MethodConfig(
+        names: self.idempotentMethods.map { MethodConfig.Name(service: $0.service.fullyQualifiedService, method: $0.method) },
+        timeout: self.defaultTimeout, executionPolicy: .retry(policy)))
+    }
+    return ServiceConfig(methodConfig: methods)
+  }
+}
+
+/// A client to one downstream service: a `GRPCClient` over the framed transport with one
+/// circuit breaker per replica, trace/request-id/deadline propagation and client metrics.
+/// Run it (it is a lifecycle `Service`) for as long as calls are made.
+public final class ServiceClient: Service, Sendable {
+  public let client: GRPCClient<FramedClientTransport>
+  public let breakers: ReplicaBreakers
+  public let transport: FramedClientTransport
+
+  public init(_ config: ServiceClientConfig, tracer: W3CTracer = W3CTracer(), metrics: HostMetrics? = nil) throws {
+    let targets = try config.replicas.map { text in
+      guard let target = FramedTarget(text) else { throw ConfigError(key: "replicas", origin: nil, reason: "\"\(text)\" is not host:port") }
+      return target
+    }
+    var transportConfig = FramedClientTransport.Config(targets: targets)
+    transportConfig.loadBalancing = config.loadBalancing
+    transportConfig.serviceConfig = config.serviceConfig
+    let breakers = ReplicaBreakers(replicas: config.replicas.count, config: config.breaker)
+    transportConfig.replicaGate = breakers
+    self.breakers = breakers
+    self.transport = try FramedClientTransport(config: transportConfig)
+    var interceptors: [any ClientInterceptor] = [ClientPropagationInterceptor(tracer: tracer)]
+    if let metrics { interceptors.append(ClientMetricsInterceptor(metrics: metrics)) }
+    self.client = GRPCClient(transport: self.transport, interceptors: interceptors)
+  }
+
+  public func run() async throws {
+    try await withGracefulShutdownHandler {
+      try await self.client.runConnections()
+    } onGracefulShutdown: {
+      self.client.beginGracefulShutdown()
+    }
+  }
+
+  public func shutDown() { self.client.beginGracefulShutdown() }
+}
+
+/// `rpc_client_requests_total` and `rpc_client_duration_seconds` by service, method and code.
+/// The code is the one known when the response head arrives: a failure sent as trailers-only
+/// (how unary errors arrive) is counted; a streaming call failing after messages counts as OK.
+public struct ClientMetricsInterceptor: ClientInterceptor {
+  private let factory: any MetricsFactory
+  public init(metrics: HostMetrics) { self.factory = metrics.factory }
+
+  public func intercept<Input: Sendable, Output: Sendable>(
+    request: StreamingClientRequest<Input>,
+    context: ClientContext,
+    next: (StreamingClientRequest<Input>, ClientContext) async throws -> StreamingClientResponse<Output>
+  ) async throws -> StreamingClientResponse<Output> {
+    let start = ContinuousClock.now
+    let base = [("service", context.descriptor.service.fullyQualifiedService), ("method", context.descriptor.method)]
+    let record: (Status.Code) -> Void = { code in
+      let dimensions = base + [("code", AccessLogInterceptor.name(of: code))]
+      CoreMetrics.Counter(label: "rpc_client_requests_total", dimensions: dimensions, factory: self.factory).increment()
+      Metrics.Timer(label: "rpc_client_duration_seconds", dimensions: dimensions, factory: self.factory)
+        .record(duration: ContinuousClock.now - start)
+    }
+    do {
+      let response = try await next(request, context)
+      switch response.accepted {
+      case .success: record(.ok)
+      case .failure(let error): record(Status.Code(error.code))
+      }
+      return response
+    } catch {
+      record(CallObservation.code(of: error))
+      throw error
+    }
+  }
+}
