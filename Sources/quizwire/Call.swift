@@ -12,7 +12,10 @@ struct Call: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Make one call with a JSON request and print the JSON response(s) or the status.",
     discussion: """
-      Example: quizwire call --framed 127.0.0.1:7400 bench.v1.EchoService/Unary '{"payload":"aGk="}'
+      Examples: quizwire call --framed 127.0.0.1:7400 bench.v1.EchoService/Unary '{"payload":"aGk="}'
+        quizwire call --framed 127.0.0.1:7410 auth.v1.AuthService/Register '{"email":"a@example.com","password":"correct horse battery"}'
+        quizwire call --framed 127.0.0.1:7410 auth.v1.AuthService/Login '{"email":"a@example.com","password":"correct horse battery"}'
+        quizwire call --framed 127.0.0.1:7410 --metadata "authorization=Bearer <token>" auth.v1.AuthService/GetMe
       Client- and bidi-streaming methods take a JSON array of requests.
       Known methods: \(KnownMethods.names.joined(separator: ", "))
       Exit status: 0 on OK, otherwise the gRPC status code.
@@ -101,7 +104,7 @@ enum KnownMethods {
   static let names = [
     "bench.v1.EchoService/Unary", "bench.v1.EchoService/ServerStream", "bench.v1.EchoService/ClientStream",
     "bench.v1.EchoService/Bidi", "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch",
-  ]
+  ] + AuthMethods.names
 
   static func call<T: ClientTransport>(_ method: String, json: String, client: GRPCClient<T>, metadata: Metadata, options: CallOptions) async throws {
     typealias Req = Bench_V1_EchoRequest
@@ -120,7 +123,7 @@ enum KnownMethods {
     case "grpc.health.v1.Health/Watch":
       try await serverStreaming(Grpc_Health_V1_HealthCheckRequest.self, Grpc_Health_V1_HealthCheckResponse.self, Grpc_Health_V1_Health.Method.Watch.descriptor, json, client, metadata, options)
     default:
-      throw ValidationError("unknown method \(method)")
+      try await AuthMethods.call(method, json: json, client: client, metadata: metadata, options: options)
     }
   }
 
@@ -174,3 +177,4 @@ enum KnownMethods {
     }
   }
 }
+typealias SwiftProtobufMessage = SwiftProtobuf.Message

@@ -1,4 +1,5 @@
 import ArgumentParser
+import AuthService
 import BenchService
 import Foundation
 import FramedTransport
@@ -57,7 +58,7 @@ struct HostOptions: ParsableArguments {
 
 struct Serve: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Run one service.", subcommands: [ServeBench.self])
+    abstract: "Run one service.", subcommands: [ServeBench.self, ServeAuth.self])
 }
 
 struct ServeBench: AsyncParsableCommand {
@@ -102,14 +103,29 @@ func runHosts(_ hosts: [ServiceHost]) async throws {
 
 struct Up: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Run the whole suite on this machine (for now: the bench echo service on both transports).")
+    abstract: "Run the whole suite on this machine: auth (SQLite in ./.quizwire) and the bench echo service.",
+    discussion: """
+      Ports: auth framed 7410, gRPC 7411, admin 7412; bench framed 7400, gRPC 7401, admin 7402.
+      Use `quizwire serve <service>` to run one service with ports of your choosing.
+      """)
 
-  @OptionGroup var options: HostOptions
+  @OptionGroup var auth: AuthOptions
+  @Option(help: "Log level (default info).")
+  var logLevel = "info"
 
   func run() async throws {
-    // Stable default ports so a newcomer can call it without reading the output.
-    let bench = try makeBenchHost(options, defaultPorts: (7400, 7401, 7402))
-    FileHandle.standardError.write(Data("quizwire up: serving; Ctrl-C drains and exits\n".utf8))
-    try await runHosts([bench])
+    // Stable default ports so a newcomer can call them without reading the output.
+    let bench = try makeBenchHost(try HostOptions.parse(["--log-level", logLevel]), defaultPorts: (7400, 7401, 7402))
+    var (authConfig, level, layers) = try HostOptions.parse(["--log-level", logLevel]).resolve(defaultPorts: (7410, 7411, 7412))
+    authConfig.framed.runHandlersOnEventLoop = false  // scrypt must never run on an event loop
+    let auth = try await AuthServer.make(options: try self.auth.resolve(layers), host: authConfig, logLevel: level)
+    FileHandle.standardError.write(Data("quizwire up: serving auth and bench; Ctrl-C drains and exits\n".utf8))
+    do {
+      try await runHosts([auth.host, bench])
+    } catch {
+      try? await auth.database.shutdown()
+      throw error
+    }
+    try await auth.database.shutdown()
   }
 }

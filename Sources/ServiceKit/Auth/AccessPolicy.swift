@@ -14,20 +14,22 @@ public enum AccessPolicy: Sendable, Hashable {
 
 /// The policies of one host's methods; methods not listed get `fallback`.
 public struct AccessPolicies: Sendable {
-  public var byMethod: [MethodDescriptor: AccessPolicy]
+  /// Keyed by "package.Service/Method": a descriptor's equality also compares its RPC type,
+  /// which transports don't always know.
+  public var byMethod: [String: AccessPolicy]
   public var fallback: AccessPolicy
 
   public init(_ byMethod: [MethodDescriptor: AccessPolicy] = [:], fallback: AccessPolicy = .authenticated) {
-    self.byMethod = byMethod
+    self.byMethod = Dictionary(byMethod.map { ($0.key.fullyQualifiedMethod, $0.value) }, uniquingKeysWith: { _, new in new })
     self.fallback = fallback
   }
 
   public func policy(for method: MethodDescriptor) -> AccessPolicy {
-    self.byMethod[method] ?? self.fallback
+    self.byMethod[method.fullyQualifiedMethod] ?? self.fallback
   }
 
   public mutating func merge(_ other: [MethodDescriptor: AccessPolicy]) {
-    self.byMethod.merge(other) { _, new in new }
+    for (method, policy) in other { self.byMethod[method.fullyQualifiedMethod] = policy }
   }
 
   /// Decides a call: nil when allowed, otherwise the error to fail it with.

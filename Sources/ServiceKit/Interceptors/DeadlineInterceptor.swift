@@ -7,12 +7,13 @@ import ServiceContextModule
 public struct DeadlineInterceptor: ServerInterceptor {
   /// Default budget per method; `fallback` for methods not listed. Streaming methods that
   /// may stay open for long (watch, leaderboards) should be listed with a long budget.
-  public var defaults: [MethodDescriptor: Duration]
+  /// Keyed by "package.Service/Method" (descriptors also compare their RPC type).
+  public var defaults: [String: Duration]
   public var fallback: Duration
 
   public init(fallback: Duration = .seconds(30), defaults: [MethodDescriptor: Duration] = [:]) {
     self.fallback = fallback
-    self.defaults = defaults
+    self.defaults = Dictionary(defaults.map { ($0.key.fullyQualifiedMethod, $0.value) }, uniquingKeysWith: { _, new in new })
   }
 
   public func intercept<Input: Sendable, Output: Sendable>(
@@ -22,7 +23,7 @@ public struct DeadlineInterceptor: ServerInterceptor {
   ) async throws -> StreamingServerResponse<Output> {
     let start = ContinuousClock.now
     let requested = request.metadata.first("grpc-timeout").flatMap(GRPCTimeout.parse)
-    let budget = requested ?? self.defaults[context.descriptor] ?? self.fallback
+    let budget = requested ?? self.defaults[context.descriptor.fullyQualifiedMethod] ?? self.fallback
     let deadline = start + budget
     ServiceContext.current?.call?.deadline = deadline
     // GRPCCore already enforces a caller's deadline; enforce the default ourselves.

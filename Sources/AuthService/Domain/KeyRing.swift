@@ -1,0 +1,104 @@
+import Crypto
+import Foundation
+import JWTKit
+import NIOConcurrencyHelpers
+import ServiceKit
+import Storage
+
+/// The auth service's signing keys: ES256 key pairs whose private halves are sealed with
+/// AES-GCM under a key-encryption key from the environment (or a file). The newest key
+/// signs; retired keys stay in the JWKS until every token they signed has expired.
+public final class KeyRing: Sendable {
+  public let accessTokenTTL: Duration
+  private let db: Database
+  private let keys: any KeyRepository
+  private let kek: SymmetricKey
+  private let cacheFor: Duration
+  private let cache = NIOLockedValueBox<Cache?>(nil)
+
+  private struct Cache: Sendable {
+    var loadedAt: ContinuousClock.Instant
+    var signingKid: String
+    var signer: JWTKeyCollection
+    var jwks: String
+  }
+
+  /// - Parameters:
+  ///   - keyEncryptionKey: any high-entropy secret; the AES key is derived from it (HKDF).
+  ///   - cacheFor: how long one replica trusts its view of the keys (others may rotate).
+  public init(db: Database, keys: any KeyRepository = SQLKeyRepository(), keyEncryptionKey: Secret,
+              accessTokenTTL: Duration = .seconds(900), cacheFor: Duration = .seconds(10)) {
+    self.db = db
+    self.keys = keys
+    self.kek = HKDF<SHA256>.deriveKey(
+      inputKeyMaterial: SymmetricKey(data: Data(keyEncryptionKey.reveal().utf8)),
+      info: Data("quizwire auth signing-key encryption v1".utf8), outputByteCount: 32)
+    self.accessTokenTTL = accessTokenTTL
+    self.cacheFor = cacheFor
+  }
+
+  /// Makes the first key if there is none.
+  public func ensureKey() async throws {
+    let existing = try await self.db.read { uow in try await self.keys.signingKeys(retiredAfterMs: Self.nowMs(), in: uow) }
+    if existing.isEmpty { _ = try await self.rotate() }
+  }
+
+  /// A new key signs from now on; the previous ones are retired (still published until
+  /// their tokens have expired). Returns the new `kid`.
+  @discardableResult
+  public func rotate() async throws -> String {
+    let key = P256.Signing.PrivateKey()
+    let kid = "k-" + Secrets.id(bytes: 8)
+    let sealed = try AES.GCM.seal(key.rawRepresentation, using: self.kek, authenticating: Data("signing-key:\(kid)".utf8))
+    guard let combined = sealed.combined,
+          let jwk = PublishedJWK.es256(try ES256PublicKey(backing: key.publicKey), kid: kid) else {
+      throw RPCKeyError.cannotSeal
+    }
+    let now = Self.nowMs()
+    let record = SigningKeyRecord(
+      kid: kid, alg: "ES256", sealedPrivateKey: combined, publicJWK: String(decoding: try JSONEncoder().encode(jwk), as: UTF8.self),
+      createdAtMs: now, retiredAtMs: nil)
+    try await self.db.transaction { uow in
+      try await self.keys.insert(record, in: uow)
+      try await self.keys.retireSigningKeys(except: kid, nowMs: now, in: uow)
+    }
+    self.cache.withLockedValue { $0 = nil }
+    return kid
+  }
+
+  /// The RFC 7517 JWK Set of every key whose tokens may still be alive.
+  public func jwksJSON() async throws -> String { try await self.current().jwks }
+
+  /// Signs `claims` with the current key, header `typ: at+jwt` and its `kid`.
+  public func sign(_ claims: AccessTokenClaims) async throws -> String {
+    let current = try await self.current()
+    var header = JWTHeader()
+    header.typ = "at+jwt"
+    return try await current.signer.sign(claims, kid: JWKIdentifier(string: current.signingKid), header: header)
+  }
+
+  private func current() async throws -> Cache {
+    if let cached = self.cache.withLockedValue({ $0 }), ContinuousClock.now - cached.loadedAt < self.cacheFor { return cached }
+    // Retired keys stay published for one token lifetime plus clock-skew margin.
+    let ttlMs = self.accessTokenTTL.components.seconds * 1000
+    let records = try await self.db.read { uow in
+      try await self.keys.signingKeys(retiredAfterMs: Self.nowMs() - ttlMs - 300_000, in: uow)
+    }
+    guard let active = records.first(where: { $0.retiredAtMs == nil }) ?? records.first else { throw RPCKeyError.noSigningKey }
+    let box = try AES.GCM.SealedBox(combined: active.sealedPrivateKey)
+    let raw = try AES.GCM.open(box, using: self.kek, authenticating: Data("signing-key:\(active.kid)".utf8))
+    let signer = JWTKeyCollection()
+    await signer.add(ecdsa: try ES256PrivateKey(backing: P256.Signing.PrivateKey(rawRepresentation: raw)), kid: JWKIdentifier(string: active.kid))
+    let published = try records.map { try JSONDecoder().decode(PublishedJWK.self, from: Data($0.publicJWK.utf8)) }
+    let cache = Cache(loadedAt: .now, signingKid: active.kid, signer: signer, jwks: PublishedJWKSet(keys: published).json())
+    self.cache.withLockedValue { $0 = cache }
+    return cache
+  }
+
+  static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}
+
+public enum RPCKeyError: Error, Sendable, Hashable {
+  case noSigningKey
+  case cannotSeal
+}

@@ -1,0 +1,143 @@
+import Foundation
+import GRPCCore
+import Logging
+import QuizwireProtos
+import ServiceKit
+import Storage
+
+extension AuthService {
+  public func createAPIKey(request: Auth_V1_CreateAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CreateAPIKeyResponse {
+    let principal = try Self.currentPrincipal()
+    guard principal.kind == .user else { throw RPCError(code: .permissionDenied, message: "only users create API keys") }
+    try Self.validateKeyRequest(name: request.name, scopes: request.scopes, rate: request.rateLimitPerSecond, ttl: request.ttlSeconds)
+    let now = Self.nowMs()
+    let (record, key) = Self.newKey(
+      ownerID: principal.subject, name: request.name, scopes: request.scopes, rate: request.rateLimitPerSecond,
+      expiresAtMs: request.ttlSeconds > 0 ? now + request.ttlSeconds * 1000 : nil, nowMs: now)
+    try await self.db.transaction { uow in try await self.keys.insert(record, in: uow) }
+    self.logger.info("api key created", metadata: ["key_id": .string(record.id), "user_id": .string(principal.subject)])
+    return .with {
+      $0.apiKey = Self.message(record)
+      $0.key = key
+    }
+  }
+
+  public func listAPIKeys(request: Auth_V1_ListAPIKeysRequest, context: ServerContext) async throws -> Auth_V1_ListAPIKeysResponse {
+    let owner = try await self.ownerID(of: try Self.currentPrincipal())
+    let records = try await self.db.read { uow in try await self.keys.apiKeys(ownerID: owner, in: uow) }
+    return .with { $0.apiKeys = records.map(Self.message) }
+  }
+
+  public func revokeAPIKey(request: Auth_V1_RevokeAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_RevokeAPIKeyResponse {
+    let owner = try await self.ownerID(of: try Self.currentPrincipal())
+    let revoked = try await self.db.transaction { uow in
+      try await self.keys.revokeAPIKey(id: request.id, ownerID: owner, nowMs: Self.nowMs(), in: uow)
+    }
+    // Someone else's key reads as missing: no probing for key ids.
+    guard revoked else { throw RPCError(code: .notFound, message: "no such active API key") }
+    return .init()
+  }
+
+  public func rotateAPIKey(request: Auth_V1_RotateAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CreateAPIKeyResponse {
+    let owner = try await self.ownerID(of: try Self.currentPrincipal())
+    var violations = FieldViolations()
+    violations.require((0...30 * 24 * 3600).contains(request.overlapSeconds), "overlap_seconds", "must be between 0 and 2592000")
+    try violations.check()
+    let overlap = request.overlapSeconds == 0 ? 3600 : request.overlapSeconds
+    let now = Self.nowMs()
+    let result = try await self.db.transaction { uow -> (APIKeyRecord, String)? in
+      guard let old = try await self.keys.apiKey(id: request.id, in: uow), old.ownerID == owner, old.revokedAtMs == nil,
+            old.expiresAtMs.map({ $0 > now }) ?? true else { return nil }
+      let fresh = Self.newKey(ownerID: owner, name: old.name, scopes: old.scopes, rate: old.rateLimitPerSecond, expiresAtMs: nil, nowMs: now)
+      try await self.keys.insert(fresh.0, in: uow)
+      // The old key keeps working through the overlap, so clients can switch without downtime.
+      try await self.keys.expireAPIKey(id: old.id, atMs: min(old.expiresAtMs ?? .max, now + overlap * 1000), in: uow)
+      return fresh
+    }
+    guard let (record, key) = result else { throw RPCError(code: .notFound, message: "no such active API key") }
+    return .with {
+      $0.apiKey = Self.message(record)
+      $0.key = key
+    }
+  }
+
+  public func checkAPIKey(request: Auth_V1_CheckAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CheckAPIKeyResponse {
+    guard let (record, user) = try await self.lookUpAPIKey(request.key) else { return .with { $0.valid = false } }
+    return .with {
+      $0.valid = true
+      $0.keyID = record.id
+      $0.ownerID = record.ownerID
+      $0.roles = user.roles.sorted()
+      $0.scopes = record.scopes
+      $0.rateLimitPerSecond = record.rateLimitPerSecond
+    }
+  }
+
+  /// The key's record and owner when `key` is a live API key.
+  func lookUpAPIKey(_ key: String) async throws -> (APIKeyRecord, UserRecord)? {
+    let parts = key.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
+    guard key.utf8.count < 200, parts.count == 3, parts[0] == "qw", parts[1].count == 16 else { return nil }
+    let now = Self.nowMs()
+    return try await self.db.transaction { uow -> (APIKeyRecord, UserRecord)? in
+      guard let record = try await self.keys.apiKey(id: String(parts[1]), in: uow),
+            Secrets.equalDigests(record.secretHash, Secrets.digest(String(parts[2]))),
+            record.revokedAtMs == nil, record.expiresAtMs.map({ $0 > now }) ?? true,
+            let user = try await self.users.find(id: record.ownerID, in: uow) else { return nil }
+      // Coarse last-use tracking: a write per minute per key at most.
+      if (record.lastUsedAtMs ?? 0) < now - 60_000 { try await self.keys.touchAPIKey(id: record.id, nowMs: now, in: uow) }
+      return (record, user)
+    }
+  }
+
+  static func newKey(ownerID: String, name: String, scopes: [String], rate: Double, expiresAtMs: Int64?, nowMs: Int64) -> (APIKeyRecord, String) {
+    let id = Secrets.id(bytes: 8)
+    let secret = Secrets.random()
+    let record = APIKeyRecord(
+      id: id, secretHash: Secrets.digest(secret), ownerID: ownerID, name: name, scopes: scopes, rateLimitPerSecond: rate,
+      createdAtMs: nowMs, expiresAtMs: expiresAtMs, revokedAtMs: nil, lastUsedAtMs: nil)
+    return (record, "qw_\(id)_\(secret)")
+  }
+
+  static func validateKeyRequest(name: String, scopes: [String], rate: Double, ttl: Int64) throws {
+    var v = FieldViolations()
+    v.require((1...100).contains(name.count), "name", "must be 1 to 100 characters")
+    v.require(scopes.count <= 20, "scopes", "at most 20 scopes")
+    v.require(scopes.allSatisfy(Self.isValidScope), "scopes", "each scope is 1–64 of a-z 0-9 : . _ -")
+    v.require(rate.isFinite && (0...100_000).contains(rate), "rate_limit_per_second", "must be between 0 and 100000")
+    v.require(ttl >= 0, "ttl_seconds", "must not be negative")
+    try v.check()
+  }
+
+  static func isValidScope(_ s: String) -> Bool {
+    (1...64).contains(s.utf8.count) && s.utf8.allSatisfy { b in
+      (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x3A || b == 0x2E || b == 0x5F || b == 0x2D
+    }
+  }
+
+  static func message(_ k: APIKeyRecord) -> Auth_V1_APIKey {
+    .with {
+      $0.id = k.id
+      $0.prefix = "qw_\(k.id)"
+      $0.name = k.name
+      $0.scopes = k.scopes
+      $0.rateLimitPerSecond = k.rateLimitPerSecond
+      $0.createdAtUnix = k.createdAtMs / 1000
+      $0.expiresAtUnix = (k.expiresAtMs ?? 0) / 1000
+      $0.revokedAtUnix = (k.revokedAtMs ?? 0) / 1000
+      $0.lastUsedAtUnix = (k.lastUsedAtMs ?? 0) / 1000
+    }
+  }
+}
+
+/// API keys checked by the auth service itself (its own interceptor), without a network hop.
+public struct LocalAPIKeyChecker: APIKeyChecker {
+  let service: AuthService
+  public init(service: AuthService) { self.service = service }
+
+  public func principal(forAPIKey key: String) async throws -> Principal? {
+    guard let (record, user) = try await self.service.lookUpAPIKey(key) else { return nil }
+    return Principal(
+      kind: .apiKey, subject: record.id, roles: user.roles, scopes: Set(record.scopes),
+      rateLimit: record.rateLimitPerSecond > 0 ? RateLimit(perSecond: record.rateLimitPerSecond, burst: max(1, record.rateLimitPerSecond * 2)) : nil)
+  }
+}

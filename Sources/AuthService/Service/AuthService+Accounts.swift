@@ -1,0 +1,164 @@
+import Foundation
+import GRPCCore
+import Logging
+import QuizwireProtos
+import ServiceContextModule
+import ServiceKit
+import Storage
+
+extension AuthService {
+  public func getMe(request: Auth_V1_GetMeRequest, context: ServerContext) async throws -> Auth_V1_User {
+    let principal = try Self.currentPrincipal()
+    guard principal.kind != .service,
+          let user = try await self.db.read({ uow in try await self.users.find(id: self.ownerID(of: principal), in: uow) }) else {
+      throw RPCError(code: .notFound, message: "no user for this principal")
+    }
+    return Self.message(user)
+  }
+
+  public func listUsers(request: Auth_V1_ListUsersRequest, context: ServerContext) async throws -> Auth_V1_ListUsersResponse {
+    var violations = FieldViolations()
+    violations.require((0...200).contains(request.limit), "limit", "must be between 1 and 200 (0 for the default of 50)")
+    let after = request.cursor.isEmpty ? nil : UserCursor.decode(request.cursor)
+    violations.require(request.cursor.isEmpty || after != nil, "cursor", "is not a cursor this service issued")
+    try violations.check()
+    let limit = request.limit == 0 ? 50 : Int(request.limit)
+    // One extra row tells whether there is a next page.
+    let rows = try await self.db.read { uow in try await self.users.list(after: after, limit: limit + 1, in: uow) }
+    let page = rows.prefix(limit)
+    return .with {
+      $0.users = page.map(Self.message)
+      if rows.count > limit, let last = page.last { $0.nextCursor = UserCursor.encode(createdAtMs: last.createdAtMs, id: last.id) }
+    }
+  }
+
+  public func setRoles(request: Auth_V1_SetRolesRequest, context: ServerContext) async throws -> Auth_V1_User {
+    var violations = FieldViolations()
+    violations.require(!request.userID.isEmpty, "user_id", "is required")
+    let roles = Set(request.roles)
+    let unknown = roles.subtracting(CredentialRules.roles)
+    violations.require(unknown.isEmpty, "roles", "unknown roles: \(unknown.sorted().joined(separator: ", ")); allowed: user, author, admin")
+    violations.require(!roles.isEmpty, "roles", "must not be empty")
+    try violations.check()
+    let updated = try await self.db.transaction { uow -> UserRecord? in
+      guard try await self.users.setRoles(id: request.userID, roles: roles, nowMs: Self.nowMs(), in: uow) else { return nil }
+      // Roles are in access tokens: make the user sign in again to get the new ones.
+      try await self.tokens.revokeAll(userID: request.userID, nowMs: Self.nowMs(), in: uow)
+      return try await self.users.find(id: request.userID, in: uow)
+    }
+    guard let updated else { throw RPCError(code: .notFound, message: "no such user") }
+    self.logger.notice("roles changed", metadata: ["user_id": .string(updated.id), "roles": .string(roles.sorted().joined(separator: ","))])
+    return Self.message(updated)
+  }
+
+  // MARK: Shared helpers
+
+  /// Issues an access token and a refresh token (in `familyID`, or a new family).
+  func issueTokens(for user: UserRecord, clientID: String?, scope: String, familyID: String?, in uow: UnitOfWork) async throws -> Auth_V1_TokenResponse {
+    let refresh = "rt_" + Secrets.random()
+    let now = Self.nowMs()
+    try await self.tokens.insert(RefreshTokenRecord(
+      id: "rt-" + Secrets.id(), tokenHash: Secrets.digest(refresh), familyID: familyID ?? "f-" + Secrets.id(), userID: user.id,
+      clientID: clientID, scope: scope, expiresAtMs: now + self.config.refreshTokenTTL.components.seconds * 1000,
+      usedAtMs: nil, revokedAtMs: nil, createdAtMs: now), in: uow)
+    let access = try await self.accessToken(sub: user.id, roles: user.roles.sorted(), clientID: clientID, scope: scope)
+    return .with {
+      $0.accessToken = access
+      $0.refreshToken = refresh
+      $0.expiresIn = self.config.accessTokenTTL.components.seconds
+      $0.tokenType = "Bearer"
+      $0.scope = scope
+    }
+  }
+
+  func accessToken(sub: String, roles: [String], clientID: String?, scope: String) async throws -> String {
+    let now = Int64(Date().timeIntervalSince1970)
+    let claims = AccessTokenClaims(
+      sub: sub, iss: self.config.issuer, aud: [self.config.audience], exp: now + self.config.accessTokenTTL.components.seconds,
+      iat: now, jti: Secrets.id(bytes: 16), clientID: clientID, roles: roles, scope: scope.isEmpty ? nil : scope)
+    return try await self.keyRing.sign(claims)
+  }
+
+  /// Rotates a refresh token: the old one is spent, a new one in the same family comes back.
+  /// Presenting a spent or revoked token revokes the whole family (someone has a copy).
+  func rotateRefreshToken(_ presented: String, clientID: String?) async throws -> Auth_V1_TokenResponse {
+    let invalid = RPCError(code: .unauthenticated, message: "invalid refresh token")
+    guard presented.hasPrefix("rt_"), presented.utf8.count < 200 else { throw invalid }
+    let hash = Secrets.digest(presented)
+    enum Outcome: Sendable { case issued(Auth_V1_TokenResponse), refused, reused(familyID: String, userID: String) }
+    let outcome = try await self.db.transaction { uow -> Outcome in
+      let now = Self.nowMs()
+      guard let token = try await self.tokens.find(tokenHash: hash, in: uow) else { return .refused }
+      if let clientID, token.clientID != clientID { return .refused }
+      if token.revokedAtMs != nil || token.expiresAtMs <= now { return .refused }
+      guard token.usedAtMs == nil, try await self.tokens.markUsed(id: token.id, nowMs: now, in: uow) else {
+        try await self.tokens.revokeFamily(token.familyID, nowMs: now, in: uow)
+        return .reused(familyID: token.familyID, userID: token.userID)
+      }
+      guard let user = try await self.users.find(id: token.userID, in: uow) else { return .refused }
+      return .issued(try await self.issueTokens(for: user, clientID: token.clientID, scope: token.scope, familyID: token.familyID, in: uow))
+    }
+    switch outcome {
+    case .issued(let response): return response
+    case .refused: throw invalid
+    case .reused(let family, let user):
+      self.logger.warning("security: refresh token reused; token family revoked", metadata: [
+        "event": "refresh_token_reuse", "family_id": .string(family), "user_id": .string(user),
+      ])
+      throw invalid
+    }
+  }
+
+  /// Runs password hashing, mapping overload to RESOURCE_EXHAUSTED.
+  func hashing<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+    do {
+      return try await body()
+    } catch PasswordHashError.overloaded {
+      throw RPCError(code: .resourceExhausted, message: "too many sign-ins in progress; retry shortly")
+    } catch PasswordHashError.unrecognizedHash {
+      throw RPCError(code: .internalError, message: "stored password hash is unreadable")
+    }
+  }
+
+  static func currentPrincipal() throws -> Principal {
+    guard let principal = ServiceContext.current?.call?.principal else {
+      throw RPCError(code: .unauthenticated, message: "authentication required")
+    }
+    return principal
+  }
+
+  /// The user a principal acts for (an API key acts for its owner).
+  func ownerID(of principal: Principal) async throws -> String {
+    guard principal.kind == .apiKey else { return principal.subject }
+    guard let key = try await self.db.read({ uow in try await self.keys.apiKey(id: principal.subject, in: uow) }) else {
+      throw RPCError(code: .unauthenticated, message: "API key no longer exists")
+    }
+    return key.ownerID
+  }
+
+  static func message(_ user: UserRecord) -> Auth_V1_User {
+    .with {
+      $0.id = user.id
+      $0.email = user.email
+      $0.displayName = user.displayName
+      $0.roles = user.roles.sorted()
+      $0.createdAtUnix = user.createdAtMs / 1000
+    }
+  }
+
+  static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}
+
+/// Opaque list cursor: base64url of "created_at_ms:id".
+enum UserCursor {
+  static func encode(createdAtMs: Int64, id: String) -> String { Secrets.base64url(Data("\(createdAtMs):\(id)".utf8)) }
+
+  static func decode(_ cursor: String) -> (createdAtMs: Int64, id: String)? {
+    var text = cursor.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+    text += String(repeating: "=", count: (4 - text.count % 4) % 4)
+    guard cursor.utf8.count <= 200, let data = Data(base64Encoded: text), let plain = String(data: data, encoding: .utf8) else { return nil }
+    let parts = plain.split(separator: ":", maxSplits: 1)
+    guard parts.count == 2, let ms = Int64(parts[0]), parts[1].hasPrefix("u-") else { return nil }
+    return (ms, String(parts[1]))
+  }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import GRPCCore
+import Logging
+import QuizwireProtos
+import ServiceContextModule
+import ServiceKit
+import Storage
+
+/// `auth.v1.AuthService`: users and passwords, access and refresh tokens, API keys and the
+/// OAuth 2.0 logic. Every failure maps to one status here; callers learn no more than they
+/// need (unknown user and wrong password read the same).
+public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
+  public struct Config: Sendable {
+    public var issuer = "quizwire-auth"
+    public var audience = "quizwire"
+    public var accessTokenTTL: Duration = .seconds(900)
+    public var refreshTokenTTL: Duration = .seconds(30 * 24 * 3600)
+    public var authCodeTTL: Duration = .seconds(60)
+    /// Consecutive failed logins before the account is locked for `lockout`.
+    public var maxFailedLogins = 5
+    public var lockout: Duration = .seconds(900)
+    /// Emails that get the admin role when they register (bootstrapping the first admin).
+    public var adminEmails: Set<String> = []
+    public init() {}
+  }
+
+  let config: Config
+  let db: Database
+  let users: any UserRepository
+  let tokens: any TokenRepository
+  let keys: any KeyRepository
+  let clients: any ClientRepository
+  let hasher: PasswordHasher
+  let keyRing: KeyRing
+  let logger: Logger
+  /// Verifies our own access tokens (introspection).
+  let verifier: TokenVerifier
+
+  public init(config: Config, db: Database, hasher: PasswordHasher, keyRing: KeyRing, logger: Logger,
+              users: any UserRepository = SQLUserRepository(), tokens: any TokenRepository = SQLTokenRepository(),
+              keys: any KeyRepository = SQLKeyRepository(), clients: any ClientRepository = SQLClientRepository()) {
+    self.config = config
+    self.db = db
+    self.hasher = hasher
+    self.keyRing = keyRing
+    self.logger = logger
+    self.users = users
+    self.tokens = tokens
+    self.keys = keys
+    self.clients = clients
+    self.verifier = TokenVerifier(
+      config: .init(issuer: config.issuer, audience: config.audience), source: StaticJWKSSource { try await keyRing.jwksJSON() })
+  }
+
+  /// Who may call what, declared next to the handlers.
+  public static var policies: AccessPolicies {
+    typealias M = Auth_V1_AuthService.Method
+    return AccessPolicies([
+      M.Register.descriptor: .public, M.Login.descriptor: .public, M.Refresh.descriptor: .public,
+      M.Logout.descriptor: .public, M.GetJWKS.descriptor: .public,
+      M.ClientCredentials.descriptor: .public, M.ExchangeCode.descriptor: .public,
+      M.GetMe.descriptor: .authenticated, M.CreateAPIKey.descriptor: .authenticated, M.ListAPIKeys.descriptor: .authenticated,
+      M.RevokeAPIKey.descriptor: .authenticated, M.RotateAPIKey.descriptor: .authenticated, M.Authorize.descriptor: .authenticated,
+      M.ListUsers.descriptor: .anyRole(["admin"]), M.SetRoles.descriptor: .anyRole(["admin"]),
+      M.RegisterClient.descriptor: .anyRole(["admin"]), M.RotateSigningKey.descriptor: .anyRole(["admin"]),
+      M.IntrospectToken.descriptor: .servicesOnly, M.RevokeToken.descriptor: .servicesOnly, M.CheckAPIKey.descriptor: .servicesOnly,
+    ], fallback: .authenticated)
+  }
+
+  // MARK: Users
+
+  public func register(request: Auth_V1_RegisterRequest, context: ServerContext) async throws -> Auth_V1_RegisterResponse {
+    var violations = FieldViolations()
+    let email = CredentialRules.normalizeEmail(request.email)
+    violations.require(email != nil, "email", "must be a valid email address")
+    for problem in CredentialRules.passwordViolations(request.password, email: email) { violations.add("password", problem) }
+    let displayName = request.displayName.trimmingCharacters(in: .whitespacesAndNewlines)
+    violations.require(displayName.count <= 100, "display_name", "must be at most 100 characters")
+    violations.require(!displayName.unicodeScalars.contains { $0.properties.generalCategory == .control }, "display_name", "must not contain control characters")
+    try violations.check()
+    guard let email else { throw violations.error() }
+
+    let hash = try await self.hashing { try await self.hasher.hash(request.password) }
+    let now = Self.nowMs()
+    var roles: Set<String> = ["user"]
+    if self.config.adminEmails.contains(email) { roles.insert("admin") }
+    let user = UserRecord(
+      id: "u-" + Secrets.id(), email: email, displayName: displayName.isEmpty ? String(email.split(separator: "@")[0]) : displayName,
+      passwordHash: hash, roles: roles, failedLogins: 0, lockedUntilMs: 0, createdAtMs: now, updatedAtMs: now)
+    do {
+      try await self.db.transaction { uow in try await self.users.insert(user, in: uow) }
+    } catch StorageError.uniqueViolation {
+      throw RPCError(code: .alreadyExists, message: "an account with this email already exists")
+    }
+    self.logger.info("user registered", metadata: ["user_id": .string(user.id)])
+    return .with { $0.user = Self.message(user) }
+  }
+
+  public func login(request: Auth_V1_LoginRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
+    let refused = RPCError(code: .unauthenticated, message: "email or password is incorrect")
+    guard let email = CredentialRules.normalizeEmail(request.email), !request.password.isEmpty,
+          request.password.utf8.count <= CredentialRules.maxPasswordLength else {
+      _ = try await self.hashing { try await self.hasher.verifyAgainstDummy(request.password) }
+      throw refused
+    }
+    let found = try await self.db.read { uow in try await self.users.find(email: email, in: uow) }
+    guard let user = found else {
+      // Same work as a real check, so timing doesn't tell whether the email exists.
+      _ = try await self.hashing { try await self.hasher.verifyAgainstDummy(request.password) }
+      throw refused
+    }
+    let now = Self.nowMs()
+    if user.lockedUntilMs > now {
+      _ = try await self.hashing { try await self.hasher.verifyAgainstDummy(request.password) }
+      throw RPCError(code: .resourceExhausted, message: "too many failed sign-ins; try again later")
+    }
+    let result = try await self.hashing { try await self.hasher.verify(request.password, against: user.passwordHash) }
+    guard result.matches else {
+      let failures = user.failedLogins + 1
+      let locked = failures >= self.config.maxFailedLogins
+      let until = locked ? now + self.config.lockout.components.seconds * 1000 : 0
+      try await self.db.transaction { uow in
+        try await self.users.recordLogin(id: user.id, failedLogins: locked ? 0 : failures, lockedUntilMs: until, in: uow)
+      }
+      if locked { self.logger.warning("account locked after failed sign-ins", metadata: ["user_id": .string(user.id)]) }
+      throw refused
+    }
+    if result.needsRehash {
+      // Old parameters (or an imported bcrypt hash): store today's.
+      let upgraded = try await self.hashing { try await self.hasher.hash(request.password) }
+      try await self.db.transaction { uow in try await self.users.setPasswordHash(id: user.id, hash: upgraded, nowMs: now, in: uow) }
+    }
+    return try await self.db.transaction { uow in
+      if user.failedLogins != 0 || user.lockedUntilMs != 0 {
+        try await self.users.recordLogin(id: user.id, failedLogins: 0, lockedUntilMs: 0, in: uow)
+      }
+      return try await self.issueTokens(for: user, clientID: nil, scope: "", familyID: nil, in: uow)
+    }
+  }
+
+  public func refresh(request: Auth_V1_RefreshRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
+    try await self.rotateRefreshToken(request.refreshToken, clientID: nil)
+  }
+
+  public func logout(request: Auth_V1_LogoutRequest, context: ServerContext) async throws -> Auth_V1_LogoutResponse {
+    let hash = Secrets.digest(request.refreshToken)
+    try await self.db.transaction { uow in
+      if let token = try await self.tokens.find(tokenHash: hash, in: uow) {
+        try await self.tokens.revokeFamily(token.familyID, nowMs: Self.nowMs(), in: uow)
+      }
+    }
+    // Unknown tokens get the same answer: logging out can't probe for valid tokens.
+    return .init()
+  }
+
+  public func getJWKS(request: Auth_V1_GetJWKSRequest, context: ServerContext) async throws -> Auth_V1_GetJWKSResponse {
+    let json = try await self.keyRing.jwksJSON()
+    return .with { $0.jwksJson = json }
+  }
+}
