@@ -203,6 +203,27 @@ let package = Package(
         .product(name: "Tracing", package: "swift-distributed-tracing"),
       ]
     ),
+    // Fresh SQLite / PostgreSQL databases for tests.
+    .target(
+      name: "TestSupport",
+      dependencies: ["Storage", .product(name: "SQLKit", package: "sql-kit"), .product(name: "Logging", package: "swift-log")],
+      path: "Tests/TestSupport"
+    ),
+    .testTarget(
+      name: "StorageTests",
+      dependencies: ["Storage", "TestSupport", .product(name: "SQLKit", package: "sql-kit")]
+    ),
+    .testTarget(
+      name: "AuthServiceTests",
+      dependencies: [
+        "AuthService", "ServiceKit", "Storage", "TestSupport", "FramedTransport", "QuizwireProtos",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+        .product(name: "JWTKit", package: "jwt-kit"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "SQLKit", package: "sql-kit"),
+      ]
+    ),
     .testTarget(
       name: "LoadTestTests",
       dependencies: [

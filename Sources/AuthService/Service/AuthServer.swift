@@ -50,9 +50,11 @@ public struct AuthServer: Sendable {
         config: options.service, db: database,
         hasher: PasswordHasher(parameters: options.hashing, maxConcurrent: options.maxConcurrentHashes),
         keyRing: keyRing, logger: logger)
-      let verifier = TokenVerifier(
-        config: .init(issuer: options.service.issuer, audience: options.service.audience),
-        source: StaticJWKSSource { try await keyRing.jwksJSON() })
+      var verifierConfig = TokenVerifier.Config(issuer: options.service.issuer, audience: options.service.audience)
+      // The key ring is local and cached, so an unknown kid may always look again: a key
+      // rotated a moment ago verifies at once.
+      verifierConfig.refreshInterval = .zero
+      let verifier = TokenVerifier(config: verifierConfig, source: StaticJWKSSource { try await keyRing.jwksJSON() })
       let host = try ServiceHost(
         name: "auth.v1.AuthService", services: [service],
         security: .init(policies: AuthService.policies, verifier: verifier, apiKeys: CachedAPIKeyChecker(LocalAPIKeyChecker(service: service))),

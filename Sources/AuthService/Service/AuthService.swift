@@ -48,8 +48,9 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
     self.tokens = tokens
     self.keys = keys
     self.clients = clients
-    self.verifier = TokenVerifier(
-      config: .init(issuer: config.issuer, audience: config.audience), source: StaticJWKSSource { try await keyRing.jwksJSON() })
+    var verifierConfig = TokenVerifier.Config(issuer: config.issuer, audience: config.audience)
+    verifierConfig.refreshInterval = .zero  // local, cached key ring: see AuthServer
+    self.verifier = TokenVerifier(config: verifierConfig, source: StaticJWKSSource { try await keyRing.jwksJSON() })
   }
 
   /// Who may call what, declared next to the handlers.
