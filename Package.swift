@@ -217,6 +217,7 @@ let package = Package(
       name: "AuthServiceTests",
       dependencies: [
         "AuthService", "ServiceKit", "Storage", "TestSupport", "FramedTransport", "QuizwireProtos",
+        .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "JWTKit", package: "jwt-kit"),

@@ -82,20 +82,32 @@ final class ServerProcess: Sendable {
   init(executable: String) throws {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = ["serve", "bench", "--framed-port", "0", "--grpc-port", "0", "--max-concurrent-streams", "20000"]
+    // The real stack (interceptors on); only warnings logged, so the log doesn't cost memory.
+    p.arguments = ["serve", "bench", "--framed-port", "0", "--grpc-port", "0", "--admin-port", "0",
+                   "--max-concurrent-streams", "20000", "--log-level", "warning"]
     let out = Pipe()
     p.standardOutput = out
     p.standardError = FileHandle.nullDevice
     try p.run()
-    // The first line says where it listens.
-    var line = Data()
-    while let byte = try out.fileHandleForReading.read(upToCount: 1), !byte.isEmpty, byte != Data("\n".utf8) { line += byte }
-    guard let json = try JSONSerialization.jsonObject(with: line) as? [String: String],
-      let framed = json["framed"].flatMap({ FramedTarget($0) }), let grpc = json["grpc"].flatMap({ FramedTarget($0) })
-    else {
-      p.terminate()
-      throw Benchmark.BenchmarkError.serverFailed("unexpected first line: \(String(decoding: line, as: UTF8.self))")
+    // Log lines and the address line share stdout: the address line names "framed".
+    var address: (framed: FramedTarget, grpc: FramedTarget)?
+    var lines = 0
+    while address == nil, lines < 50 {
+      var line = Data()
+      while let byte = try out.fileHandleForReading.read(upToCount: 1), !byte.isEmpty, byte != Data("\n".utf8) { line += byte }
+      if line.isEmpty { break }
+      lines += 1
+      if let json = try? JSONSerialization.jsonObject(with: line) as? [String: String],
+        let framed = json["framed"].flatMap({ FramedTarget($0) }), let grpc = json["grpc"].flatMap({ FramedTarget($0) }) {
+        address = (framed, grpc)
+      }
     }
+    guard let (framed, grpc) = address else {
+      p.terminate()
+      throw Benchmark.BenchmarkError.serverFailed("no address line from quizwire serve bench")
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    out.fileHandleForReading.readabilityHandler = { handle in _ = handle.availableData }
     self.process = p
     self.framedPort = framed.port
     self.grpcPort = grpc.port
@@ -113,6 +125,7 @@ final class ServerProcess: Sendable {
 
   func stop() {
     self.process.terminate()
+    defer { (self.process.standardOutput as? Pipe)?.fileHandleForReading.readabilityHandler = nil }
     self.process.waitUntilExit()
   }
 }

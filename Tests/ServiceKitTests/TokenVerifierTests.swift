@@ -181,6 +181,17 @@ final class TokenVerifierTests: XCTestCase {
     XCTAssertEqual(_v20, .unauthenticated)
   }
 
+  func testJWKSReadinessFollowsTheSource() async throws {
+    let source = CountingJWKSSource("{\"keys\":[]}")
+    let v = self.verifier(source)
+    let check = v.readinessCheck
+    let failing = await Readiness.run([check], timeout: .seconds(5))
+    XCTAssertNotNil(failing["jwks"], "no usable key: not ready")
+    source.json.withLockedValue { $0 = self.issuer.jwks }
+    let passing = await Readiness.run([check], timeout: .seconds(5))
+    XCTAssertEqual(passing, [:])
+  }
+
   func testAPIKeyCacheKeepsNoPlainKey() async throws {
     let base = FixedAPIKeys(["qw_secret": Principal(kind: .apiKey, subject: "k")])
     let cached = CachedAPIKeyChecker(base, ttl: .seconds(60))

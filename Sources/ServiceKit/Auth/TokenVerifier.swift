@@ -169,3 +169,14 @@ public final class TokenVerifier: Sendable {
     return key
   }
 }
+
+extension TokenVerifier {
+  /// Readiness of a service that verifies tokens: it has the auth service's keys (fetching
+  /// them if it has none yet).
+  public var readinessCheck: DependencyCheck {
+    DependencyCheck(name: "jwks") {
+      if !self.hasKeys { try await self.refresh() }
+      guard self.hasKeys else { throw AuthFailure.keysUnavailable("the JWK Set has no usable ES256 signing key") }
+    }
+  }
+}
