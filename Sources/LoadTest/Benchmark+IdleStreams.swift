@@ -82,9 +82,11 @@ final class ServerProcess: Sendable {
   init(executable: String) throws {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
-    // The real stack (interceptors on); only warnings logged, so the log doesn't cost memory.
+    // The transports' own cost per stream, like every other scenario here (they run without
+    // interceptors too); docs/performance.md has the full-stack figure beside it.
     p.arguments = ["serve", "bench", "--framed-port", "0", "--grpc-port", "0", "--admin-port", "0",
                    "--max-concurrent-streams", "20000", "--log-level", "warning"]
+      + (ProcessInfo.processInfo.environment["QUIZWIRE_BENCH_INTERCEPTORS"] == "1" ? [] : ["--no-interceptors"])
     let out = Pipe()
     p.standardOutput = out
     p.standardError = FileHandle.nullDevice

@@ -1,6 +1,7 @@
 import Foundation
 import FramedTransport
 import GRPCCore
+import GRPCNIOTransportHTTP2
 import NIOConcurrencyHelpers
 import QuizwireProtos
 import ServiceLifecycle
@@ -153,6 +154,45 @@ final class ServiceHostTests: XCTestCase {
     XCTAssertEqual(received, 20, "the in-flight stream completes during the drain")
     try await running.value
     XCTAssertTrue(log.entries().contains { $0["message"] as? String == "drained" })
+  }
+
+  func testDefaultDeadlineEndsLongCallsOnBothTransports() async throws {
+    let log = CapturedLog()
+    var config = ServiceHost.Config()
+    config.rateLimit = nil
+    config.defaultDeadline = .milliseconds(150)
+    let host = try ServiceHost(name: "bench.v1.EchoService", services: [ProbeEcho(streamDelay: .milliseconds(30))], config: config, logSink: log.sink)
+    let running = Task { try await host.run() }
+    defer { running.cancel() }
+    let addresses = try await host.addresses()
+    // Framed: the transport's loop timer ends the call (no deadline sent by the client).
+    let framed = await Self.streamOutcome(try FramedClientTransport(config: .init(targets: [FramedTarget(addresses.framed)!])))
+    XCTAssertEqual(framed.code, .deadlineExceeded)
+    XCTAssertLessThan(framed.received, 20)
+    // HTTP/2: the interceptor's own timer does.
+    let parts = addresses.grpc.split(separator: ":")
+    let h2 = await Self.streamOutcome(try HTTP2ClientTransport.Posix(
+      target: .ipv4(address: String(parts[0]), port: Int(parts[1])!), transportSecurity: .plaintext))
+    XCTAssertEqual(h2.code, .deadlineExceeded)
+    XCTAssertLessThan(h2.received, 20)
+    host.beginGracefulShutdown()
+    try await running.value
+  }
+
+  static func streamOutcome<T: ClientTransport>(_ transport: T) async -> (code: RPCError.Code?, received: Int) {
+    let counter = NIOLockedValueBox(0)
+    do {
+      try await withGRPCClient(transport: transport) { client in
+        try await Bench_V1_EchoService.Client(wrapping: client).serverStream(.with { $0.count = 20 }) { response in
+          for try await _ in response.messages { counter.withLockedValue { $0 += 1 } }
+        }
+      }
+      return (nil, counter.withLockedValue { $0 })
+    } catch let error as RPCError {
+      return (error.code, counter.withLockedValue { $0 })
+    } catch {
+      return (.unknown, counter.withLockedValue { $0 })
+    }
   }
 
   func testFailingReplicaIsSkippedAndRecoversAfterHalfOpen() async throws {

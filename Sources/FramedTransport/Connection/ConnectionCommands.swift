@@ -14,6 +14,9 @@ enum StreamCommand: Sendable {
   case trailers(any StreamHandle, ByteBuffer)
   case reset(any StreamHandle, WireErrorCode)
   case credit(any StreamHandle, Int)
+  /// Server: end the call with DEADLINE_EXCEEDED after this long, unless it already has a
+  /// deadline (the caller's).
+  case deadline(any StreamHandle, TimeAmount)
 }
 
 /// The loop-facing side of a stream, independent of its inbound element type.
@@ -27,7 +30,7 @@ extension StreamCommand {
   var stream: any StreamHandle {
     switch self {
     case .open(let s, _, _), .responseHeaders(let s, _), .message(let s, _, _, _), .halfClose(let s),
-      .trailers(let s, _), .reset(let s, _), .credit(let s, _):
+      .trailers(let s, _), .reset(let s, _), .credit(let s, _), .deadline(let s, _):
       return s
     }
   }

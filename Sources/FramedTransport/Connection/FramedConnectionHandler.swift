@@ -345,6 +345,8 @@ final class FramedConnectionHandler: ChannelInboundHandler {
         if let update = self.machine.consumed(streamID: stream.streamID, credit: credit) {
           FrameEncoder.encode(update, into: &self.outbound)
         }
+      case .deadline(let stream, let timeout):
+        self.serverEnforceDeadline(id: stream.streamID, timeout: timeout)
       }
     }
     self.flush()

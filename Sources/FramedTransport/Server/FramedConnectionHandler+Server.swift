@@ -79,7 +79,8 @@ extension FramedConnectionHandler {
     let body: @Sendable () async -> Void = {
       await withServerContextRPCCancellationHandle { handle in
         stream.attach(cancellation: handle)
-        let context = ServerContext(descriptor: descriptor, remotePeer: remote, localPeer: local, cancellation: handle)
+        var context = ServerContext(descriptor: descriptor, remotePeer: remote, localPeer: local, cancellation: handle)
+        context.transportSpecific = FramedCallControl(stream: stream)
         await handler(rpcStream, context)
       }
       stream.detachTask()
@@ -144,6 +145,16 @@ extension FramedConnectionHandler {
     self.streamGone(id: id, error: RPCError(code: RPCError.Code(code) ?? .internalError, message: message))
   }
 
+  /// A deadline set after the call started (a server-side default): the same cheap loop timer
+  /// as a caller's deadline, not a task per call.
+  func serverEnforceDeadline(id: UInt32, timeout: TimeAmount) {
+    guard self.serverStreams[id] != nil, self.deadlineTimers[id] == nil, let loop = self.context?.eventLoop else { return }
+    let us = UInt64(max(0, timeout.nanoseconds / 1000))
+    self.deadlineTimers[id] = loop.scheduleTask(in: timeout) { [weak self] in
+      self?.deadlineExpired(id: id, timeoutUs: us)
+    }
+  }
+
   private func deadlineExpired(id: UInt32, timeoutUs: UInt64) {
     self.deadlineTimers.removeValue(forKey: id)
     guard self.serverStreams[id] != nil else { return }
@@ -195,5 +206,23 @@ extension FramedConnectionHandler {
     case .v6(let a): return "ipv6:[\(a.host)]:\(address.port ?? 0)"
     case .unixDomainSocket: return "unix:\(address.pathname ?? "")"
     }
+  }
+}
+
+/// What a framed-wire call offers interceptors beyond GRPCCore's `ServerContext`
+/// (`context.transportSpecific`).
+public protocol DeadlineEnforcing: ServerContext.TransportSpecific {
+  /// Ends the call with DEADLINE_EXCEEDED (trailers out, handler cancelled) at `deadline`,
+  /// unless the caller already set one.
+  func enforceDeadline(_ deadline: ContinuousClock.Instant)
+}
+
+struct FramedCallControl: DeadlineEnforcing {
+  let stream: FramedStream<RPCRequestPart<FramedBytes>>
+
+  func enforceDeadline(_ deadline: ContinuousClock.Instant) {
+    let left = ContinuousClock.now.duration(to: deadline)
+    let nanos = max(0, left.components.seconds * 1_000_000_000 + left.components.attoseconds / 1_000_000_000)
+    self.stream.connection.send(.deadline(self.stream, .nanoseconds(nanos)))
   }
 }

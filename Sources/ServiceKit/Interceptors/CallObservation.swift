@@ -15,14 +15,15 @@ extension StreamingServerResponse {
 }
 
 /// Runs a call — `next`, then the response producer — calling `finished` exactly once with the
-/// final status code, as the client will see it. The producer runs in the `ServiceContext`
-/// that was current when the call entered, so task-local call info survives into streaming
-/// handlers.
+/// final status code, as the client will see it. With `restoreContext` the producer runs in
+/// the `ServiceContext` that was current when the call entered, so task-local call info
+/// survives into streaming handlers.
 enum CallObservation {
   static func run<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
     context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>,
+    restoreContext: Bool = false,
     finished: @escaping @Sendable (Status.Code) -> Void
   ) async throws -> StreamingServerResponse<Output> {
     let response: StreamingServerResponse<Output>
@@ -36,11 +37,18 @@ enum CallObservation {
       finished(Status.Code(error.code))
       return response
     }
-    let serviceContext = ServiceContext.current ?? .topLevel
+    // Only an interceptor that changed the context re-establishes it (each re-establishment
+    // is another frame on every streaming call's stack for as long as it runs).
+    let serviceContext = restoreContext ? ServiceContext.current : nil
     return response.mapProducer { producer in
       { writer in
         do {
-          let trailers = try await ServiceContext.withValue(serviceContext) { try await producer(writer) }
+          let trailers: Metadata
+          if let serviceContext {
+            trailers = try await ServiceContext.withValue(serviceContext) { try await producer(writer) }
+          } else {
+            trailers = try await producer(writer)
+          }
           finished(.ok)
           return trailers
         } catch {

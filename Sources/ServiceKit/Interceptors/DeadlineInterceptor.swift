@@ -1,3 +1,4 @@
+import FramedTransport
 import GRPCCore
 import ServiceContextModule
 
@@ -26,8 +27,13 @@ public struct DeadlineInterceptor: ServerInterceptor {
     let budget = requested ?? self.defaults[context.descriptor.fullyQualifiedMethod] ?? self.fallback
     let deadline = start + budget
     ServiceContext.current?.call?.deadline = deadline
-    // GRPCCore already enforces a caller's deadline; enforce the default ourselves.
+    // GRPCCore (or our transport) already enforces a caller's deadline; enforce the default.
     guard requested == nil else { return try await next(request, context) }
+    if let transport = context.transportSpecific as? any DeadlineEnforcing {
+      // The framed wire does it with one loop timer: no task per call.
+      transport.enforceDeadline(deadline)
+      return try await next(request, context)
+    }
     // The task group in DeadlineRunner awaits its children, so `next` never outlives this call.
     let response = try await withoutActuallyEscaping(next) { next in
       try await DeadlineRunner.run(until: deadline) { try await next(request, context) }

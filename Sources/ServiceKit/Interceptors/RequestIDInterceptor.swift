@@ -39,6 +39,10 @@ public struct RequestIDInterceptor: ServerInterceptor {
     switch response.accepted {
     case .success(var contents):
       contents.metadata.replaceOrAddString(id, forKey: Self.key)
+      // Streaming handlers run in the producer, after this returns: give them the call info.
+      let producer = contents.producer
+      let callContext = serviceContext
+      contents.producer = { writer in try await ServiceContext.withValue(callContext) { try await producer(writer) } }
       response.accepted = .success(contents)
     case .failure(var error):
       error.metadata.replaceOrAddString(id, forKey: Self.key)

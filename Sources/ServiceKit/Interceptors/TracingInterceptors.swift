@@ -31,7 +31,7 @@ public struct ServerTracingInterceptor<T: Tracer>: ServerInterceptor {
     span.attributes["rpc.method"] = context.descriptor.method
     if let id = parent.call?.requestID { span.attributes["quizwire.request_id"] = id }
     return try await ServiceContext.withValue(span.context) {
-      try await CallObservation.run(request: request, context: context, next: next) { code in
+      try await CallObservation.run(request: request, context: context, next: next, restoreContext: true) { code in
         span.attributes["rpc.grpc.status_code"] = code.rawValue
         if code != .ok { span.setStatus(SpanStatus(code: .error, message: AccessLogInterceptor.name(of: code))) }
         span.end()
