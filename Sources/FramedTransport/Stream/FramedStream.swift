@@ -9,7 +9,7 @@ import NIOCore
 final class FramedStream<Inbound: Sendable>: Sendable {
   private struct State {
     var buffer: Deque<(Inbound, credit: Int)> = []
-    var reader: CheckedContinuation<Inbound?, any Error>?
+    var reader: UnsafeContinuation<Inbound?, any Error>?
     var finished = false
     /// Set once the call failed or was reset; readers and writers then throw it.
     var error: RPCError?
@@ -17,7 +17,7 @@ final class FramedStream<Inbound: Sendable>: Sendable {
     var unreportedCredit = 0
     /// Outbound message bytes queued on the connection and not yet written.
     var queuedBytes = 0
-    var writer: CheckedContinuation<Void, any Error>?
+    var writer: UnsafeContinuation<Void, any Error>?
     /// Loop-assigned stream id (client streams get theirs when HEADERS go out).
     var streamID: UInt32 = 0
     /// Server: how to cancel the handler. Set once the handler task started.
@@ -31,6 +31,9 @@ final class FramedStream<Inbound: Sendable>: Sendable {
     var statusCode: Status.Code?
   }
 
+  // Unsafe (not checked) continuations on this hot path: each one is stored in `State` under
+  // the lock and taken out (set to nil) under the lock before it is resumed, so it is resumed
+  // exactly once; the checked variant would cost an allocation per message.
   private let state = NIOLockedValueBox(State())
   /// Hands consumed credit back to the connection (batched by `creditThreshold`).
   let connection: ConnectionCommands
@@ -62,8 +65,10 @@ final class FramedStream<Inbound: Sendable>: Sendable {
 
   // MARK: Event-loop side
 
+  @_specialize(where Inbound == RPCRequestPart<FramedBytes>)
+  @_specialize(where Inbound == RPCResponsePart<FramedBytes>)
   func push(_ element: Inbound, credit: Int) {
-    let reader: CheckedContinuation<Inbound?, any Error>? = self.state.withLockedValue { s in
+    let reader: UnsafeContinuation<Inbound?, any Error>? = self.state.withLockedValue { s in
       guard !s.finished, s.error == nil else { return nil }
       if let r = s.reader {
         s.reader = nil
@@ -77,8 +82,10 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   }
 
   /// No more inbound elements; the reader sees the end after the buffered ones.
+  @_specialize(where Inbound == RPCRequestPart<FramedBytes>)
+  @_specialize(where Inbound == RPCResponsePart<FramedBytes>)
   func finish() {
-    let reader: CheckedContinuation<Inbound?, any Error>? = self.state.withLockedValue { s in
+    let reader: UnsafeContinuation<Inbound?, any Error>? = self.state.withLockedValue { s in
       s.finished = true
       guard s.buffer.isEmpty, let r = s.reader else { return nil }
       s.reader = nil
@@ -107,7 +114,7 @@ final class FramedStream<Inbound: Sendable>: Sendable {
 
   /// `bytes` of our queued output left for the socket.
   func sent(_ bytes: Int) {
-    let writer: CheckedContinuation<Void, any Error>? = self.state.withLockedValue { s in
+    let writer: UnsafeContinuation<Void, any Error>? = self.state.withLockedValue { s in
       s.queuedBytes -= bytes
       guard s.queuedBytes < self.writeLimit, let w = s.writer else { return nil }
       s.writer = nil
@@ -158,6 +165,8 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   // MARK: Task side
 
   /// The next inbound element, `nil` at the end.
+  @_specialize(where Inbound == RPCRequestPart<FramedBytes>)
+  @_specialize(where Inbound == RPCResponsePart<FramedBytes>)
   func next() async throws -> Inbound? {
     let step: NextStep<Inbound> = self.state.withLockedValue { s in
       if let (e, c) = s.buffer.popFirst() {
@@ -177,7 +186,7 @@ final class FramedStream<Inbound: Sendable>: Sendable {
     case .wait: break
     }
     let element = try await withTaskCancellationHandler {
-      try await withCheckedThrowingContinuation { (c: CheckedContinuation<Inbound?, any Error>) in
+      try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<Inbound?, any Error>) in
         let immediate: Result<Inbound?, any Error>? = self.state.withLockedValue { s in
           if let (e, credit) = s.buffer.popFirst() {
             s.unreportedCredit += credit
@@ -191,7 +200,7 @@ final class FramedStream<Inbound: Sendable>: Sendable {
         if let immediate { c.resume(with: immediate) }
       }
     } onCancel: {
-      let reader = self.state.withLockedValue { s -> CheckedContinuation<Inbound?, any Error>? in
+      let reader = self.state.withLockedValue { s -> UnsafeContinuation<Inbound?, any Error>? in
         let r = s.reader
         s.reader = nil
         return r
@@ -234,7 +243,7 @@ final class FramedStream<Inbound: Sendable>: Sendable {
     case .wait: break
     }
     try await withTaskCancellationHandler {
-      try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+      try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<Void, any Error>) in
         let immediate: Result<Void, any Error>? = self.state.withLockedValue { s in
           if let error = s.error { return .failure(error) }
           if s.queuedBytes < self.writeLimit { return .success(()) }
@@ -244,7 +253,7 @@ final class FramedStream<Inbound: Sendable>: Sendable {
         if let immediate { c.resume(with: immediate) }
       }
     } onCancel: {
-      let w = self.state.withLockedValue { s -> CheckedContinuation<Void, any Error>? in
+      let w = self.state.withLockedValue { s -> UnsafeContinuation<Void, any Error>? in
         let w = s.writer
         s.writer = nil
         return w
@@ -260,6 +269,8 @@ struct FramedInbound<Element: Sendable>: AsyncSequence, Sendable {
 
   struct AsyncIterator: AsyncIteratorProtocol {
     let stream: FramedStream<Element>
+    @_specialize(where Element == RPCRequestPart<FramedBytes>)
+    @_specialize(where Element == RPCResponsePart<FramedBytes>)
     mutating func next() async throws -> Element? { try await self.stream.next() }
   }
 
