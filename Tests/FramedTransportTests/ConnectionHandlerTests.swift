@@ -12,7 +12,7 @@ final class ConnectionHandlerTests: XCTestCase {
     let commands = ConnectionCommands(eventLoop: channel.eventLoop)
     let callbacks = ServerCallbacks(streamHandler: { _, _ in }, encodings: .all)
     let handler = FramedConnectionHandler(role: .server, config: FramedConnectionConfig(), commands: commands, shared: ConnectionShared(), serverCallbacks: callbacks)
-    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoderHandler(settings: ConnectionSettings())))
+    try channel.pipeline.syncOperations.addHandler(FrameReader(settings: ConnectionSettings()))
     try channel.pipeline.syncOperations.addHandler(handler)
     try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     return channel

@@ -38,7 +38,7 @@ final class ClientConnection: Sendable {
         channel.eventLoop.makeCompletedFuture {
           let sync = channel.pipeline.syncOperations
           if let tls { try sync.addHandler(FramedTLS.clientHandler(tls, serverHostname: serverHostname ?? target.host)) }
-          try sync.addHandler(ByteToMessageHandler(FrameDecoderHandler(settings: config.settings)))
+          try sync.addHandler(FrameReader(settings: config.settings))
           try sync.addHandler(handler)
         }
       }

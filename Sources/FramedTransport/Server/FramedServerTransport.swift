@@ -89,7 +89,7 @@ public final class FramedServerTransport: ServerTransport, Sendable {
           let commands = ConnectionCommands(eventLoop: channel.eventLoop)
           let handler = FramedConnectionHandler(
             role: .server, config: config, commands: commands, shared: ConnectionShared(), serverCallbacks: callbacks)
-          try sync.addHandler(ByteToMessageHandler(FrameDecoderHandler(settings: config.settings)))
+          try sync.addHandler(FrameReader(settings: config.settings))
           try sync.addHandler(handler)
           self?.register(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
         }
