@@ -30,7 +30,9 @@ final class ClientConnection: Sendable {
     let loop = group.next()
     let commands = ConnectionCommands(eventLoop: loop)
     let shared = ConnectionShared()
-    let handler = FramedConnectionHandler(role: .client, config: config, commands: commands, shared: shared)
+    // Made here, used only on `loop` from now on: the box carries it there.
+    let handler = NIOLoopBoundBox.makeBoxSendingValue(
+      FramedConnectionHandler(role: .client, config: config, commands: commands, shared: shared), eventLoop: loop)
     let bootstrap = ClientBootstrap(group: loop)
       .channelOption(.socketOption(.tcp_nodelay), value: 1)
       .connectTimeout(connectTimeout)
@@ -39,11 +41,11 @@ final class ClientConnection: Sendable {
           let sync = channel.pipeline.syncOperations
           if let tls { try sync.addHandler(FramedTLS.clientHandler(tls, serverHostname: serverHostname ?? target.host)) }
           try sync.addHandler(FrameReader(settings: config.settings))
-          try sync.addHandler(handler)
+          try sync.addHandler(handler.value)
         }
       }
     let channel = try await bootstrap.connect(host: target.host, port: target.port).get()
-    let bound = try await loop.submit { NIOLoopBound(handler, eventLoop: loop) }.get()
+    let bound = try await loop.submit { NIOLoopBound(handler.value, eventLoop: loop) }.get()
     do {
       try await shared.waitUntilReady()
     } catch {

@@ -89,15 +89,17 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     guard !self.started else { return }
     self.started = true
     if self.role == .client { self.writePrefaceAndSettings() ; self.flush() }
-    self.handshakeTimer = context.eventLoop.scheduleTask(in: self.config.handshakeTimeout) { [weak self] in
+    self.handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.config.handshakeTimeout) { [weak self] in
       guard let self, !self.machine.peerSettingsReceived else { return }
       self.connectionError(ConnectionError(.settingsTimeout, "no preface and SETTINGS within \(self.config.handshakeTimeout)"))
     }
     if let interval = self.config.keepaliveInterval {
       self.keepalive = KeepaliveState(interval: interval, timeout: self.config.keepaliveTimeout, now: .now())
       let tick = TimeAmount.nanoseconds(max(min(interval.nanoseconds, self.config.keepaliveTimeout.nanoseconds) / 4, 1_000_000))
-      self.keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [weak self] _ in
-        self?.keepaliveTick()
+      // Bound to the loop it runs on; tearDown cancels it, which releases the handler.
+      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+      self.keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
+        bound.value.keepaliveTick()
       }
     }
   }

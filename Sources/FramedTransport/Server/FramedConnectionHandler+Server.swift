@@ -52,7 +52,7 @@ extension FramedConnectionHandler {
     if headers.timeoutUs > 0 {
       metadata.addString(WireMapping.formatTimeout(microseconds: headers.timeoutUs), forKey: WireMapping.timeoutKey)
       let timeout = TimeAmount.microseconds(Int64(clamping: headers.timeoutUs))
-      self.deadlineTimers[id] = channel.eventLoop.scheduleTask(in: timeout) { [weak self] in
+      self.deadlineTimers[id] = channel.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
         self?.deadlineExpired(id: id, timeoutUs: headers.timeoutUs)
       }
     }
@@ -150,7 +150,7 @@ extension FramedConnectionHandler {
   func serverEnforceDeadline(id: UInt32, timeout: TimeAmount) {
     guard self.serverStreams[id] != nil, self.deadlineTimers[id] == nil, let loop = self.context?.eventLoop else { return }
     let us = UInt64(max(0, timeout.nanoseconds / 1000))
-    self.deadlineTimers[id] = loop.scheduleTask(in: timeout) { [weak self] in
+    self.deadlineTimers[id] = loop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
       self?.deadlineExpired(id: id, timeoutUs: us)
     }
   }
@@ -172,8 +172,8 @@ extension FramedConnectionHandler {
     self.shared.markDraining()
     for f in frames { FrameEncoder.encode(f, into: &self.outbound) }
     self.flush()
-    self.drainTimer = loop.scheduleTask(in: self.config.drainPingTimeout) { [weak self] in self?.finishDrain() }
-    self.graceTimer = loop.scheduleTask(in: self.config.drainGrace) { [weak self] in
+    self.drainTimer = loop.assumeIsolated().scheduleTask(in: self.config.drainPingTimeout) { [weak self] in self?.finishDrain() }
+    self.graceTimer = loop.assumeIsolated().scheduleTask(in: self.config.drainGrace) { [weak self] in
       guard let self else { return }
       // Grace is over: cancel what is left and close.
       for (id, _) in self.serverStreams {
