@@ -226,6 +226,8 @@ let package = Package(
         .product(name: "SQLKit", package: "sql-kit"),
       ]
     ),
+    // The executable as a user runs it (real processes and signals).
+    .testTarget(name: "QuizwireCLITests"),
     .testTarget(
       name: "LoadTestTests",
       dependencies: [
