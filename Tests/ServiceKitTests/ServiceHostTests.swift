@@ -124,6 +124,23 @@ final class ServiceHostTests: XCTestCase {
     try await running.value
   }
 
+  func testAnAdminPortInUseFailsTheHost() async throws {
+    let log = CapturedLog()
+    let first = try self.makeHost(ProbeEcho(), log: log)
+    let running = Task { try await first.run() }
+    defer { running.cancel() }
+    let taken = try await first.addresses().admin!.split(separator: ":").last.flatMap { Int($0) }!
+    var config = ServiceHost.Config()
+    config.adminPort = taken
+    let second = try ServiceHost(name: "bench.v1.EchoService", services: [ProbeEcho()], config: config, logSink: log.sink)
+    do {
+      try await second.run()
+      XCTFail("a host whose admin port can't be bound must not run")
+    } catch {}
+    first.beginGracefulShutdown()
+    try await running.value
+  }
+
   func testGracefulShutdownFinishesAnInFlightStream() async throws {
     let log = CapturedLog()
     let host = try self.makeHost(ProbeEcho(streamDelay: .milliseconds(25)), log: log)

@@ -69,7 +69,7 @@ public final class ServiceHost: Service, Sendable {
   private let grpcServer: GRPCServer<HTTP2ServerTransport.Posix>
   private let framedTransport: FramedServerTransport
   private let grpcTransport: HTTP2ServerTransport.Posix
-  private let adminPort = AsyncValue<Int>()
+  private let adminPort = AsyncValue<Result<Int, any Error>>()
   private let draining = NIOLockedValueBox(false)
   private let drainSignal = AsyncStream<Void>.makeStream()
 
@@ -134,9 +134,17 @@ public final class ServiceHost: Service, Sendable {
     let admin: Task<Void, any Error>? = self.config.adminPort.map { port in
       let server = AdminServer(host: self.config.host, port: port, metrics: self.metrics, readiness: self.readiness, logger: self.logger)
       let box = self.adminPort
-      return Task.detached { try await server.run { box.set($0) } }
+      return Task.detached {
+        do {
+          try await server.run { box.set(.success($0)) }
+        } catch {
+          box.set(.failure(error))  // e.g. the port is taken: `run` fails below
+          throw error
+        }
+      }
     }
     defer { admin?.cancel() }
+    if admin != nil { _ = try await self.adminPort.get().get() }
     try await withGracefulShutdownHandler {
       try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await self.framedServer.serve() }
@@ -197,7 +205,7 @@ public final class ServiceHost: Service, Sendable {
     let grpc = try await self.grpcTransport.listeningAddress
     let g = grpc.ipv4.map { "\($0.host):\($0.port)" } ?? grpc.ipv6.map { "[\($0.host)]:\($0.port)" } ?? "\(grpc)"
     var admin: String?
-    if self.config.adminPort != nil { admin = "\(self.config.host):\(await self.adminPort.get())" }
+    if self.config.adminPort != nil { admin = "\(self.config.host):\(try await self.adminPort.get().get())" }
     return ListenAddresses(framed: "\(framed.ipAddress ?? "?"):\(framed.port ?? 0)", grpc: g, admin: admin)
   }
 
