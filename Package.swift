@@ -217,7 +217,7 @@ let package = Package(
     .testTarget(
       name: "AuthServiceTests",
       dependencies: [
-        "AuthService", "ServiceKit", "Storage", "TestSupport", "FramedTransport", "QuizwireProtos",
+        "AuthService", "ServiceKit", "Storage", "TestSupport", "FramedTransport", "QuizwireProtos", "BenchService",
         .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
