@@ -54,7 +54,7 @@ public struct Migrator: Sendable {
   }
 
   public struct Plan: Sendable, Hashable {
-    /// Already applied (version, name).
+    /// Versions already applied.
     public var applied: [Int]
     /// Still to apply, in order.
     public var pending: [Int]
@@ -91,15 +91,17 @@ public struct Migrator: Sendable {
     var done: [Int] = []
     for version in plan.pending {
       let migration = self.migrations[version - 1]
-      try await db.transaction { uow in
+      let applied = try await db.transaction { uow -> Bool in
         if uow.dialect == .postgres {
           // Replicas starting together: one migrates, the others wait and then see it done.
           try await uow.sql.raw("SELECT pg_advisory_xact_lock(\(bind: Int64(Self.lockKey(self.service))))").run()
-          let already = try await uow.sql.raw("""
-            SELECT version FROM schema_migrations WHERE service = \(bind: self.service) AND version = \(bind: version)
-            """).first()
-          if already != nil { return }
         }
+        // (SQLite's BEGIN IMMEDIATE already serializes writers.) Another process may have
+        // applied it since the plan was made.
+        let already = try await uow.sql.raw("""
+          SELECT version FROM schema_migrations WHERE service = \(bind: self.service) AND version = \(bind: version)
+          """).all()
+        if !already.isEmpty { return false }
         for statement in migration.statements(uow.dialect) {
           // Statements are constants in the code, never built from input.
           try await uow.sql.raw(SQLQueryString(unsafeRaw: statement)).run()
@@ -109,8 +111,9 @@ public struct Migrator: Sendable {
           INSERT INTO schema_migrations (service, version, name, checksum, applied_at_ms)
           VALUES (\(bind: self.service), \(bind: version), \(bind: migration.name), \(bind: migration.checksum(for: uow.dialect)), \(bind: now))
           """).run()
+        return true
       }
-      done.append(version)
+      if applied { done.append(version) }
     }
     return done
   }

@@ -34,13 +34,18 @@ struct HostOptions: ParsableArguments {
   var noInterceptors = false
 
   /// The layered host configuration, validated; errors name the key and where it came from.
-  func resolve(defaults: ServiceHost.Config = ServiceHost.Config(), defaultPorts: (Int, Int, Int)? = nil) throws -> (ServiceHost.Config, Logger.Level, ConfigLayers) {
+  func resolve(defaults: ServiceHost.Config = ServiceHost.Config()) throws -> (ServiceHost.Config, Logger.Level, ConfigLayers) {
     let layers = try ConfigLayers(filePath: self.config)
     var c = defaults
     c.host = layers.string("host", flag: self.host, default: c.host)
-    c.framedPort = try layers.int("framed-port", flag: self.framedPort, default: defaultPorts?.0 ?? c.framedPort, in: 0...65535)
-    c.grpcPort = try layers.int("grpc-port", flag: self.grpcPort, default: defaultPorts?.1 ?? c.grpcPort, in: 0...65535)
-    c.adminPort = try layers.int("admin-port", flag: self.adminPort, default: defaultPorts?.2 ?? c.adminPort ?? 0, in: 0...65535)
+    // The listeners bind an IPv4 literal; a name would only fail later, at bind time.
+    let octets = c.host.split(separator: ".", omittingEmptySubsequences: false)
+    guard octets.count == 4, octets.allSatisfy({ UInt8($0) != nil }) else {
+      throw ConfigError(key: "host", origin: layers.raw("host", flag: self.host)?.1, reason: "\"\(c.host)\" is not an IPv4 address (e.g. 127.0.0.1 or 0.0.0.0)")
+    }
+    c.framedPort = try layers.int("framed-port", flag: self.framedPort, default: c.framedPort, in: 0...65535)
+    c.grpcPort = try layers.int("grpc-port", flag: self.grpcPort, default: c.grpcPort, in: 0...65535)
+    c.adminPort = try layers.int("admin-port", flag: self.adminPort, default: c.adminPort ?? 0, in: 0...65535)
     c.framed.connection.settings.maxConcurrentStreams = try layers.int(
       "max-concurrent-streams", flag: self.maxConcurrentStreams, default: c.framed.connection.settings.maxConcurrentStreams, in: 1...1_000_000)
     let grace = try layers.double("grace", flag: self.grace, default: Double(c.grace.components.seconds), in: 0...3600)
@@ -75,13 +80,13 @@ struct ServeBench: AsyncParsableCommand {
 
 /// The bench echo service as a host: no rate limit and long deadlines unless configured,
 /// so a load run measures the stack rather than its limits.
-func makeBenchHost(_ options: HostOptions, defaultPorts: (Int, Int, Int)? = nil) throws -> ServiceHost {
+func makeBenchHost(_ options: HostOptions) throws -> ServiceHost {
   var defaults = ServiceHost.Config()
   defaults.rateLimit = nil
   defaults.defaultDeadline = .seconds(3600)
   // The echo handler never blocks, so it can run on its connection's event loop.
   defaults.framed.runHandlersOnEventLoop = true
-  let (config, level, _) = try options.resolve(defaults: defaults, defaultPorts: defaultPorts)
+  let (config, level, _) = try options.resolve(defaults: defaults)
   return try ServiceHost(name: "bench.v1.EchoService", services: [EchoService()], config: config, logLevel: level)
 }
 
@@ -114,9 +119,13 @@ struct Up: AsyncParsableCommand {
   var logLevel = "info"
 
   func run() async throws {
-    // Stable default ports so a newcomer can call them without reading the output.
-    let bench = try makeBenchHost(try HostOptions.parse(["--log-level", logLevel]), defaultPorts: (7400, 7401, 7402))
-    var (authConfig, level, layers) = try HostOptions.parse(["--log-level", logLevel]).resolve(defaultPorts: (7410, 7411, 7412))
+    // Fixed ports, given as flags so a QUIZWIRE_FRAMED_PORT meant for one `serve` can't make
+    // both services claim the same port.
+    func ports(_ p: (Int, Int, Int)) throws -> HostOptions {
+      try HostOptions.parse(["--log-level", logLevel, "--framed-port", "\(p.0)", "--grpc-port", "\(p.1)", "--admin-port", "\(p.2)"])
+    }
+    let bench = try makeBenchHost(try ports((7400, 7401, 7402)))
+    var (authConfig, level, layers) = try ports((7410, 7411, 7412)).resolve()
     authConfig.framed.runHandlersOnEventLoop = false  // scrypt must never run on an event loop
     let auth = try await AuthServer.make(options: try self.auth.resolve(layers), host: authConfig, logLevel: level)
     FileHandle.standardError.write(Data("quizwire up: serving auth and bench; Ctrl-C drains and exits\n".utf8))

@@ -51,6 +51,19 @@ final class AuthKeysAndOAuthTests: XCTestCase {
     let service = try await self.serviceToken()
     let check = try await fx.auth.checkAPIKey(.with { $0.key = created.key }, metadata: AuthFixture.bearer(service))
     XCTAssertFalse(check.valid)
+    let revokedCheck = try await fx.auth.checkAPIKey(.with { $0.key = rotated.key }, metadata: AuthFixture.bearer(service))
+    XCTAssertFalse(revokedCheck.valid, "a revoked key is refused")
+    // Keys act within their scopes, not with their owner's roles; rotating never extends a key.
+    let admin = try await fx.adminToken()
+    let adminKey = try await fx.auth.createAPIKey(.with { $0.name = "ops"; $0.scopes = ["quiz:read"]; $0.ttlSeconds = 3600 }, metadata: AuthFixture.bearer(admin))
+    let asKey = await statusCode { _ = try await self.fx.auth.listUsers(.init(), metadata: ["x-api-key": .string(adminKey.key)]) }
+    XCTAssertEqual(asKey, .permissionDenied)
+    let successor = try await fx.auth.rotateAPIKey(.with { $0.id = adminKey.apiKey.id }, metadata: AuthFixture.bearer(admin))
+    XCTAssertEqual(successor.apiKey.expiresAtUnix, adminKey.apiKey.expiresAtUnix)
+    let byKey = await statusCode { _ = try await self.fx.auth.rotateAPIKey(.with { $0.id = successor.apiKey.id }, metadata: ["x-api-key": .string(successor.key)]) }
+    XCTAssertEqual(byKey, .permissionDenied, "a key can't mint its own successor")
+    let huge = await statusCode { _ = try await self.fx.auth.createAPIKey(.with { $0.name = "x"; $0.ttlSeconds = .max }, metadata: AuthFixture.bearer(token)) }
+    XCTAssertEqual(huge, .invalidArgument, "an absurd ttl is refused, not an overflow")
   }
 
   /// A confidential client with client_credentials; returns its token.
@@ -136,6 +149,13 @@ final class AuthKeysAndOAuthTests: XCTestCase {
     XCTAssertEqual(_v7, "invalid_grant")
     let tokens = try await exchange(code)
     XCTAssertEqual(tokens.scope, "quiz:read")
+    // The client acts within its scope: the token carries none of the user's roles, and it
+    // can't manage the user's account.
+    let payload = try JSONSerialization.jsonObject(with: AuthFlowTests.unb64(String(tokens.accessToken.split(separator: ".")[1]))) as? [String: Any]
+    XCTAssertEqual(payload?["roles"] as? [String], [])
+    XCTAssertEqual(payload?["client_id"] as? String, client.clientID)
+    let delegatedKey = await statusCode { _ = try await self.fx.auth.createAPIKey(.with { $0.name = "x" }, metadata: AuthFixture.bearer(tokens.accessToken)) }
+    XCTAssertEqual(delegatedKey, .permissionDenied)
     let introspection = try await fx.auth.getMe(.init(), metadata: AuthFixture.bearer(tokens.accessToken))
     XCTAssertEqual(introspection.email, "nia@example.com")
     // The code is single-use; a replay also revokes what the first exchange issued.
@@ -178,7 +198,7 @@ final class AuthKeysAndOAuthTests: XCTestCase {
     let _v21 = await statusCode { _ = try await self.fx.auth.rotateAPIKey(.with { $0.id = sql }, metadata: AuthFixture.bearer(user)) }
     XCTAssertEqual(_v21, .notFound)
     let _v22 = await statusCode { _ = try await self.fx.auth.authorize(.with { $0.clientID = sql; $0.redirectUri = sql; $0.codeChallenge = PKCE.challenge(for: Secrets.random(bytes: 40)); $0.codeChallengeMethod = "S256" }, metadata: AuthFixture.bearer(user)) }
-    XCTAssertEqual(_v22, .unauthenticated)
+    XCTAssertEqual(_v22, .invalidArgument, "unknown client_id: invalid_request")
     let _v23 = await statusCode { _ = try await self.fx.auth.registerClient(.with { $0.name = sql; $0.grantTypes = [sql]; $0.redirectUris = [sql]; $0.scopes = [sql] }, metadata: AuthFixture.bearer(admin)) }
     XCTAssertEqual(_v23, .invalidArgument)
     // Everything still there and working.

@@ -32,11 +32,13 @@ final class StandardJWTLibraryTests: XCTestCase {
       // The same library refuses the wrong audience and a flipped signature byte.
       let wrongAudience = Self.run(["python3", script, dir + "/jwks.json", dir + "/token", "quizwire-auth", "someone-else"])
       XCTAssertEqual(wrongAudience.status, 1)
+      XCTAssertTrue(wrongAudience.output.hasPrefix("rejected:"), "refused by PyJWT, not a crash: \(wrongAudience.output)")
       var parts = token.split(separator: ".").map(String.init)
       parts[2] = String(parts[2].reversed())
       try parts.joined(separator: ".").write(toFile: dir + "/token", atomically: true, encoding: .utf8)
       let tampered = Self.run(["python3", script, dir + "/jwks.json", dir + "/token", "quizwire-auth", "quizwire"])
       XCTAssertEqual(tampered.status, 1)
+      XCTAssertTrue(tampered.output.hasPrefix("rejected:"), "refused by PyJWT, not a crash: \(tampered.output)")
     } catch {
       await fx.stop()
       throw error

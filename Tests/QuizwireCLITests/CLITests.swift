@@ -5,6 +5,11 @@ import XCTest
 import FoundationNetworking
 #endif
 
+struct ServerDidNotStart: Error, CustomStringConvertible {
+  var output: [String]
+  var description: String { "the server printed no address line; its output: \(output.suffix(5))" }
+}
+
 /// The `quizwire` executable as a user runs it: a real process, real signals.
 final class CLITests: XCTestCase {
   static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -66,7 +71,7 @@ final class CLITests: XCTestCase {
         }
         Thread.sleep(forTimeInterval: 0.05)
       }
-      throw XCTSkip("server did not report its addresses")
+      throw ServerDidNotStart(output: self.output)
     }
 
     func waitForExit(timeout: TimeInterval) -> Int32? {

@@ -136,7 +136,9 @@ final class ServiceHostTests: XCTestCase {
     do {
       try await second.run()
       XCTFail("a host whose admin port can't be bound must not run")
-    } catch {}
+    } catch {
+      XCTAssertTrue("\(error)".lowercased().contains("in use"), "\(error)")
+    }
     first.beginGracefulShutdown()
     try await running.value
   }

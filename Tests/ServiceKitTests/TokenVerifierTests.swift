@@ -199,7 +199,10 @@ final class TokenVerifierTests: XCTestCase {
     _ = try await cached.principal(forAPIKey: "qw_secret")
     _ = try await cached.principal(forAPIKey: "qw_other")
     XCTAssertEqual(base.lookups.withLockedValue { $0 }, 2)
-    XCTAssertFalse(String(describing: cached).contains("qw_secret"))
+    let keys = cached.cache.withLockedValue { Array($0.keys) }
+    XCTAssertEqual(keys.count, 2)
+    XCTAssertFalse(keys.contains { $0.contains("qw_") }, "the cache holds digests, not keys")
+    XCTAssertTrue(keys.contains(Digests.sha256Hex("qw_secret")))
   }
 }
 

@@ -66,6 +66,12 @@ public final class KeyRing: Sendable {
     return kid
   }
 
+  /// Opens the signing key with the key-encryption key (fails when it is the wrong one).
+  public func checkKeysOpen() async throws {
+    self.cache.withLockedValue { $0 = nil }
+    _ = try await self.current()
+  }
+
   /// The RFC 7517 JWK Set of every key whose tokens may still be alive.
   public func jwksJSON() async throws -> String { try await self.current().jwks }
 

@@ -50,14 +50,16 @@ public struct AuthServer: Sendable {
         config: options.service, db: database,
         hasher: PasswordHasher(parameters: options.hashing, maxConcurrent: options.maxConcurrentHashes),
         keyRing: keyRing, logger: logger)
-      var verifierConfig = TokenVerifier.Config(issuer: options.service.issuer, audience: options.service.audience)
-      // The key ring is local and cached, so an unknown kid may always look again: a key
-      // rotated a moment ago verifies at once.
-      verifierConfig.refreshInterval = .zero
-      let verifier = TokenVerifier(config: verifierConfig, source: StaticJWKSSource { try await keyRing.jwksJSON() })
+      // A wrong key-encryption key must stop the start, not every sign-in later.
+      do {
+        try await keyRing.checkKeysOpen()
+      } catch {
+        throw ConfigError(key: "auth-key-encryption-key", origin: nil, reason: "cannot open the stored signing keys with it (wrong key?)")
+      }
+      // Local API-key checks are cheap reads: no cache, so a revoked key stops at once here.
       let host = try ServiceHost(
         name: "auth.v1.AuthService", services: [service],
-        security: .init(policies: AuthService.policies, verifier: verifier, apiKeys: CachedAPIKeyChecker(LocalAPIKeyChecker(service: service))),
+        security: .init(policies: AuthService.policies, verifier: service.verifier, apiKeys: LocalAPIKeyChecker(service: service)),
         dependencies: [DependencyCheck(name: "database") { try await database.ping() }],
         config: config, logSink: logSink, logLevel: logLevel)
       return AuthServer(host: host, database: database, keyRing: keyRing, service: service)
@@ -74,7 +76,12 @@ public struct AuthServer: Sendable {
                         reason: "required with PostgreSQL (set QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY or QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY_FILE)")
     }
     let path = URL(fileURLWithPath: dataDir).appendingPathComponent("auth-kek.secret").path
-    if let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8), !text.isEmpty {
+    if FileManager.default.fileExists(atPath: path) {
+      // Never replace an existing key file: the stored signing keys would be lost with it.
+      guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
+            !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+        throw ConfigError(key: "data-dir", origin: nil, reason: "\(path) exists but is unreadable or empty; restore it or remove the data folder")
+      }
       return Secret(text.trimmingCharacters(in: .whitespacesAndNewlines))
     }
     let secret = Secrets.random()
@@ -108,8 +115,9 @@ public struct AuthServiceAPIKeyChecker<Transport: ClientTransport>: APIKeyChecke
   public func principal(forAPIKey key: String) async throws -> Principal? {
     let answer = try await self.client.checkAPIKey(.with { $0.key = key }, metadata: ["authorization": "Bearer \(try await self.token())"])
     guard answer.valid else { return nil }
+    // Scopes, not the owner's roles (see LocalAPIKeyChecker).
     return Principal(
-      kind: .apiKey, subject: answer.keyID, roles: Set(answer.roles), scopes: Set(answer.scopes),
+      kind: .apiKey, subject: answer.keyID, roles: [], scopes: Set(answer.scopes),
       rateLimit: answer.rateLimitPerSecond > 0 ? RateLimit(perSecond: answer.rateLimitPerSecond, burst: max(1, answer.rateLimitPerSecond * 2)) : nil)
   }
 }

@@ -8,7 +8,9 @@ import Storage
 extension AuthService {
   public func createAPIKey(request: Auth_V1_CreateAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CreateAPIKeyResponse {
     let principal = try Self.currentPrincipal()
-    guard principal.kind == .user else { throw RPCError(code: .permissionDenied, message: "only users create API keys") }
+    guard principal.kind == .user, principal.delegatedClient == nil else {
+      throw RPCError(code: .permissionDenied, message: "only users create API keys")
+    }
     try Self.validateKeyRequest(name: request.name, scopes: request.scopes, rate: request.rateLimitPerSecond, ttl: request.ttlSeconds)
     let now = Self.nowMs()
     let (record, key) = Self.newKey(
@@ -39,7 +41,12 @@ extension AuthService {
   }
 
   public func rotateAPIKey(request: Auth_V1_RotateAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CreateAPIKeyResponse {
-    let owner = try await self.ownerID(of: try Self.currentPrincipal())
+    let principal = try Self.currentPrincipal()
+    // Like creating one: only a signed-in user, not a key minting its own successor.
+    guard principal.kind == .user, principal.delegatedClient == nil else {
+      throw RPCError(code: .permissionDenied, message: "only users rotate API keys")
+    }
+    let owner = principal.subject
     var violations = FieldViolations()
     violations.require((0...30 * 24 * 3600).contains(request.overlapSeconds), "overlap_seconds", "must be between 0 and 2592000")
     try violations.check()
@@ -48,7 +55,8 @@ extension AuthService {
     let result = try await self.db.transaction { uow -> (APIKeyRecord, String)? in
       guard let old = try await self.keys.apiKey(id: request.id, in: uow), old.ownerID == owner, old.revokedAtMs == nil,
             old.expiresAtMs.map({ $0 > now }) ?? true else { return nil }
-      let fresh = Self.newKey(ownerID: owner, name: old.name, scopes: old.scopes, rate: old.rateLimitPerSecond, expiresAtMs: nil, nowMs: now)
+      // The successor keeps the old key's lifetime: rotating never extends a key.
+      let fresh = Self.newKey(ownerID: owner, name: old.name, scopes: old.scopes, rate: old.rateLimitPerSecond, expiresAtMs: old.expiresAtMs, nowMs: now)
       try await self.keys.insert(fresh.0, in: uow)
       // The old key keeps working through the overlap, so clients can switch without downtime.
       try await self.keys.expireAPIKey(id: old.id, atMs: min(old.expiresAtMs ?? .max, now + overlap * 1000), in: uow)
@@ -78,15 +86,18 @@ extension AuthService {
     let parts = key.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
     guard key.utf8.count < 200, parts.count == 3, parts[0] == "qw", parts[1].count == 16 else { return nil }
     let now = Self.nowMs()
-    return try await self.db.transaction { uow -> (APIKeyRecord, UserRecord)? in
+    let found = try await self.db.read { uow -> (APIKeyRecord, UserRecord)? in
       guard let record = try await self.keys.apiKey(id: String(parts[1]), in: uow),
             Secrets.equalDigests(record.secretHash, Secrets.digest(String(parts[2]))),
             record.revokedAtMs == nil, record.expiresAtMs.map({ $0 > now }) ?? true,
             let user = try await self.users.find(id: record.ownerID, in: uow) else { return nil }
-      // Coarse last-use tracking: a write per minute per key at most.
-      if (record.lastUsedAtMs ?? 0) < now - 60_000 { try await self.keys.touchAPIKey(id: record.id, nowMs: now, in: uow) }
       return (record, user)
     }
+    // Coarse last-use tracking: a write per minute per key at most, so checks stay reads.
+    if let (record, _) = found, (record.lastUsedAtMs ?? 0) < now - 60_000 {
+      try await self.db.transaction { uow in try await self.keys.touchAPIKey(id: record.id, nowMs: now, in: uow) }
+    }
+    return found
   }
 
   static func newKey(ownerID: String, name: String, scopes: [String], rate: Double, expiresAtMs: Int64?, nowMs: Int64) -> (APIKeyRecord, String) {
@@ -104,7 +115,8 @@ extension AuthService {
     v.require(scopes.count <= 20, "scopes", "at most 20 scopes")
     v.require(scopes.allSatisfy(Self.isValidScope), "scopes", "each scope is 1–64 of a-z 0-9 : . _ -")
     v.require(rate.isFinite && (0...100_000).contains(rate), "rate_limit_per_second", "must be between 0 and 100000")
-    v.require(ttl >= 0, "ttl_seconds", "must not be negative")
+    v.require((0...10 * 365 * 86_400).contains(ttl), "ttl_seconds", "must be between 0 (no expiry) and 315360000 (ten years)")
+    v.require(!name.unicodeScalars.contains { $0.properties.generalCategory == .control }, "name", "must not contain control characters")
     try v.check()
   }
 
@@ -135,9 +147,11 @@ public struct LocalAPIKeyChecker: APIKeyChecker {
   public init(service: AuthService) { self.service = service }
 
   public func principal(forAPIKey key: String) async throws -> Principal? {
-    guard let (record, user) = try await self.service.lookUpAPIKey(key) else { return nil }
+    guard let (record, _) = try await self.service.lookUpAPIKey(key) else { return nil }
+    // A key acts within its scopes, not with its owner's roles (an admin's quiz:read key
+    // must not be an admin key).
     return Principal(
-      kind: .apiKey, subject: record.id, roles: user.roles, scopes: Set(record.scopes),
+      kind: .apiKey, subject: record.id, roles: [], scopes: Set(record.scopes),
       rateLimit: record.rateLimitPerSecond > 0 ? RateLimit(perSecond: record.rateLimitPerSecond, burst: max(1, record.rateLimitPerSecond * 2)) : nil)
   }
 }

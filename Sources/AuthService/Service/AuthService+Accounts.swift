@@ -53,21 +53,41 @@ extension AuthService {
 
   // MARK: Shared helpers
 
-  /// Issues an access token and a refresh token (in `familyID`, or a new family).
-  func issueTokens(for user: UserRecord, clientID: String?, scope: String, familyID: String?, in uow: UnitOfWork) async throws -> Auth_V1_TokenResponse {
+  /// A refresh token stored in the current unit of work, and what its access token needs.
+  /// The access token is signed after the transaction commits: signing may read the key
+  /// ring from the database, and a second connection taken inside a transaction can starve
+  /// the pool.
+  struct IssuedRefresh: Sendable {
+    var refreshToken: String
+    var sub: String
+    var roles: [String]
+    var clientID: String?
+    var scope: String
+  }
+
+  /// Stores a new refresh token (in `familyID`, or a new family).
+  func storeRefreshToken(for user: UserRecord, clientID: String?, scope: String, familyID: String?, in uow: UnitOfWork) async throws -> IssuedRefresh {
     let refresh = "rt_" + Secrets.random()
     let now = Self.nowMs()
     try await self.tokens.insert(RefreshTokenRecord(
       id: "rt-" + Secrets.id(), tokenHash: Secrets.digest(refresh), familyID: familyID ?? "f-" + Secrets.id(), userID: user.id,
       clientID: clientID, scope: scope, expiresAtMs: now + self.config.refreshTokenTTL.components.seconds * 1000,
       usedAtMs: nil, revokedAtMs: nil, createdAtMs: now), in: uow)
-    let access = try await self.accessToken(sub: user.id, roles: user.roles.sorted(), clientID: clientID, scope: scope)
+    // A token a client holds on the user's behalf acts within its scope, never with the
+    // user's roles (an app approved for quiz:read must not be able to act as an admin).
+    let roles = clientID == nil ? user.roles.sorted() : []
+    return IssuedRefresh(refreshToken: refresh, sub: user.id, roles: roles, clientID: clientID, scope: scope)
+  }
+
+  /// The token response for a stored refresh token: signs its access token.
+  func tokenResponse(_ issued: IssuedRefresh) async throws -> Auth_V1_TokenResponse {
+    let access = try await self.accessToken(sub: issued.sub, roles: issued.roles, clientID: issued.clientID, scope: issued.scope)
     return .with {
       $0.accessToken = access
-      $0.refreshToken = refresh
+      $0.refreshToken = issued.refreshToken
       $0.expiresIn = self.config.accessTokenTTL.components.seconds
       $0.tokenType = "Bearer"
-      $0.scope = scope
+      $0.scope = issued.scope
     }
   }
 
@@ -85,7 +105,7 @@ extension AuthService {
     let invalid = RPCError(code: .unauthenticated, message: "invalid refresh token")
     guard presented.hasPrefix("rt_"), presented.utf8.count < 200 else { throw invalid }
     let hash = Secrets.digest(presented)
-    enum Outcome: Sendable { case issued(Auth_V1_TokenResponse), refused, reused(familyID: String, userID: String) }
+    enum Outcome: Sendable { case issued(IssuedRefresh), refused, reused(familyID: String, userID: String) }
     let outcome = try await self.db.transaction { uow -> Outcome in
       let now = Self.nowMs()
       guard let token = try await self.tokens.find(tokenHash: hash, in: uow) else { return .refused }
@@ -96,10 +116,10 @@ extension AuthService {
         return .reused(familyID: token.familyID, userID: token.userID)
       }
       guard let user = try await self.users.find(id: token.userID, in: uow) else { return .refused }
-      return .issued(try await self.issueTokens(for: user, clientID: token.clientID, scope: token.scope, familyID: token.familyID, in: uow))
+      return .issued(try await self.storeRefreshToken(for: user, clientID: token.clientID, scope: token.scope, familyID: token.familyID, in: uow))
     }
     switch outcome {
-    case .issued(let response): return response
+    case .issued(let issued): return try await self.tokenResponse(issued)
     case .refused: throw invalid
     case .reused(let family, let user):
       self.logger.warning("security: refresh token reused; token family revoked", metadata: [

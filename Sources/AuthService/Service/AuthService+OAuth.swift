@@ -64,11 +64,14 @@ extension AuthService {
 
   public func authorize(request: Auth_V1_AuthorizeRequest, context: ServerContext) async throws -> Auth_V1_AuthorizeResponse {
     let principal = try Self.currentPrincipal()
-    guard principal.kind == .user else { throw RPCError(code: .permissionDenied, message: "only a signed-in user can authorize a client") }
+    guard principal.kind == .user, principal.delegatedClient == nil else {
+      throw RPCError(code: .permissionDenied, message: "only a signed-in user can authorize a client")
+    }
     guard request.codeChallengeMethod == "S256" else { throw OAuthError.invalidRequest("code_challenge_method must be S256") }
     guard PKCE.isValidChallenge(request.codeChallenge) else { throw OAuthError.invalidRequest("code_challenge must be BASE64URL(SHA256(verifier))") }
     guard let client = try await self.db.read({ uow in try await self.clients.find(clientID: request.clientID, in: uow) }) else {
-      throw OAuthError.invalidClient()
+      // The signed-in user did nothing wrong: not "invalid_client" (which reads as a credential problem).
+      throw OAuthError.invalidRequest("unknown client_id")
     }
     guard client.grantTypes.contains("authorization_code") else { throw OAuthError.unauthorizedClient("authorization_code not allowed") }
     // Exact string match: no prefix, case or normalisation games.
@@ -92,7 +95,7 @@ extension AuthService {
     let client = try await self.authenticateClient(id: request.clientID, secret: request.clientSecret, requireSecret: false)
     guard request.code.hasPrefix("ac_"), request.code.utf8.count < 200 else { throw OAuthError.invalidGrant("unknown code") }
     let hash = Secrets.digest(request.code)
-    enum Outcome: Sendable { case issued(Auth_V1_TokenResponse), refused(String), replayed(String?) }
+    enum Outcome: Sendable { case issued(IssuedRefresh), refused(String), replayed(String?) }
     let outcome = try await self.db.transaction { uow -> Outcome in
       let now = Self.nowMs()
       guard let code = try await self.tokens.find(codeHash: hash, in: uow), code.clientID == client.clientID else { return .refused("unknown code") }
@@ -107,10 +110,10 @@ extension AuthService {
       let family = "f-" + Secrets.id()
       guard try await self.tokens.consume(codeHash: hash, familyID: family, nowMs: now, in: uow) else { return .replayed(nil) }
       guard let user = try await self.users.find(id: code.userID, in: uow) else { return .refused("user no longer exists") }
-      return .issued(try await self.issueTokens(for: user, clientID: client.clientID, scope: code.scope, familyID: family, in: uow))
+      return .issued(try await self.storeRefreshToken(for: user, clientID: client.clientID, scope: code.scope, familyID: family, in: uow))
     }
     switch outcome {
-    case .issued(let response): return response
+    case .issued(let issued): return try await self.tokenResponse(issued)
     case .refused(let why): throw OAuthError.invalidGrant(why)
     case .replayed(let family):
       self.logger.warning("security: authorization code used twice; its tokens revoked", metadata: [

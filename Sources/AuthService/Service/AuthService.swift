@@ -117,11 +117,10 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
     }
     let result = try await self.hashing { try await self.hasher.verify(request.password, against: user.passwordHash) }
     guard result.matches else {
-      let failures = user.failedLogins + 1
-      let locked = failures >= self.config.maxFailedLogins
-      let until = locked ? now + self.config.lockout.components.seconds * 1000 : 0
-      try await self.db.transaction { uow in
-        try await self.users.recordLogin(id: user.id, failedLogins: locked ? 0 : failures, lockedUntilMs: until, in: uow)
+      // Counted in the database, atomically: parallel wrong guesses can't all see the same count.
+      let until = now + self.config.lockout.components.seconds * 1000
+      let locked = try await self.db.transaction { uow in
+        try await self.users.recordFailedLogin(id: user.id, maxFailures: self.config.maxFailedLogins, lockUntilMs: until, in: uow)
       }
       if locked { self.logger.warning("account locked after failed sign-ins", metadata: ["user_id": .string(user.id)]) }
       throw refused
@@ -131,12 +130,16 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
       let upgraded = try await self.hashing { try await self.hasher.hash(request.password) }
       try await self.db.transaction { uow in try await self.users.setPasswordHash(id: user.id, hash: upgraded, nowMs: now, in: uow) }
     }
-    return try await self.db.transaction { uow in
-      if user.failedLogins != 0 || user.lockedUntilMs != 0 {
+    let issued = try await self.db.transaction { uow in
+      // Locked meanwhile by parallel wrong guesses? Then this sign-in doesn't count either.
+      guard let current = try await self.users.find(id: user.id, in: uow), current.lockedUntilMs <= now else { return IssuedRefresh?.none }
+      if current.failedLogins != 0 || current.lockedUntilMs != 0 {
         try await self.users.recordLogin(id: user.id, failedLogins: 0, lockedUntilMs: 0, in: uow)
       }
-      return try await self.issueTokens(for: user, clientID: nil, scope: "", familyID: nil, in: uow)
+      return try await self.storeRefreshToken(for: current, clientID: nil, scope: "", familyID: nil, in: uow)
     }
+    guard let issued else { throw RPCError(code: .resourceExhausted, message: "too many failed sign-ins; try again later") }
+    return try await self.tokenResponse(issued)
   }
 
   public func refresh(request: Auth_V1_RefreshRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {

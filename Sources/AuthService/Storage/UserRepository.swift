@@ -23,6 +23,9 @@ public protocol UserRepository: Sendable {
   func setRoles(id: String, roles: Set<String>, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool
   func setPasswordHash(id: String, hash: String, nowMs: Int64, in uow: UnitOfWork) async throws
   func recordLogin(id: String, failedLogins: Int, lockedUntilMs: Int64, in uow: UnitOfWork) async throws
+  /// Counts one failed sign-in in a single statement; at `maxFailures` the account locks
+  /// until `lockUntilMs` and the count restarts. Returns whether this failure locked it.
+  func recordFailedLogin(id: String, maxFailures: Int, lockUntilMs: Int64, in uow: UnitOfWork) async throws -> Bool
 }
 
 /// The one implementation, on SQLKit; runs on SQLite and PostgreSQL alike.
@@ -74,6 +77,17 @@ public struct SQLUserRepository: UserRepository {
     try await uow.write("""
       UPDATE users SET failed_logins = \(bind: failedLogins), locked_until_ms = \(bind: lockedUntilMs) WHERE id = \(bind: id)
       """)
+  }
+
+  public func recordFailedLogin(id: String, maxFailures: Int, lockUntilMs: Int64, in uow: UnitOfWork) async throws -> Bool {
+    // Both SET expressions read the row's old values, on SQLite and PostgreSQL alike.
+    let rows = try await uow.sql.raw("""
+      UPDATE users SET
+        locked_until_ms = CASE WHEN failed_logins + 1 >= \(bind: maxFailures) THEN \(bind: lockUntilMs) ELSE locked_until_ms END,
+        failed_logins = CASE WHEN failed_logins + 1 >= \(bind: maxFailures) THEN 0 ELSE failed_logins + 1 END
+      WHERE id = \(bind: id) RETURNING locked_until_ms
+      """).all()
+    return try rows.first?.decode(column: "locked_until_ms", as: Int64.self) == lockUntilMs
   }
 
   static func encode(_ roles: Set<String>) -> String { roles.sorted().joined(separator: ",") }

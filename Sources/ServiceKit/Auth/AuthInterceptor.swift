@@ -16,7 +16,8 @@ public final class CachedAPIKeyChecker: APIKeyChecker {
   private let base: any APIKeyChecker
   private let ttl: Duration
   private let maxEntries: Int
-  private let cache = NIOLockedValueBox<[String: (Principal?, ContinuousClock.Instant)]>([:])
+  /// Keyed by the SHA-256 of the key (internal for tests).
+  let cache = NIOLockedValueBox<[String: (Principal?, ContinuousClock.Instant)]>([:])
 
   public init(_ base: any APIKeyChecker, ttl: Duration = .seconds(30), maxEntries: Int = 10_000) {
     self.base = base
@@ -73,11 +74,14 @@ public struct AuthInterceptor: ServerInterceptor {
     do {
       if let authorization {
         guard let token = Self.bearerToken(authorization) else { throw AuthFailure.malformed("authorization is not \"Bearer <token>\"") }
-        guard let verifier = self.verifier else { throw AuthFailure.keysUnavailable("no token verifier configured") }
+        // A host that verifies no tokens refuses them as a credential problem, not as an
+        // outage (UNAVAILABLE would be retried and trip the caller's circuit breakers).
+        guard let verifier = self.verifier else { throw AuthFailure.malformed("this service accepts no bearer tokens") }
         let claims = try await verifier.verify(token)
         let kind: Principal.Kind = claims.clientID != nil && claims.clientID == claims.sub ? .service : .user
         let scopes = Set((claims.scope ?? "").split(separator: " ").map(String.init))
-        return Principal(kind: kind, subject: claims.sub, roles: Set(claims.roles ?? []), scopes: scopes)
+        return Principal(kind: kind, subject: claims.sub, roles: Set(claims.roles ?? []), scopes: scopes,
+                         delegatedClient: kind == .user ? claims.clientID : nil)
       }
       if let apiKey {
         guard let checker = self.apiKeys else { throw AuthFailure.invalidAPIKey }

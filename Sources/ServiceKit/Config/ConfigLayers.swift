@@ -51,7 +51,7 @@ public struct ConfigLayers: Sendable {
       return
     }
     guard let data = FileManager.default.contents(atPath: path) else {
-      throw ConfigError(key: "config", origin: .flag, reason: "cannot read \(path)")
+      throw ConfigError(key: "config", origin: filePath != nil ? .flag : .environment, reason: "cannot read \(path)")
     }
     let object: Any
     do {
@@ -65,6 +65,9 @@ public struct ConfigLayers: Sendable {
     var flat: [String: String] = [:]
     for (key, value) in dict {
       let name = key.replacingOccurrences(of: "_", with: "-").lowercased()
+      guard flat[name] == nil else {
+        throw ConfigError(key: name, origin: .file(path), reason: "set twice (as \"\(key)\" and another spelling)")
+      }
       switch value {
       case let s as String: flat[name] = s
       case let n as NSNumber: flat[name] = n.stringValue

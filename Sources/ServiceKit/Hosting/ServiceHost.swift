@@ -5,6 +5,7 @@ import GRPCNIOTransportHTTP2
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import QuizwireProtos
 import ServiceLifecycle
 
 /// Where a host listens.
@@ -112,12 +113,17 @@ public final class ServiceHost: Service, Sendable {
         $0.http2.maxConcurrentStreams = config.framed.connection.settings.maxConcurrentStreams
       })
     var interceptors: [any ServerInterceptor] = []
+    // Probes must reach health without credentials, and Watch streams live long.
+    var policies = security.policies
+    policies.merge([Grpc_Health_V1_Health.Method.Check.descriptor: .public, Grpc_Health_V1_Health.Method.Watch.descriptor: .public])
+    var deadlines = config.methodDeadlines
+    deadlines[Grpc_Health_V1_Health.Method.Watch.descriptor] = deadlines[Grpc_Health_V1_Health.Method.Watch.descriptor] ?? .seconds(24 * 3600)
     if config.interceptors {
       interceptors = ServerInterceptorStack(
-        service: name, logger: self.logger, metrics: self.metrics, tracer: self.tracer, policies: security.policies,
+        service: name, logger: self.logger, metrics: self.metrics, tracer: self.tracer, policies: policies,
         verifier: security.verifier, apiKeys: security.apiKeys,
         rateLimiter: config.rateLimit.map { RateLimiter(defaultLimit: $0) },
-        deadlines: DeadlineInterceptor(fallback: config.defaultDeadline, defaults: config.methodDeadlines)
+        deadlines: DeadlineInterceptor(fallback: config.defaultDeadline, defaults: deadlines)
       ).interceptors
     }
     let all = services + [HealthService(store: self.health)]

@@ -12,13 +12,18 @@ public struct Principal: Sendable, Hashable, CustomStringConvertible {
   public var scopes: Set<String>
   /// A per-principal rate limit overriding the host default (API keys carry their own).
   public var rateLimit: RateLimit?
+  /// The OAuth client acting on this user's behalf (a delegated token): it acts within its
+  /// scopes and must not manage the user's account.
+  public var delegatedClient: String?
 
-  public init(kind: Kind, subject: String, roles: Set<String> = [], scopes: Set<String> = [], rateLimit: RateLimit? = nil) {
+  public init(kind: Kind, subject: String, roles: Set<String> = [], scopes: Set<String> = [], rateLimit: RateLimit? = nil,
+              delegatedClient: String? = nil) {
     self.kind = kind
     self.subject = subject
     self.roles = roles
     self.scopes = scopes
     self.rateLimit = rateLimit
+    self.delegatedClient = delegatedClient
   }
 
   public var description: String { "\(self.kind.rawValue):\(self.subject)" }

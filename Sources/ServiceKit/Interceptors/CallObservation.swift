@@ -62,6 +62,8 @@ enum CallObservation {
   /// The code GRPCCore will send for `error` (anything not an RPCError becomes UNKNOWN).
   static func code(of error: any Error) -> Status.Code {
     if let rpc = error as? RPCError { return Status.Code(rpc.code) }
+    // The transport cancels a handler when its call ended (deadline, reset): not a server fault.
+    if error is CancellationError { return .cancelled }
     if let convertible = error as? any RPCErrorConvertible { return Status.Code(convertible.rpcErrorCode) }
     return .unknown
   }

@@ -27,13 +27,14 @@ public struct DeadlineInterceptor: ServerInterceptor {
     let budget = requested ?? self.defaults[context.descriptor.fullyQualifiedMethod] ?? self.fallback
     let deadline = start + budget
     ServiceContext.current?.call?.deadline = deadline
-    // GRPCCore (or our transport) already enforces a caller's deadline; enforce the default.
-    guard requested == nil else { return try await next(request, context) }
     if let transport = context.transportSpecific as? any DeadlineEnforcing {
-      // The framed wire does it with one loop timer: no task per call.
-      transport.enforceDeadline(deadline)
+      // The framed wire enforces a caller's deadline itself, and the default with the same
+      // loop timer: no task per call.
+      if requested == nil { transport.enforceDeadline(deadline) }
       return try await next(request, context)
     }
+    // Elsewhere (HTTP/2) GRPCCore only flags the RPC cancelled at a caller's deadline, so
+    // every deadline is enforced here.
     // The task group in DeadlineRunner awaits its children, so `next` never outlives this call.
     let response = try await withoutActuallyEscaping(next) { next in
       try await DeadlineRunner.run(until: deadline) { try await next(request, context) }
@@ -64,7 +65,8 @@ enum DeadlineRunner {
 /// gRPC's `grpc-timeout` text: up to 8 digits and a unit (H, M, S, m, u, n).
 public enum GRPCTimeout {
   public static func parse(_ text: String) -> Duration? {
-    guard let unit = text.last, (2...9).contains(text.count), let value = Int64(text.dropLast()), value >= 0 else { return nil }
+    guard let unit = text.last, (2...9).contains(text.count), text.dropLast().allSatisfy(\.isASCII), text.dropLast().allSatisfy(\.isNumber),
+          let value = Int64(text.dropLast()) else { return nil }
     switch unit {
     case "H": return .seconds(value * 3600)
     case "M": return .seconds(value * 60)
@@ -78,7 +80,8 @@ public enum GRPCTimeout {
 
   /// The shortest exact-enough encoding (microseconds, or a coarser unit past 8 digits).
   public static func format(_ duration: Duration) -> String {
-    let us = max(0, duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000)
+    // At least 1 µs: "0u" would read as "no deadline" on the framed wire.
+    let us = max(1, duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000)
     if us < 100_000_000 { return "\(us)u" }
     let ms = us / 1000
     if ms < 100_000_000 { return "\(ms)m" }

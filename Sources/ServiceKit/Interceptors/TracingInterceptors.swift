@@ -63,9 +63,15 @@ public struct ClientPropagationInterceptor<T: Tracer>: ClientInterceptor {
       }
       if let deadline = call.deadline {
         let remaining = ContinuousClock.now.duration(to: deadline)
+        // The caller's budget is spent: don't start a downstream call it can't wait for.
+        guard remaining > .zero else {
+          span.setStatus(SpanStatus(code: .error, message: "DEADLINE_EXCEEDED"))
+          span.end()
+          throw RPCError(code: .deadlineExceeded, message: "deadline exceeded before the downstream call")
+        }
         let existing = request.metadata.first("grpc-timeout").flatMap(GRPCTimeout.parse)
         if existing.map({ remaining < $0 }) ?? true {
-          request.metadata.replaceOrAddString(GRPCTimeout.format(max(.zero, remaining)), forKey: "grpc-timeout")
+          request.metadata.replaceOrAddString(GRPCTimeout.format(remaining), forKey: "grpc-timeout")
         }
       }
     }
