@@ -3,6 +3,7 @@ import FramedTransport
 import FramedWire
 import Foundation
 import GRPCCore
+import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import QuizwireProtos
@@ -42,7 +43,9 @@ struct Call: AsyncParsableCommand {
       throw ValidationError("unknown method \(method); known: \(KnownMethods.names.joined(separator: ", "))")
     }
     guard MessageEncoding(rawValue: compression) != nil else { throw ValidationError("--compression must be identity, gzip or deflate") }
-    if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
+    if let timeout, !(timeout.isFinite && timeout >= 0.001 && timeout <= 1_000_000) {
+      throw ValidationError("--timeout takes seconds between 0.001 and 1000000")
+    }
     for m in metadata {
       let parts = m.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
       guard parts.count == 2 else { throw ValidationError("--metadata takes key=value, got \(m)") }
@@ -82,7 +85,7 @@ struct Call: AsyncParsableCommand {
     } else {
       guard let grpc, let target = FramedTarget(grpc) else { throw ValidationError("--grpc takes host:port") }
       let transport = try HTTP2ClientTransport.Posix(
-        target: .ipv4(address: target.host, port: target.port), transportSecurity: .plaintext,
+        target: target.resolvableTarget, transportSecurity: .plaintext,
         config: .defaults { $0.compression.enabledAlgorithms = .all })
       try await withGRPCClient(transport: transport) { try await KnownMethods.call(method, json: request, client: $0, metadata: md, options: options) }
     }
@@ -178,3 +181,15 @@ enum KnownMethods {
   }
 }
 typealias SwiftProtobufMessage = SwiftProtobuf.Message
+
+extension FramedTarget {
+  /// The HTTP/2 transport's target: an IPv4 literal as is, anything else through DNS (an
+  /// `.ipv4` target given a name fails late and unhelpfully).
+  var resolvableTarget: any ResolvableTarget {
+    let octets = self.host.split(separator: ".", omittingEmptySubsequences: false)
+    if octets.count == 4, octets.allSatisfy({ UInt8($0) != nil }) {
+      return ResolvableTargets.IPv4(addresses: [SocketAddress.IPv4(host: self.host, port: self.port)])
+    }
+    return ResolvableTargets.DNS(host: self.host, port: self.port)
+  }
+}

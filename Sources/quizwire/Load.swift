@@ -33,7 +33,9 @@ struct Load: AsyncParsableCommand {
     guard (1...100_000).contains(concurrency), (0...(64 << 20)).contains(payloadSize), (1...10_000_000).contains(messagesPerStream) else {
       throw ValidationError("--concurrency must be 1...100000, --payload-size 0...67108864, --messages-per-stream 1...10000000")
     }
-    if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
+    if let rate, !(rate.isFinite && rate >= 0.001 && rate <= 10_000_000) {
+      throw ValidationError("--rate takes calls per second between 0.001 and 10000000")
+    }
     if let requests, requests < 1 { throw ValidationError("--requests must be ≥ 1") }
     _ = try Self.parseDuration(duration)
   }
@@ -41,9 +43,12 @@ struct Load: AsyncParsableCommand {
   static func parseDuration(_ text: String) throws -> Duration {
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
     for (suffix, scale) in units where text.hasSuffix(suffix) {
-      if let v = Double(text.dropLast(suffix.count)), v > 0 { return .milliseconds(Int64(v * scale * 1000)) }
+      // At least 1 ms and at most a week: anything else is a typo, not a run.
+      if let v = Double(text.dropLast(suffix.count)), v.isFinite, v * scale >= 0.001, v * scale <= 7 * 86_400 {
+        return .milliseconds(Int64(v * scale * 1000))
+      }
     }
-    throw ValidationError("--duration takes a number with ms, s, m or h, e.g. 30s; got \(text)")
+    throw ValidationError("--duration takes a number with ms, s, m or h between 1ms and 7 days, e.g. 30s; got \(text)")
   }
 
   func run() async throws {
@@ -68,7 +73,7 @@ struct Load: AsyncParsableCommand {
       report = try await withGRPCClient(transport: transport) { await LoadGenerator(options: options).run(client: $0, transportName: "framed", progress: progress) }
     } else {
       guard let grpc, let target = FramedTarget(grpc) else { throw ValidationError("--grpc takes host:port") }
-      let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: target.host, port: target.port), transportSecurity: .plaintext)
+      let transport = try HTTP2ClientTransport.Posix(target: target.resolvableTarget, transportSecurity: .plaintext)
       report = try await withGRPCClient(transport: transport) { await LoadGenerator(options: options).run(client: $0, transportName: "h2", progress: progress) }
     }
     if ticker != nil { FileHandle.standardError.write("\n".data(using: .utf8)!) }

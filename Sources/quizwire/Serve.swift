@@ -115,14 +115,14 @@ struct Up: AsyncParsableCommand {
       """)
 
   @OptionGroup var auth: AuthOptions
-  @Option(help: "Log level (default info).")
-  var logLevel = "info"
+  @Option(help: "Log level (default info; also QUIZWIRE_LOG_LEVEL).")
+  var logLevel: String?
 
   func run() async throws {
     // Fixed ports, given as flags so a QUIZWIRE_FRAMED_PORT meant for one `serve` can't make
     // both services claim the same port.
     func ports(_ p: (Int, Int, Int)) throws -> HostOptions {
-      try HostOptions.parse(["--log-level", logLevel, "--framed-port", "\(p.0)", "--grpc-port", "\(p.1)", "--admin-port", "\(p.2)"])
+      try HostOptions.parse((logLevel.map { ["--log-level", $0] } ?? []) + ["--framed-port", "\(p.0)", "--grpc-port", "\(p.1)", "--admin-port", "\(p.2)"])
     }
     let bench = try makeBenchHost(try ports((7400, 7401, 7402)))
     var (authConfig, level, layers) = try ports((7410, 7411, 7412)).resolve()

@@ -29,6 +29,7 @@ final class CLITests: XCTestCase {
   final class Server: @unchecked Sendable {
     // @unchecked: `lines` is only touched under `lock`; the process handle is immutable.
     let process = Process()
+    private let pipe = Pipe()
     private let lock = NSLock()
     private var lines: [String] = []
     private var partial = Data()
@@ -37,21 +38,24 @@ final class CLITests: XCTestCase {
       self.process.executableURL = URL(fileURLWithPath: executable)
       self.process.arguments = arguments
       self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-      let out = Pipe()
-      self.process.standardOutput = out
+      self.process.standardOutput = self.pipe
       self.process.standardError = FileHandle.nullDevice
-      out.fileHandleForReading.readabilityHandler = { [weak self] handle in
+      self.pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
         let data = handle.availableData
         guard let self, !data.isEmpty else { return }
-        self.lock.lock()
-        self.partial += data
-        while let newline = self.partial.firstIndex(of: UInt8(ascii: "\n")) {
-          self.lines.append(String(decoding: self.partial[..<newline], as: UTF8.self))
-          self.partial = Data(self.partial[(newline + 1)...])
-        }
-        self.lock.unlock()
+        self.append(data)
       }
       try self.process.run()
+    }
+
+    private func append(_ data: Data) {
+      self.lock.lock()
+      self.partial += data
+      while let newline = self.partial.firstIndex(of: UInt8(ascii: "\n")) {
+        self.lines.append(String(decoding: self.partial[..<newline], as: UTF8.self))
+        self.partial = Data(self.partial[(newline + 1)...])
+      }
+      self.lock.unlock()
     }
 
     var output: [String] {
@@ -77,7 +81,11 @@ final class CLITests: XCTestCase {
     func waitForExit(timeout: TimeInterval) -> Int32? {
       let end = Date().addingTimeInterval(timeout)
       while self.process.isRunning && Date() < end { Thread.sleep(forTimeInterval: 0.05) }
-      return self.process.isRunning ? nil : self.process.terminationStatus
+      guard !self.process.isRunning else { return nil }
+      // Take what the handler hasn't delivered yet (the last lines are written just before exit).
+      self.pipe.fileHandleForReading.readabilityHandler = nil
+      self.append(self.pipe.fileHandleForReading.readDataToEndOfFile())
+      return self.process.terminationStatus
     }
 
     func stop() {

@@ -31,9 +31,10 @@ final class ConnectionPool: Sendable {
 
   var isShutDown: Bool { self.state.withLockedValue { $0.shutDown } }
 
-  func update(_ index: Int, _ body: (inout Slot) -> Void) {
+  /// Changes a slot (or, with `nil`, nothing) and wakes every waiter to look again.
+  func update(_ index: Int?, _ body: (inout Slot) -> Void = { _ in }) {
     let waiters = self.state.withLockedValue { s -> [CheckedContinuation<Void, any Error>] in
-      body(&s.slots[index])
+      if let index { body(&s.slots[index]) }
       s.generation += 1
       defer { s.waiters = [] }
       return s.waiters
@@ -60,6 +61,8 @@ final class ConnectionPool: Sendable {
   /// A ready connection and its replica's index.
   func pick(waitForReady: Bool) async throws -> (ClientConnection, Int) {
     while true {
+      // A call cancelled (its deadline passed) while waiting for a replica stops waiting.
+      try Task.checkCancellation()
       enum Step { case use(ClientConnection, Int), fail(RPCError), wait(Int) }
       let step: Step = self.state.withLockedValue { s in
         if s.shutDown { return .fail(RPCError(code: .unavailable, message: "client transport is shutting down")) }
@@ -94,13 +97,18 @@ final class ConnectionPool: Sendable {
       case .use(let c, let index): return (c, index)
       case .fail(let e): throw e
       case .wait(let seen):
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-          let changed = self.state.withLockedValue { s -> Bool in
-            guard s.generation == seen else { return true }
-            s.waiters.append(c)
-            return false
+        try await withTaskCancellationHandler {
+          try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let changed = self.state.withLockedValue { s -> Bool in
+              guard s.generation == seen, !Task.isCancelled else { return true }
+              s.waiters.append(c)
+              return false
+            }
+            if changed { c.resume() }
           }
-          if changed { c.resume() }
+        } onCancel: {
+          // Wake everyone: each waiter loops, and the cancelled one throws at the top.
+          self.update(nil)
         }
       }
     }

@@ -30,7 +30,7 @@ final class FrameReader: ChannelInboundHandler {
     do {
       while let item = try self.decoder.decode(&incoming) {
         context.fireChannelRead(Self.wrapInboundOut(item))
-        // The connection may have closed while handling that frame.
+        // The handler may have been removed while that frame was handled.
         if self.failed { return }
       }
     } catch {

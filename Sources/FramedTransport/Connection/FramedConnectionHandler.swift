@@ -117,7 +117,9 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   /// Fails every call and stops timers; idempotent.
   func tearDown(reason: String) {
     for command in self.commands.close() {
-      command.stream.fail(RPCError(code: .unavailable, message: "\(reason) before the call was sent"))
+      // Only calls whose HEADERS never went out are unknown to the stream maps below.
+      guard case .open(let stream, _, _) = command else { continue }
+      stream.fail(RPCError(code: .unavailable, message: "\(reason) before the call was sent"))
     }
     self.keepaliveTask?.cancel()
     self.handshakeTimer?.cancel()

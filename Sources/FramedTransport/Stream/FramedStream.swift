@@ -194,6 +194,8 @@ final class FramedStream<Inbound: Sendable>: Sendable {
           }
           if let error = s.error { return .failure(error) }
           if s.finished { return .success(nil) }
+          // Cancelled before we got here: `onCancel` already ran and found no reader.
+          if Task.isCancelled { return .failure(CancellationError()) }
           s.reader = c
           return nil
         }
@@ -247,6 +249,7 @@ final class FramedStream<Inbound: Sendable>: Sendable {
         let immediate: Result<Void, any Error>? = self.state.withLockedValue { s in
           if let error = s.error { return .failure(error) }
           if s.queuedBytes < self.writeLimit { return .success(()) }
+          if Task.isCancelled { return .failure(CancellationError()) }  // see next()
           s.writer = c
           return nil
         }
