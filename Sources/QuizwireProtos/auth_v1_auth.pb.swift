@@ -409,6 +409,10 @@ public nonisolated struct Auth_V1_RegisterClientRequest: Sendable {
   /// confidential clients get a secret
   public var confidential: Bool = false
 
+  /// One of the suite's own services (quiz, scoring, gateway): its client-credentials tokens
+  /// are service principals, the only ones `servicesOnly` methods admit. Admins (or `up`) only.
+  public var internalService: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1421,7 +1425,7 @@ nonisolated extension Auth_V1_CheckAPIKeyResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Auth_V1_RegisterClientRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterClientRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}redirect_uris\0\u{3}grant_types\0\u{1}scopes\0\u{1}confidential\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}redirect_uris\0\u{3}grant_types\0\u{1}scopes\0\u{1}confidential\0\u{3}internal_service\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1434,6 +1438,7 @@ nonisolated extension Auth_V1_RegisterClientRequest: SwiftProtobuf.Message, Swif
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.grantTypes) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.scopes) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.confidential) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.internalService) }()
       default: break
       }
     }
@@ -1455,6 +1460,9 @@ nonisolated extension Auth_V1_RegisterClientRequest: SwiftProtobuf.Message, Swif
     if self.confidential != false {
       try visitor.visitSingularBoolField(value: self.confidential, fieldNumber: 5)
     }
+    if self.internalService != false {
+      try visitor.visitSingularBoolField(value: self.internalService, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1464,6 +1472,7 @@ nonisolated extension Auth_V1_RegisterClientRequest: SwiftProtobuf.Message, Swif
     if lhs.grantTypes != rhs.grantTypes {return false}
     if lhs.scopes != rhs.scopes {return false}
     if lhs.confidential != rhs.confidential {return false}
+    if lhs.internalService != rhs.internalService {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,5 +1,6 @@
 @preconcurrency import AsyncKit
 import Foundation
+import GRPCCore
 import Logging
 import NIOCore
 import NIOPosix
@@ -35,11 +36,32 @@ public enum StorageError: Error, Sendable, Hashable, CustomStringConvertible {
   /// A unique constraint refused the write (duplicate email, token hash…).
   case uniqueViolation
   case cannotOpen(String)
+  /// The database can't be reached right now (connection refused or lost, pool timeout).
+  case unavailable(String)
 
   public var description: String {
     switch self {
     case .uniqueViolation: "unique constraint violated"
     case .cannotOpen(let why): "cannot open database: \(why)"
+    case .unavailable(let why): "database unavailable: \(why)"
+    }
+  }
+}
+
+/// Handlers just throw storage errors; callers get a status, never driver details.
+extension StorageError: RPCErrorConvertible {
+  public var rpcErrorCode: RPCError.Code {
+    switch self {
+    case .uniqueViolation: .alreadyExists
+    // Both are retryable from the caller's side: another replica may be fine.
+    case .cannotOpen, .unavailable: .unavailable
+    }
+  }
+
+  public var rpcErrorMessage: String {
+    switch self {
+    case .uniqueViolation: "already exists"
+    case .cannotOpen, .unavailable: "database unavailable"
     }
   }
 }
@@ -131,13 +153,22 @@ public final class Database: Sendable {
   private func withConnection<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
     switch self.pool {
     case .sqlite(let box):
-      let connection = try await box.pool.requestConnection(logger: self.logger).get()
+      let connection = try await Self.acquire { try await box.pool.requestConnection(logger: self.logger).get() }
       defer { box.pool.releaseConnection(connection, logger: self.logger) }
       return try await body(connection.sql())
     case .postgres(let box):
-      let connection = try await box.pool.requestConnection(logger: self.logger).get()
+      let connection = try await Self.acquire { try await box.pool.requestConnection(logger: self.logger).get() }
       defer { box.pool.releaseConnection(connection, logger: self.logger) }
       return try await body(connection.sql())
+    }
+  }
+
+  /// A connection, or `StorageError.unavailable` when the database can't be reached.
+  private static func acquire<C>(_ request: () async throws -> C) async throws -> C {
+    do {
+      return try await request()
+    } catch {
+      throw Self.mapError(error)
     }
   }
 
@@ -148,6 +179,12 @@ public final class Database: Sendable {
     }
     if let e = error as? PSQLError, e.code == .server, e.serverInfo?[.sqlState] == "23505" {
       return StorageError.uniqueViolation
+    }
+    if let e = error as? PSQLError, [.connectionError, .serverClosedConnection, .clientClosedConnection, .poolClosed].contains(e.code) {
+      return StorageError.unavailable("\(e.code)")
+    }
+    if error is ConnectionPoolTimeoutError || error is ConnectionPoolError {
+      return StorageError.unavailable("\(error)")
     }
     return error
   }

@@ -18,7 +18,7 @@ struct Call: AsyncParsableCommand {
         quizwire call --framed 127.0.0.1:7410 auth.v1.AuthService/Login '{"email":"a@example.com","password":"correct horse battery"}'
         quizwire call --framed 127.0.0.1:7410 --metadata "authorization=Bearer <token>" auth.v1.AuthService/GetMe
       Client- and bidi-streaming methods take a JSON array of requests.
-      Known methods: \(KnownMethods.names.joined(separator: ", "))
+      Methods (from the generated catalogue): \(MethodCatalogue.methods.map(\.fullName).joined(separator: ", "))
       Exit status: 0 on OK, otherwise the gRPC status code.
       """)
 
@@ -39,8 +39,8 @@ struct Call: AsyncParsableCommand {
 
   func validate() throws {
     guard (framed == nil) != (grpc == nil) else { throw ValidationError("give exactly one of --framed or --grpc") }
-    guard KnownMethods.names.contains(method) else {
-      throw ValidationError("unknown method \(method); known: \(KnownMethods.names.joined(separator: ", "))")
+    guard MethodCatalogue.method(named: method) != nil else {
+      throw ValidationError("unknown method \(method); known: \(MethodCatalogue.methods.map(\.fullName).joined(separator: ", "))")
     }
     guard MessageEncoding(rawValue: compression) != nil else { throw ValidationError("--compression must be identity, gzip or deflate") }
     if let timeout, !(timeout.isFinite && timeout >= 0.001 && timeout <= 1_000_000) {
@@ -74,6 +74,7 @@ struct Call: AsyncParsableCommand {
       let parts = m.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
       md.addString(String(parts[1]), forKey: String(parts[0]).lowercased())
     }
+    guard let entry = MethodCatalogue.method(named: method) else { throw ValidationError("unknown method \(method)") }
     var outcome: Result<Void, any Error> = .success(())
     do {
     if let framed {
@@ -81,13 +82,13 @@ struct Call: AsyncParsableCommand {
       var config = FramedClientTransport.Config(targets: [target])
       config.compression = MessageEncoding(rawValue: compression) ?? .identity
       let transport = try FramedClientTransport(config: config)
-      try await withGRPCClient(transport: transport) { try await KnownMethods.call(method, json: request, client: $0, metadata: md, options: options) }
+      try await withGRPCClient(transport: transport) { try await CatalogueCall.call(entry, json: request, client: $0, metadata: md, options: options) }
     } else {
       guard let grpc, let target = FramedTarget(grpc) else { throw ValidationError("--grpc takes host:port") }
       let transport = try HTTP2ClientTransport.Posix(
         target: target.resolvableTarget, transportSecurity: .plaintext,
         config: .defaults { $0.compression.enabledAlgorithms = .all })
-      try await withGRPCClient(transport: transport) { try await KnownMethods.call(method, json: request, client: $0, metadata: md, options: options) }
+      try await withGRPCClient(transport: transport) { try await CatalogueCall.call(entry, json: request, client: $0, metadata: md, options: options) }
     }
     } catch {
       outcome = .failure(error)
@@ -102,31 +103,19 @@ struct Call: AsyncParsableCommand {
   }
 }
 
-/// The methods `quizwire call` knows, with their message types.
-enum KnownMethods {
-  static let names = [
-    "bench.v1.EchoService/Unary", "bench.v1.EchoService/ServerStream", "bench.v1.EchoService/ClientStream",
-    "bench.v1.EchoService/Bidi", "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch",
-  ] + AuthMethods.names
+/// One call of any catalogue method with JSON in and out.
+enum CatalogueCall {
+  static func call<T: ClientTransport>(_ entry: CatalogueMethod, json: String, client: GRPCClient<T>, metadata: Metadata, options: CallOptions) async throws {
+    try await self.call(entry.request, entry.response, entry, json, client, metadata, options)
+  }
 
-  static func call<T: ClientTransport>(_ method: String, json: String, client: GRPCClient<T>, metadata: Metadata, options: CallOptions) async throws {
-    typealias Req = Bench_V1_EchoRequest
-    typealias Res = Bench_V1_EchoResponse
-    switch method {
-    case "bench.v1.EchoService/Unary":
-      try await unary(Req.self, Res.self, Bench_V1_EchoService.Method.Unary.descriptor, json, client, metadata, options)
-    case "bench.v1.EchoService/ServerStream":
-      try await serverStreaming(Req.self, Res.self, Bench_V1_EchoService.Method.ServerStream.descriptor, json, client, metadata, options)
-    case "bench.v1.EchoService/ClientStream":
-      try await streaming(Req.self, Res.self, Bench_V1_EchoService.Method.ClientStream.descriptor, json, client, metadata, options)
-    case "bench.v1.EchoService/Bidi":
-      try await streaming(Req.self, Res.self, Bench_V1_EchoService.Method.Bidi.descriptor, json, client, metadata, options)
-    case "grpc.health.v1.Health/Check":
-      try await unary(Grpc_Health_V1_HealthCheckRequest.self, Grpc_Health_V1_HealthCheckResponse.self, Grpc_Health_V1_Health.Method.Check.descriptor, json, client, metadata, options)
-    case "grpc.health.v1.Health/Watch":
-      try await serverStreaming(Grpc_Health_V1_HealthCheckRequest.self, Grpc_Health_V1_HealthCheckResponse.self, Grpc_Health_V1_Health.Method.Watch.descriptor, json, client, metadata, options)
-    default:
-      try await AuthMethods.call(method, json: json, client: client, metadata: metadata, options: options)
+  private static func call<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message, T: ClientTransport>(
+    _: In.Type, _: Out.Type, _ entry: CatalogueMethod, _ json: String, _ client: GRPCClient<T>, _ md: Metadata, _ options: CallOptions
+  ) async throws {
+    switch entry.kind {
+    case .unary: try await unary(In.self, Out.self, entry.descriptor, json, client, md, options)
+    case .serverStreaming: try await serverStreaming(In.self, Out.self, entry.descriptor, json, client, md, options)
+    case .clientStreaming, .bidiStreaming: try await streaming(In.self, Out.self, entry.descriptor, json, client, md, options)
     }
   }
 
@@ -180,7 +169,6 @@ enum KnownMethods {
     }
   }
 }
-typealias SwiftProtobufMessage = SwiftProtobuf.Message
 
 extension FramedTarget {
   /// The HTTP/2 transport's target: an IPv4 literal as is, anything else through DNS (an

@@ -3,6 +3,7 @@ import Foundation
 import FramedTransport
 import GRPCCore
 import QuizwireProtos
+import ServiceContextModule
 import ServiceKit
 import Storage
 import TestSupport
@@ -103,5 +104,31 @@ func rpcError(_ body: () async throws -> Void) async -> RPCError? {
     return error
   } catch {
     return RPCError(code: .unknown, message: "\(error)")
+  }
+}
+
+/// Runs `body` the way a handler runs inside a call from `principal`: the interceptors'
+/// `CallInfo` in the task's context (handlers called directly, without the wire).
+func asCaller<T>(_ principal: Principal, requestID: String, _ body: () async throws -> T) async throws -> T {
+  let call = CallInfo(requestID: requestID, method: MethodDescriptor(fullyQualifiedService: "auth.v1.AuthService", method: "InProcess"),
+                      peer: "in-process")
+  call.principal = principal
+  var context = ServiceContext.current ?? .topLevel
+  context.call = call
+  return try await ServiceContext.withValue(context) { try await body() }
+}
+
+/// A server context for calling a handler directly.
+func inProcessContext(_ method: MethodDescriptor) -> ServerContext {
+  ServerContext(descriptor: method, remotePeer: "in-process", localPeer: "in-process", cancellation: .init())
+}
+
+extension AuthService {
+  /// The same service on the same database, with its audit events going to `audit` (tests
+  /// read them back) and its time from `now`.
+  func with(audit: AuditLog? = nil, now: WallClock? = nil) -> AuthService {
+    AuthService(config: self.config, db: self.db, hasher: self.hasher, keyRing: self.keyRing, logger: self.logger,
+                audit: audit ?? self.audit, now: now ?? self.now, users: self.users, tokens: self.tokens, keys: self.keys,
+                clients: self.clients)
   }
 }

@@ -176,7 +176,7 @@ final class AuthFlowTests: XCTestCase {
     return header["kid"]!
   }
 
-  static func b64(_ data: Data) -> String { Secrets.base64url(data) }
+  static func b64(_ data: Data) -> String { data.base64urlEncoded() }
 
   static func unb64(_ text: String) -> Data {
     var s = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")

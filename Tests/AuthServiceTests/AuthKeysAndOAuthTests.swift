@@ -34,7 +34,7 @@ final class AuthKeysAndOAuthTests: XCTestCase {
     XCTAssertEqual(rotated.apiKey.scopes, ["quiz:read"])
     // Revoke the new one; a wrong secret with a real id fails too.
     _ = try await fx.auth.revokeAPIKey(.with { $0.id = rotated.apiKey.id }, metadata: AuthFixture.bearer(token))
-    let forged = "qw_" + rotated.apiKey.id + "_" + Secrets.random()
+    let forged = "qw_" + rotated.apiKey.id + "_" + RandomTokens.random()
     for key in [forged, "qw_nope", "' OR 1=1 --"] {
       let code = await statusCode { _ = try await self.fx.auth.getMe(.init(), metadata: ["x-api-key": .string(key)]) }
       XCTAssertEqual(code, .unauthenticated, key)
@@ -66,11 +66,11 @@ final class AuthKeysAndOAuthTests: XCTestCase {
     XCTAssertEqual(huge, .invalidArgument, "an absurd ttl is refused, not an overflow")
   }
 
-  /// A confidential client with client_credentials; returns its token.
+  /// An internal (service) client with client_credentials; returns its token.
   func serviceToken(scopes: [String] = ["quiz:read"]) async throws -> String {
     let admin = try await fx.adminToken()
     let client = try await fx.auth.registerClient(.with {
-      $0.name = "scoring"; $0.grantTypes = ["client_credentials"]; $0.scopes = scopes; $0.confidential = true
+      $0.name = "scoring"; $0.grantTypes = ["client_credentials"]; $0.scopes = scopes; $0.confidential = true; $0.internalService = true
     }, metadata: AuthFixture.bearer(admin))
     return try await fx.auth.clientCredentials(.with { $0.clientID = client.clientID; $0.clientSecret = client.clientSecret }).accessToken
   }
@@ -79,6 +79,7 @@ final class AuthKeysAndOAuthTests: XCTestCase {
     let admin = try await fx.adminToken()
     let client = try await fx.auth.registerClient(.with {
       $0.name = "scoring"; $0.grantTypes = ["client_credentials"]; $0.scopes = ["quiz:read", "quiz:write"]; $0.confidential = true
+      $0.internalService = true
     }, metadata: AuthFixture.bearer(admin))
     XCTAssertTrue(client.clientSecret.hasPrefix("cs_"))
     let token = try await fx.auth.clientCredentials(.with { $0.clientID = client.clientID; $0.clientSecret = client.clientSecret; $0.scope = "quiz:read" })
@@ -121,7 +122,7 @@ final class AuthKeysAndOAuthTests: XCTestCase {
     XCTAssertTrue(client.clientSecret.isEmpty, "public client: PKCE only")
     try await fx.register("nia@example.com")
     let user = try await fx.login("nia@example.com").accessToken
-    let verifier = Secrets.random(bytes: 48)
+    let verifier = RandomTokens.random(bytes: 48)
     let challenge = PKCE.challenge(for: verifier)
     func authorize(_ uri: String = redirect, method: String = "S256", challenge c: String = challenge) async throws -> String {
       try await fx.auth.authorize(.with {
@@ -143,7 +144,7 @@ final class AuthKeysAndOAuthTests: XCTestCase {
     XCTAssertEqual(_v5, "invalid_request")
     let code = try await authorize()
     // Wrong verifier, wrong redirect: refused.
-    let _v6 = await reason { _ = try await exchange(code, verifier: Secrets.random(bytes: 48)) }
+    let _v6 = await reason { _ = try await exchange(code, verifier: RandomTokens.random(bytes: 48)) }
     XCTAssertEqual(_v6, "invalid_grant")
     let _v7 = await reason { _ = try await exchange(code, uri: redirect + "x") }
     XCTAssertEqual(_v7, "invalid_grant")
@@ -197,12 +198,58 @@ final class AuthKeysAndOAuthTests: XCTestCase {
     XCTAssertEqual(_v20, .notFound)
     let _v21 = await statusCode { _ = try await self.fx.auth.rotateAPIKey(.with { $0.id = sql }, metadata: AuthFixture.bearer(user)) }
     XCTAssertEqual(_v21, .notFound)
-    let _v22 = await statusCode { _ = try await self.fx.auth.authorize(.with { $0.clientID = sql; $0.redirectUri = sql; $0.codeChallenge = PKCE.challenge(for: Secrets.random(bytes: 40)); $0.codeChallengeMethod = "S256" }, metadata: AuthFixture.bearer(user)) }
+    let _v22 = await statusCode { _ = try await self.fx.auth.authorize(.with { $0.clientID = sql; $0.redirectUri = sql; $0.codeChallenge = PKCE.challenge(for: RandomTokens.random(bytes: 40)); $0.codeChallengeMethod = "S256" }, metadata: AuthFixture.bearer(user)) }
     XCTAssertEqual(_v22, .invalidArgument, "unknown client_id: invalid_request")
     let _v23 = await statusCode { _ = try await self.fx.auth.registerClient(.with { $0.name = sql; $0.grantTypes = [sql]; $0.redirectUris = [sql]; $0.scopes = [sql] }, metadata: AuthFixture.bearer(admin)) }
     XCTAssertEqual(_v23, .invalidArgument)
     // Everything still there and working.
     let everyone = try await fx.auth.listUsers(.init(), metadata: AuthFixture.bearer(admin))
     XCTAssertEqual(everyone.users.count, 2)
+  }
+
+  /// Only internal clients are services: a registered third-party client's token is a plain
+  /// client principal, refused by service-only methods.
+  func testOnlyInternalClientsCallServiceOnlyMethods() async throws {
+    let admin = try await fx.adminToken()
+    func token(internalService: Bool) async throws -> String {
+      let client = try await fx.auth.registerClient(.with {
+        $0.name = internalService ? "quiz" : "partner"; $0.grantTypes = ["client_credentials"]; $0.confidential = true
+        $0.internalService = internalService
+      }, metadata: AuthFixture.bearer(admin))
+      return try await fx.auth.clientCredentials(.with { $0.clientID = client.clientID; $0.clientSecret = client.clientSecret }).accessToken
+    }
+    let thirdParty = try await token(internalService: false)
+    let service = try await token(internalService: true)
+    for bearer in [thirdParty, service] {
+      let introspect = await statusCode { _ = try await self.fx.auth.introspectToken(.with { $0.token = "x" }, metadata: AuthFixture.bearer(bearer)) }
+      let checkKey = await statusCode { _ = try await self.fx.auth.checkAPIKey(.with { $0.key = "qw_x" }, metadata: AuthFixture.bearer(bearer)) }
+      let revoke = await statusCode { _ = try await self.fx.auth.revokeToken(.with { $0.token = "rt_x" }, metadata: AuthFixture.bearer(bearer)) }
+      let expected: RPCError.Code? = bearer == service ? nil : .permissionDenied
+      XCTAssertEqual([introspect, checkKey, revoke], [expected, expected, expected], bearer == service ? "internal" : "third party")
+    }
+    // The mark is in the token: internal tokens say so (and carry the service role), others don't.
+    let claims = { (token: String) throws -> [String: Any] in
+      try JSONSerialization.jsonObject(with: AuthFlowTests.unb64(String(token.split(separator: ".")[1]))) as? [String: Any] ?? [:]
+    }
+    XCTAssertEqual(try claims(service)["internal"] as? Bool, true)
+    XCTAssertEqual(try claims(service)["roles"] as? [String], ["service"])
+    XCTAssertNil(try claims(thirdParty)["internal"])
+    XCTAssertEqual(try claims(thirdParty)["roles"] as? [String], [])
+    // A client has no account of its own.
+    let me = await statusCode { _ = try await self.fx.auth.getMe(.init(), metadata: AuthFixture.bearer(thirdParty)) }
+    XCTAssertEqual(me, .notFound)
+    // Internal clients are admin-made and client_credentials only.
+    try await fx.register("eve@example.com")
+    let eve = try await fx.login("eve@example.com").accessToken
+    let byUser = await statusCode { _ = try await self.fx.auth.registerClient(.with {
+      $0.name = "x"; $0.grantTypes = ["client_credentials"]; $0.confidential = true; $0.internalService = true
+    }, metadata: AuthFixture.bearer(eve)) }
+    XCTAssertEqual(byUser, .permissionDenied)
+    let withCode = await rpcError { _ = try await self.fx.auth.registerClient(.with {
+      $0.name = "x"; $0.grantTypes = ["client_credentials", "authorization_code"]; $0.redirectUris = ["https://x.example/cb"]
+      $0.confidential = true; $0.internalService = true
+    }, metadata: AuthFixture.bearer(admin)) }
+    XCTAssertEqual(withCode?.code, .invalidArgument)
+    XCTAssertEqual(try withCode?.unpackGoogleRPCStatus()?.details.first?.badRequest?.violations.map(\.field), ["internal_service"])
   }
 }

@@ -96,6 +96,25 @@ final class AuthRepositoryTests: XCTestCase {
       XCTAssertEqual(client?.redirectURIs, ["https://app/cb"])
       XCTAssertEqual(client?.grantTypes, ["authorization_code"])
       XCTAssertNil(client?.secretHash)
+      XCTAssertEqual(client?.isInternal, false, "migration 2's default")
+
+      // Internal clients: stored, read back and updated in place (the flag round-trips as a
+      // boolean on PostgreSQL and an integer on SQLite).
+      var service = OAuthClientRecord(clientID: "quiz", secretHash: "h1", name: "quiz", redirectURIs: [], grantTypes: ["client_credentials"],
+                                      scopes: [], createdAtMs: 5, isInternal: true)
+      try await db.transaction { uow in try await clients.insert(service, in: uow) }
+      let _v11 = try await db.read { uow in try await clients.find(clientID: "quiz", in: uow) }
+      XCTAssertEqual(_v11, service)
+      service.secretHash = "h2"
+      service.isInternal = false
+      let _v12 = try await db.transaction { [service] uow in try await clients.update(service, in: uow) }
+      XCTAssertTrue(_v12)
+      let _v13 = try await db.read { uow in try await clients.find(clientID: "quiz", in: uow) }
+      XCTAssertEqual(_v13, service)
+      var missing = service
+      missing.clientID = "nobody"
+      let _v14 = try await db.transaction { [missing] uow in try await clients.update(missing, in: uow) }
+      XCTAssertFalse(_v14)
     }
   }
 

@@ -50,14 +50,28 @@ final class PasswordTests: XCTestCase {
   }
 
   func testPolicyAndEmailRules() {
-    XCTAssertEqual(CredentialRules.normalizeEmail("  Ann@Example.ORG "), "ann@example.org")
+    XCTAssertEqual(EmailAddress.normalize("  Ann@Example.ORG "), "ann@example.org")
     for bad in ["no-at", "a@b", "@example.com", "a@@example.com", "a b@example.com", "' OR '1'='1", "a@example.com.", "ä@example.com"] {
-      XCTAssertNil(CredentialRules.normalizeEmail(bad), bad)
+      XCTAssertNil(EmailAddress.normalize(bad), bad)
     }
-    XCTAssertEqual(CredentialRules.passwordViolations("short", email: nil), ["must be at least 10 characters"])
-    XCTAssertEqual(CredentialRules.passwordViolations("password123", email: nil), ["is too common"])
-    XCTAssertEqual(CredentialRules.passwordViolations("ann@example.org", email: "ann@example.org"), ["must not be the email address"])
-    XCTAssertEqual(CredentialRules.passwordViolations("correct horse battery", email: "ann@example.org"), [])
+    XCTAssertEqual(PasswordPolicy.violations("short", email: nil), ["must be at least 10 characters"])
+    XCTAssertEqual(PasswordPolicy.violations("password123", email: nil), ["is too common"])
+    XCTAssertEqual(PasswordPolicy.violations("ann@example.org", email: "ann@example.org"), ["must not be the email address"])
+    XCTAssertEqual(PasswordPolicy.violations("correct horse battery", email: "ann@example.org"), [])
+  }
+
+  /// The WHATWG (HTML `input type=email`) grammar, plus our two-label and length rules.
+  func testEmailFollowsTheWHATWGGrammar() {
+    for good in ["o'brien@example.com", "a.b+tag@sub.example.co.uk", "x!#$%&*/=?^_`{|}~-y@example.com", "a@1-2.example", "a@x.io"] {
+      XCTAssertEqual(EmailAddress.normalize(good), good.lowercased(), good)
+    }
+    let bad: [String] = [
+      "admin@example.com'--", "admin@example.com;", "a@-example.com", "a@example-.com", "a@exa_mple.com", "a@example..com",
+      "a@.example.com", "a\"b@example.com", "a(b)@example.com", "a@[127.0.0.1]", "a@exam ple.com",
+      "a@localhost", String(repeating: "a", count: 65) + "@example.com", "a@" + String(repeating: "b", count: 64) + ".com",
+    ]
+    for address in bad { XCTAssertNil(EmailAddress.normalize(address), address) }
+    XCTAssertNotNil(EmailAddress.normalize("a@" + String(repeating: "b", count: 63) + ".com"), "63-character labels are fine")
   }
 
   func testPKCE() {

@@ -1,5 +1,5 @@
 import NIOCore
-import QuizwireProtos
+import WireProtos
 import XCTest
 
 @testable import FramedWire

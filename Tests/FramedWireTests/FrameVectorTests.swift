@@ -1,6 +1,6 @@
 import Foundation
 import NIOCore
-import QuizwireProtos
+import WireProtos
 import XCTest
 
 @testable import FramedWire

@@ -3,7 +3,9 @@ import NIOConcurrencyHelpers
 import ServiceKit
 
 /// Runs a call through server interceptors the way GRPCCore's executor does — interceptors
-/// in order, then the handler, then the response producer — without any transport.
+/// in order, then the handler, then the response producer — without any transport. Errors
+/// become statuses as GRPCCore makes them: `RPCError` as is, `RPCErrorConvertible` converted,
+/// anything else UNKNOWN.
 enum Harness {
   static let method = MethodDescriptor(fullyQualifiedService: "test.v1.Probe", method: "Call")
 
@@ -32,6 +34,9 @@ enum Harness {
       response = try await chain(interceptors[...], request, context, handler)
     } catch let error as RPCError {
       return Outcome(messages: [], initialMetadata: [:], trailers: error.metadata, error: error)
+    } catch let convertible as any RPCErrorConvertible {
+      let error = RPCError(convertible)  // as GRPCCore converts it
+      return Outcome(messages: [], initialMetadata: [:], trailers: error.metadata, error: error)
     } catch {
       return Outcome(messages: [], initialMetadata: [:], trailers: [:], error: RPCError(code: .unknown, message: "\(error)"))
     }
@@ -44,6 +49,9 @@ enum Harness {
         let trailers = try await contents.producer(RPCWriter(wrapping: sink))
         return Outcome(messages: sink.items, initialMetadata: contents.metadata, trailers: trailers, error: nil)
       } catch let error as RPCError {
+        return Outcome(messages: sink.items, initialMetadata: contents.metadata, trailers: error.metadata, error: error)
+      } catch let convertible as any RPCErrorConvertible {
+        let error = RPCError(convertible)
         return Outcome(messages: sink.items, initialMetadata: contents.metadata, trailers: error.metadata, error: error)
       } catch {
         return Outcome(messages: sink.items, initialMetadata: contents.metadata, trailers: [:], error: RPCError(code: .unknown, message: "\(error)"))

@@ -162,6 +162,70 @@ final class InterceptorTests: XCTestCase {
     XCTAssertEqual(good.messages, ["a@b.c"])
   }
 
+  func testFieldViolationPathsForNestedAndRepeatedFields() throws {
+    var v = FieldViolations()
+    v.require(false, "title", "is required")
+    v.at("quiz") { quiz in
+      quiz.at("questions", index: 3) { question in
+        question.require(false, "text", "is required")
+        question.at("choices", index: 1) { $0.require(false, "text", "is required") }
+      }
+      quiz.each("tags", ["ok", "", "also ok"]) { tag, value in tag.require(!value.isEmpty, "", "must not be empty") }
+      quiz.require(true, "never", "not added")
+    }
+    v.add("after", "scope restored")
+    XCTAssertEqual(v.violations.map(\.field), [
+      "title", "quiz.questions[3].text", "quiz.questions[3].choices[1].text", "quiz.tags[1]", "after",
+    ])
+    XCTAssertEqual(v.scope, "")
+    XCTAssertEqual(v.path("a", index: 0), "a[0]")
+    v.at("outer") { XCTAssertEqual($0.path("inner"), "outer.inner") }
+    // The error carries them all, in order.
+    let status = try XCTUnwrap(try v.error().unpackGoogleRPCStatus())
+    XCTAssertEqual(status.code, .invalidArgument)
+    XCTAssertEqual(status.details.first?.badRequest?.violations.map(\.field), v.violations.map(\.field))
+  }
+
+  func testAuditLogWritesOneStructuredLineOnItsOwnLogger() async throws {
+    let log = CapturedLog()
+    let audit = AuditLog(sink: log.sink)
+    let call = CallInfo(requestID: "r-audit", method: Harness.method, peer: "ipv4:127.0.0.1:1")
+    call.principal = Principal(kind: .user, subject: "u-admin", roles: ["admin"])
+    var context = ServiceContext.topLevel
+    context.call = call
+    await ServiceContext.withValue(context) {
+      audit.record("user.set_roles", target: "u-2", details: ["roles": "author,user", "action": "forged"])
+    }
+    struct Refused: Error {}
+    do {
+      try await ServiceContext.withValue(context) {
+        try await audit.recording("api_key.revoke", target: "k-1") { () async throws -> Void in
+          throw RPCError(code: .permissionDenied, message: "no")
+        }
+      }
+      XCTFail("recording rethrows")
+    } catch let error as RPCError {
+      XCTAssertEqual(error.code, .permissionDenied)
+    }
+    _ = try? await audit.recording("signing_key.rotate", target: "-") { () async throws -> Int in throw Refused() }
+    audit.record("oauth_client.ensure_internal", target: "quiz", by: "system")
+
+    let entries = log.entries()
+    XCTAssertEqual(entries.count, 4)
+    XCTAssertEqual(entries.map { $0["service"] as? String }, ["audit", "audit", "audit", "audit"])
+    XCTAssertEqual(entries[0]["actor"] as? String, "user:u-admin")
+    XCTAssertEqual(entries[0]["action"] as? String, "user.set_roles", "details never replace the fixed fields")
+    XCTAssertEqual(entries[0]["target"] as? String, "u-2")
+    XCTAssertEqual(entries[0]["request_id"] as? String, "r-audit")
+    XCTAssertEqual(entries[0]["outcome"] as? String, "success")
+    XCTAssertEqual(entries[0]["roles"] as? String, "author,user")
+    XCTAssertEqual(entries[1]["outcome"] as? String, "denied")
+    XCTAssertEqual(entries[2]["outcome"] as? String, "failed")
+    XCTAssertEqual(entries[2]["actor"] as? String, "anonymous", "outside a call")
+    XCTAssertEqual(entries[2]["request_id"] as? String, "-")
+    XCTAssertEqual(entries[3]["actor"] as? String, "system")
+  }
+
   func testTracingContinuesTheCallersTrace() async throws {
     let tracer = W3CTracer()
     let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -20,10 +20,10 @@ struct TestIssuer: Sendable {
   var jwks: String { PublishedJWKSet(keys: [PublishedJWK.es256(self.key.publicKey, kid: self.kid)!]).json() }
 
   func claims(sub: String = "user-1", roles: [String] = ["user"], expiresIn: Int64 = 900, iss: String? = nil, aud: String? = nil,
-              clientID: String? = nil, nbf: Int64? = nil) -> AccessTokenClaims {
+              clientID: String? = nil, nbf: Int64? = nil, internalService: Bool? = nil) -> AccessTokenClaims {
     let now = Int64(Date().timeIntervalSince1970)
     return AccessTokenClaims(sub: sub, iss: iss ?? self.issuer, aud: [aud ?? self.audience], exp: now + expiresIn, iat: now,
-                             nbf: nbf, jti: UUID().uuidString, clientID: clientID, roles: roles)
+                             nbf: nbf, jti: UUID().uuidString, clientID: clientID, roles: roles, internalService: internalService)
   }
 
   func sign(_ claims: AccessTokenClaims, typ: String = "at+jwt", kid: String? = nil) async throws -> String {
@@ -154,7 +154,9 @@ final class TokenVerifierTests: XCTestCase {
     let apiKeys = FixedAPIKeys(["qw_good": Principal(kind: .apiKey, subject: "key-1", scopes: ["quiz:read"])])
     let auth = AuthInterceptor(policies: policies, verifier: v, apiKeys: apiKeys, logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() })
     let user = try await self.issuer.sign(self.issuer.claims(roles: ["user"]))
-    let service = try await self.issuer.sign(self.issuer.claims(sub: "scoring", roles: [], clientID: "scoring"))
+    // Client-credentials tokens: the auth service marks its internal clients' ones.
+    let service = try await self.issuer.sign(self.issuer.claims(sub: "scoring", roles: [], clientID: "scoring", internalService: true))
+    let thirdParty = try await self.issuer.sign(self.issuer.claims(sub: "cl_partner", roles: [], clientID: "cl_partner"))
     let chain: [any ServerInterceptor] = [RequestIDInterceptor(), auth]
     func code(_ method: MethodDescriptor, _ metadata: Metadata) async -> RPCError.Code? {
       await Harness.run(chain, metadata: metadata, messages: ["a"], method: method, handler: Harness.unary { (m: String) in m }).error?.code
@@ -171,6 +173,10 @@ final class TokenVerifierTests: XCTestCase {
     XCTAssertEqual(_v15, .permissionDenied)
     let _v16 = await code(internalMethod, ["authorization": "Bearer \(service)"])
     XCTAssertNil(_v16)
+    let thirdPartyInternal = await code(internalMethod, ["authorization": "Bearer \(thirdParty)"])
+    XCTAssertEqual(thirdPartyInternal, .permissionDenied, "a registered client is not one of our services")
+    let thirdPartyAuthenticated = await code(Harness.method, ["authorization": "Bearer \(thirdParty)"])
+    XCTAssertNil(thirdPartyAuthenticated, "but it is authenticated")
     let _v17 = await code(open, [:])
     XCTAssertNil(_v17)
     let _v18 = await code(open, ["authorization": "Bearer not-a-token"])
@@ -179,6 +185,16 @@ final class TokenVerifierTests: XCTestCase {
     XCTAssertNil(_v19)
     let _v20 = await code(Harness.method, ["x-api-key": "qw_bad"])
     XCTAssertEqual(_v20, .unauthenticated)
+  }
+
+  func testPrincipalKindsFromClaims() {
+    let user = self.issuer.claims(sub: "u-1")
+    let delegated = self.issuer.claims(sub: "u-1", clientID: "cl_app")
+    let client = self.issuer.claims(sub: "cl_app", clientID: "cl_app")
+    let service = self.issuer.claims(sub: "quiz", clientID: "quiz", internalService: true)
+    // The mark only counts on a client-credentials token (subject = client).
+    let markedUser = self.issuer.claims(sub: "u-1", clientID: "cl_app", internalService: true)
+    XCTAssertEqual([user, delegated, client, service, markedUser].map(AuthInterceptor.kind(of:)), [.user, .user, .client, .service, .user])
   }
 
   func testJWKSReadinessFollowsTheSource() async throws {

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import GRPCCore
 import JWTKit
 import NIOConcurrencyHelpers
 import ServiceKit
@@ -14,6 +15,7 @@ public final class KeyRing: Sendable {
   private let keys: any KeyRepository
   private let kek: SymmetricKey
   private let cacheFor: Duration
+  private let now: WallClock
   private let cache = NIOLockedValueBox<Cache?>(nil)
 
   private struct Cache: Sendable {
@@ -26,8 +28,10 @@ public final class KeyRing: Sendable {
   /// - Parameters:
   ///   - keyEncryptionKey: any high-entropy secret; the AES key is derived from it (HKDF).
   ///   - cacheFor: how long one replica trusts its view of the keys (others may rotate).
+  ///   - now: the wall clock key times are stored in (the auth service's, in tests a fake).
   public init(db: Database, keys: any KeyRepository = SQLKeyRepository(), keyEncryptionKey: Secret,
-              accessTokenTTL: Duration = .seconds(900), cacheFor: Duration = .seconds(10)) {
+              accessTokenTTL: Duration = .seconds(900), cacheFor: Duration = .seconds(10),
+              now: @escaping WallClock = Date.init) {
     self.db = db
     self.keys = keys
     self.kek = HKDF<SHA256>.deriveKey(
@@ -35,11 +39,12 @@ public final class KeyRing: Sendable {
       info: Data("quizwire auth signing-key encryption v1".utf8), outputByteCount: 32)
     self.accessTokenTTL = accessTokenTTL
     self.cacheFor = cacheFor
+    self.now = now
   }
 
   /// Makes the first key if there is none.
   public func ensureKey() async throws {
-    let existing = try await self.db.read { uow in try await self.keys.signingKeys(retiredAfterMs: Self.nowMs(), in: uow) }
+    let existing = try await self.db.read { uow in try await self.keys.signingKeys(retiredAfterMs: self.now().epochMs, in: uow) }
     if existing.isEmpty { _ = try await self.rotate() }
   }
 
@@ -48,13 +53,13 @@ public final class KeyRing: Sendable {
   @discardableResult
   public func rotate() async throws -> String {
     let key = P256.Signing.PrivateKey()
-    let kid = "k-" + Secrets.id(bytes: 8)
+    let kid = "k-" + RandomTokens.id(bytes: 8)
     let sealed = try AES.GCM.seal(key.rawRepresentation, using: self.kek, authenticating: Data("signing-key:\(kid)".utf8))
     guard let combined = sealed.combined,
           let jwk = PublishedJWK.es256(try ES256PublicKey(backing: key.publicKey), kid: kid) else {
-      throw RPCKeyError.cannotSeal
+      throw SigningKeyError.cannotSeal
     }
-    let now = Self.nowMs()
+    let now = self.now().epochMs
     let record = SigningKeyRecord(
       kid: kid, alg: "ES256", sealedPrivateKey: combined, publicJWK: String(decoding: try JSONEncoder().encode(jwk), as: UTF8.self),
       createdAtMs: now, retiredAtMs: nil)
@@ -88,9 +93,9 @@ public final class KeyRing: Sendable {
     // Retired keys stay published for one token lifetime plus clock-skew margin.
     let ttlMs = self.accessTokenTTL.components.seconds * 1000
     let records = try await self.db.read { uow in
-      try await self.keys.signingKeys(retiredAfterMs: Self.nowMs() - ttlMs - 300_000, in: uow)
+      try await self.keys.signingKeys(retiredAfterMs: self.now().epochMs - ttlMs - 300_000, in: uow)
     }
-    guard let active = records.first(where: { $0.retiredAtMs == nil }) ?? records.first else { throw RPCKeyError.noSigningKey }
+    guard let active = records.first(where: { $0.retiredAtMs == nil }) ?? records.first else { throw SigningKeyError.noSigningKey }
     let box = try AES.GCM.SealedBox(combined: active.sealedPrivateKey)
     let raw = try AES.GCM.open(box, using: self.kek, authenticating: Data("signing-key:\(active.kid)".utf8))
     let signer = JWTKeyCollection()
@@ -100,11 +105,22 @@ public final class KeyRing: Sendable {
     self.cache.withLockedValue { $0 = cache }
     return cache
   }
-
-  static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }
 
-public enum RPCKeyError: Error, Sendable, Hashable {
+/// Why the key ring can't sign: both are faults of the deployment, not of the caller.
+public enum SigningKeyError: Error, Sendable, Hashable, RPCErrorConvertible {
+  /// No key in the database (`ensureKey` runs at start, so the data was removed).
   case noSigningKey
+  /// A new key could not be sealed or published.
   case cannotSeal
+
+  public var rpcErrorCode: RPCError.Code { .internalError }
+
+  public var rpcErrorMessage: String {
+    switch self {
+    case .noSigningKey: "no signing key available"
+    case .cannotSeal: "cannot store a new signing key"
+    }
+  }
 }
+

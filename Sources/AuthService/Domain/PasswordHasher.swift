@@ -1,6 +1,7 @@
 import Crypto
 import CryptoExtras
 import Foundation
+import GRPCCore
 import HummingbirdBcrypt
 import NIOConcurrencyHelpers
 import NIOPosix
@@ -24,10 +25,24 @@ public struct ScryptParameters: Sendable, Hashable {
   var memoryBytes: Int { 128 * (1 << self.logN) * self.r * self.p }
 }
 
-public enum PasswordHashError: Error, Sendable, Hashable {
+public enum PasswordHashError: Error, Sendable, Hashable, RPCErrorConvertible {
   /// Too many hashes waiting already (a login flood); the caller should back off.
   case overloaded
   case unrecognizedHash
+
+  public var rpcErrorCode: RPCError.Code {
+    switch self {
+    case .overloaded: .resourceExhausted
+    case .unrecognizedHash: .internalError
+    }
+  }
+
+  public var rpcErrorMessage: String {
+    switch self {
+    case .overloaded: "too many sign-ins in progress; retry shortly"
+    case .unrecognizedHash: "stored password hash is unreadable"
+    }
+  }
 }
 
 /// Hashes and verifies passwords with scrypt (bcrypt hashes are accepted for imported

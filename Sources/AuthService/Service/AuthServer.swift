@@ -5,13 +5,17 @@ import QuizwireProtos
 import ServiceKit
 import Storage
 
-/// Everything `quizwire serve auth` needs besides the host's listeners.
-public struct AuthServerOptions: Sendable {
-  /// Where the SQLite file (and, without an explicit key, the key-encryption key file) live.
-  public var dataDir: String
-  /// `postgres://…` to use PostgreSQL instead of SQLite (a secret: it may hold a password).
-  public var databaseURL: Secret?
-  public var poolSize = 10
+/// The auth service's own settings. Secrets (the key-encryption key) come only from the
+/// environment or files.
+public struct AuthOptions: ServiceOptions {
+  public static let keys: [ConfigKey] = [
+    ConfigKey("admin-emails", "Comma-separated emails that become admins when they register."),
+    ConfigKey("auth-issuer", "The issuer of access tokens (default quizwire-auth)."),
+    ConfigKey("auth-audience", "The audience of access tokens (default quizwire)."),
+    ConfigKey("internal-clients", "Comma-separated services registered as internal OAuth clients at start, secrets in <data-dir>/<name>-client.secret (quizwire up sets this)."),
+    ConfigKey("auth-key-encryption-key", "Seals the signing keys at rest (required with PostgreSQL).", kind: .secret),
+  ]
+
   /// Seals signing keys at rest; from QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY(_FILE). Without it a
   /// random key is kept in `<data-dir>/auth-kek.secret` (0600) — fine on one machine.
   public var keyEncryptionKey: Secret?
@@ -19,17 +23,84 @@ public struct AuthServerOptions: Sendable {
   /// Production parameters unless a test lowers them (not reachable from flags or env).
   public var hashing = ScryptParameters.production
   public var maxConcurrentHashes = 2
+  /// Internal OAuth clients made (or re-keyed) at start from `<data-dir>/<name>-client.secret`.
+  public var internalClients: [String] = []
 
-  public init(dataDir: String) { self.dataDir = dataDir }
+  public init() {}
 
-  public var databaseLocation: DatabaseLocation {
-    if let url = self.databaseURL { return .postgres(url: url.reveal(), poolSize: self.poolSize) }
-    return .sqlite(path: URL(fileURLWithPath: self.dataDir).appendingPathComponent("auth.sqlite").path)
+  public init(layers: ConfigLayers) throws {
+    self.keyEncryptionKey = try layers.secret("auth-key-encryption-key")
+    let admins = layers.string("admin-emails", default: "")
+    self.service.adminEmails = Set(admins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+    self.service.issuer = layers.string("auth-issuer", default: self.service.issuer)
+    self.service.audience = layers.string("auth-audience", default: self.service.audience)
+    self.internalClients = layers.string("internal-clients", default: "").split(separator: ",")
+      .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
   }
 }
 
-/// The auth service assembled: database opened and migrated, signing key present, host
-/// ready to run.
+/// `auth.v1.AuthService` as a module of the suite.
+public enum AuthModule: ServiceModule {
+  public static let name = "auth"
+  public static let summary = "Users, passwords, tokens, JWKS, API keys and OAuth 2.0."
+  public static let protoServices = ["auth.v1.AuthService"]
+  public static let defaultPorts = ServicePorts(framed: 7410, grpc: 7411, admin: 7412)
+  public static var migrations: [Migration] { AuthMigrations.all }
+  public static var policies: AccessPolicies { AuthService.policies }
+
+  public static func configureHost(_ config: inout ServiceHost.Config) {
+    config.framed.runHandlersOnEventLoop = false  // scrypt must never run on an event loop
+  }
+
+  public static func make(_ context: ModuleContext<AuthOptions>) async throws -> ModuleParts {
+    guard let database = context.database, let storage = context.storage else {
+      throw ConfigError(key: "data-dir", origin: nil, reason: "the auth service needs its database")
+    }
+    let options = context.options
+    let kek = try options.keyEncryptionKey ?? localKeyEncryptionKey(dataDir: storage.dataDir, dialect: database.dialect)
+    let keyRing = KeyRing(db: database, keyEncryptionKey: kek, accessTokenTTL: options.service.accessTokenTTL)
+    let service = AuthService(
+      config: options.service, db: database,
+      hasher: PasswordHasher(parameters: options.hashing, maxConcurrent: options.maxConcurrentHashes),
+      keyRing: keyRing, logger: context.logger, audit: AuditLog(sink: context.logSink))
+    let internalClients = try options.internalClients.map { name in
+      (name, try LocalSecretFile.readOrCreate(path: LocalSecretFile.clientSecretPath(dataDir: storage.dataDir, service: name), key: "internal-clients"))
+    }
+    return ModuleParts(
+      services: [service],
+      // Local API-key checks are cheap reads: no cache, so a revoked key stops at once here.
+      security: .init(policies: AuthService.policies, verifier: service.verifier, apiKeys: LocalAPIKeyChecker(service: service)),
+      beforeServing: [
+        BeforeServingStep("signing key") {
+          try await keyRing.ensureKey()
+          // A wrong key-encryption key must stop the start, not every sign-in later.
+          do {
+            try await keyRing.checkKeysOpen()
+          } catch {
+            throw ConfigError(key: "auth-key-encryption-key", origin: nil, reason: "cannot open the stored signing keys with it (wrong key?)")
+          }
+        },
+        BeforeServingStep("internal clients") {
+          for (name, secret) in internalClients {
+            try await service.ensureInternalClient(clientID: name, name: name, secret: secret.reveal())
+          }
+        },
+      ])
+  }
+
+  /// The zero-setup key-encryption key: made once, kept next to the SQLite file, owner-only.
+  public static func localKeyEncryptionKey(dataDir: String, dialect: SQLDialectKind) throws -> Secret {
+    guard dialect == .sqlite else {
+      throw ConfigError(key: "auth-key-encryption-key", origin: nil,
+                        reason: "required with PostgreSQL (set QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY or QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY_FILE)")
+    }
+    return try LocalSecretFile.readOrCreate(
+      path: URL(fileURLWithPath: dataDir).appendingPathComponent("auth-kek.secret").path, key: "data-dir")
+  }
+}
+
+/// The auth service assembled in-process (tests): the host, its database, key ring and
+/// handlers. `quizwire serve auth` goes through `ServiceAssembly` the same way.
 public struct AuthServer: Sendable {
   public let host: ServiceHost
   public let database: Database
@@ -38,86 +109,40 @@ public struct AuthServer: Sendable {
 
   public static func make(options: AuthServerOptions, host config: ServiceHost.Config, logSink: LogSink = .standardOutput,
                           logLevel: Logger.Level = .info) async throws -> AuthServer {
-    let logger = Logger(label: "auth.v1.AuthService") { JSONLogHandler(label: $0, level: logLevel, sink: logSink) }
-    let database = try Database(options.databaseLocation, logger: logger)
-    do {
-      let applied = try await Migrator(service: AuthMigrations.service, migrations: AuthMigrations.all).migrate(database)
-      if !applied.isEmpty { logger.notice("migrations applied", metadata: ["versions": .string(applied.map(String.init).joined(separator: ","))]) }
-      let kek = try options.keyEncryptionKey ?? Self.localKeyEncryptionKey(dataDir: options.dataDir, database: database)
-      let keyRing = KeyRing(db: database, keyEncryptionKey: kek, accessTokenTTL: options.service.accessTokenTTL)
-      try await keyRing.ensureKey()
-      let service = AuthService(
-        config: options.service, db: database,
-        hasher: PasswordHasher(parameters: options.hashing, maxConcurrent: options.maxConcurrentHashes),
-        keyRing: keyRing, logger: logger)
-      // A wrong key-encryption key must stop the start, not every sign-in later.
-      do {
-        try await keyRing.checkKeysOpen()
-      } catch {
-        throw ConfigError(key: "auth-key-encryption-key", origin: nil, reason: "cannot open the stored signing keys with it (wrong key?)")
-      }
-      // Local API-key checks are cheap reads: no cache, so a revoked key stops at once here.
-      let host = try ServiceHost(
-        name: "auth.v1.AuthService", services: [service],
-        security: .init(policies: AuthService.policies, verifier: service.verifier, apiKeys: LocalAPIKeyChecker(service: service)),
-        dependencies: [DependencyCheck(name: "database") { try await database.ping() }],
-        config: config, logSink: logSink, logLevel: logLevel)
-      return AuthServer(host: host, database: database, keyRing: keyRing, service: service)
-    } catch {
-      try? await database.shutdown()
-      throw error
-    }
-  }
-
-  /// The zero-setup key-encryption key: made once, kept next to the SQLite file, owner-only.
-  public static func localKeyEncryptionKey(dataDir: String, database: Database) throws -> Secret {
-    guard database.dialect == .sqlite else {
-      throw ConfigError(key: "auth-key-encryption-key", origin: nil,
-                        reason: "required with PostgreSQL (set QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY or QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY_FILE)")
-    }
-    let path = URL(fileURLWithPath: dataDir).appendingPathComponent("auth-kek.secret").path
-    if FileManager.default.fileExists(atPath: path) {
-      // Never replace an existing key file: the stored signing keys would be lost with it.
-      guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
-            !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-        throw ConfigError(key: "data-dir", origin: nil, reason: "\(path) exists but is unreadable or empty; restore it or remove the data folder")
-      }
-      return Secret(text.trimmingCharacters(in: .whitespacesAndNewlines))
-    }
-    let secret = Secrets.random()
-    guard FileManager.default.createFile(atPath: path, contents: Data(secret.utf8), attributes: [.posixPermissions: 0o600]) else {
-      throw ConfigError(key: "data-dir", origin: nil, reason: "cannot write \(path)")
-    }
-    return Secret(secret)
+    var hostConfig = config
+    AuthModule.configureHost(&hostConfig)
+    var service: AuthService?
+    let (host, database) = try await ServiceAssembly.host(
+      AuthModule.self, options: options.auth, host: hostConfig, storage: options.storage, remoteAuth: nil,
+      logSink: logSink, logLevel: logLevel
+    ) { _, parts in service = parts.services.first as? AuthService }
+    guard let service, let database else { throw ConfigError(key: "data-dir", origin: nil, reason: "auth assembled without its database") }
+    return AuthServer(host: host, database: database, keyRing: service.keyRing, service: service)
   }
 }
 
-/// How other services verify users: the auth service's JWKS over a client.
-public struct AuthServiceJWKSSource<Transport: ClientTransport>: JWKSSource {
-  let client: Auth_V1_AuthService.Client<Transport>
-  public init(client: GRPCClient<Transport>) { self.client = Auth_V1_AuthService.Client(wrapping: client) }
-  public func fetchJWKS() async throws -> String {
-    try await self.client.getJWKS(.init(), options: .defaults).jwksJson
-  }
-}
+/// Storage and auth settings in one value, for in-process use.
+public struct AuthServerOptions: Sendable {
+  public var dataDir: String
+  public var databaseURL: Secret?
+  public var poolSize = 10
+  public var keyEncryptionKey: Secret?
+  public var service = AuthService.Config()
+  public var hashing = ScryptParameters.production
+  public var maxConcurrentHashes = 2
+  public var internalClients: [String] = []
 
-/// How other services check API keys: the auth service's CheckAPIKey, called with the
-/// service's own client-credentials token. Wrap it in `CachedAPIKeyChecker`.
-public struct AuthServiceAPIKeyChecker<Transport: ClientTransport>: APIKeyChecker {
-  let client: Auth_V1_AuthService.Client<Transport>
-  let token: @Sendable () async throws -> String
+  public init(dataDir: String) { self.dataDir = dataDir }
 
-  public init(client: GRPCClient<Transport>, token: @escaping @Sendable () async throws -> String) {
-    self.client = Auth_V1_AuthService.Client(wrapping: client)
-    self.token = token
+  var storage: StorageOptions { StorageOptions(dataDir: self.dataDir, databaseURL: self.databaseURL, poolSize: self.poolSize) }
+  var auth: AuthOptions {
+    var o = AuthOptions()
+    o.keyEncryptionKey = self.keyEncryptionKey
+    o.service = self.service
+    o.hashing = self.hashing
+    o.maxConcurrentHashes = self.maxConcurrentHashes
+    o.internalClients = self.internalClients
+    return o
   }
-
-  public func principal(forAPIKey key: String) async throws -> Principal? {
-    let answer = try await self.client.checkAPIKey(.with { $0.key = key }, metadata: ["authorization": "Bearer \(try await self.token())"])
-    guard answer.valid else { return nil }
-    // Scopes, not the owner's roles (see LocalAPIKeyChecker).
-    return Principal(
-      kind: .apiKey, subject: answer.keyID, roles: [], scopes: Set(answer.scopes),
-      rateLimit: answer.rateLimitPerSecond > 0 ? RateLimit(perSecond: answer.rateLimitPerSecond, burst: max(1, answer.rateLimitPerSecond * 2)) : nil)
-  }
+  public var databaseLocation: DatabaseLocation { self.storage.location(service: AuthModule.name) }
 }

@@ -9,15 +9,19 @@ extension AuthService {
   public func createAPIKey(request: Auth_V1_CreateAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CreateAPIKeyResponse {
     let principal = try Self.currentPrincipal()
     guard principal.kind == .user, principal.delegatedClient == nil else {
+      self.audit.record("api_key.create", target: "-", outcome: .denied)
       throw RPCError(code: .permissionDenied, message: "only users create API keys")
     }
-    try Self.validateKeyRequest(name: request.name, scopes: request.scopes, rate: request.rateLimitPerSecond, ttl: request.ttlSeconds)
-    let now = Self.nowMs()
+    // Name, scopes, rate and ttl are validated (AuthValidation); the clamp keeps the expiry
+    // arithmetic from overflowing on a host run without interceptors.
+    let now = self.nowMs()
+    let ttl = min(max(request.ttlSeconds, 0), Self.maxKeyTTLSeconds)
     let (record, key) = Self.newKey(
       ownerID: principal.subject, name: request.name, scopes: request.scopes, rate: request.rateLimitPerSecond,
-      expiresAtMs: request.ttlSeconds > 0 ? now + request.ttlSeconds * 1000 : nil, nowMs: now)
-    try await self.db.transaction { uow in try await self.keys.insert(record, in: uow) }
-    self.logger.info("api key created", metadata: ["key_id": .string(record.id), "user_id": .string(principal.subject)])
+      expiresAtMs: ttl > 0 ? now + ttl * 1000 : nil, nowMs: now)
+    try await self.audit.recording("api_key.create", target: record.id) {
+      try await self.db.transaction { uow in try await self.keys.insert(record, in: uow) }
+    }
     return .with {
       $0.apiKey = Self.message(record)
       $0.key = key
@@ -31,12 +35,14 @@ extension AuthService {
   }
 
   public func revokeAPIKey(request: Auth_V1_RevokeAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_RevokeAPIKeyResponse {
-    let owner = try await self.ownerID(of: try Self.currentPrincipal())
-    let revoked = try await self.db.transaction { uow in
-      try await self.keys.revokeAPIKey(id: request.id, ownerID: owner, nowMs: Self.nowMs(), in: uow)
+    try await self.audit.recording("api_key.revoke", target: request.id) { () async throws -> Void in
+      let owner = try await self.ownerID(of: try Self.currentPrincipal())
+      let revoked = try await self.db.transaction { uow in
+        try await self.keys.revokeAPIKey(id: request.id, ownerID: owner, nowMs: self.nowMs(), in: uow)
+      }
+      // Someone else's key reads as missing: no probing for key ids.
+      guard revoked else { throw RPCError(code: .notFound, message: "no such active API key") }
     }
-    // Someone else's key reads as missing: no probing for key ids.
-    guard revoked else { throw RPCError(code: .notFound, message: "no such active API key") }
     return .init()
   }
 
@@ -44,25 +50,31 @@ extension AuthService {
     let principal = try Self.currentPrincipal()
     // Like creating one: only a signed-in user, not a key minting its own successor.
     guard principal.kind == .user, principal.delegatedClient == nil else {
+      self.audit.record("api_key.rotate", target: request.id, outcome: .denied)
       throw RPCError(code: .permissionDenied, message: "only users rotate API keys")
     }
     let owner = principal.subject
-    var violations = FieldViolations()
-    violations.require((0...30 * 24 * 3600).contains(request.overlapSeconds), "overlap_seconds", "must be between 0 and 2592000")
-    try violations.check()
-    let overlap = request.overlapSeconds == 0 ? 3600 : request.overlapSeconds
-    let now = Self.nowMs()
-    let result = try await self.db.transaction { uow -> (APIKeyRecord, String)? in
-      guard let old = try await self.keys.apiKey(id: request.id, in: uow), old.ownerID == owner, old.revokedAtMs == nil,
-            old.expiresAtMs.map({ $0 > now }) ?? true else { return nil }
-      // The successor keeps the old key's lifetime: rotating never extends a key.
-      let fresh = Self.newKey(ownerID: owner, name: old.name, scopes: old.scopes, rate: old.rateLimitPerSecond, expiresAtMs: old.expiresAtMs, nowMs: now)
-      try await self.keys.insert(fresh.0, in: uow)
-      // The old key keeps working through the overlap, so clients can switch without downtime.
-      try await self.keys.expireAPIKey(id: old.id, atMs: min(old.expiresAtMs ?? .max, now + overlap * 1000), in: uow)
-      return fresh
+    // overlap_seconds is validated (AuthValidation); clamped for hosts without interceptors.
+    let overlap = request.overlapSeconds == 0 ? 3600 : min(max(request.overlapSeconds, 0), Self.maxKeyOverlapSeconds)
+    let now = self.nowMs()
+    let rotated: (APIKeyRecord, String)
+    do {
+      rotated = try await self.db.transaction { uow -> (APIKeyRecord, String) in
+        guard let old = try await self.keys.apiKey(id: request.id, in: uow), old.ownerID == owner, old.revokedAtMs == nil,
+              old.expiresAtMs.map({ $0 > now }) ?? true else { throw RPCError(code: .notFound, message: "no such active API key") }
+        // The successor keeps the old key's lifetime: rotating never extends a key.
+        let fresh = Self.newKey(ownerID: owner, name: old.name, scopes: old.scopes, rate: old.rateLimitPerSecond, expiresAtMs: old.expiresAtMs, nowMs: now)
+        try await self.keys.insert(fresh.0, in: uow)
+        // The old key keeps working through the overlap, so clients can switch without downtime.
+        try await self.keys.expireAPIKey(id: old.id, atMs: min(old.expiresAtMs ?? .max, now + overlap * 1000), in: uow)
+        return fresh
+      }
+    } catch {
+      self.audit.record("api_key.rotate", target: request.id, outcome: AuditLog.Outcome(error))
+      throw error
     }
-    guard let (record, key) = result else { throw RPCError(code: .notFound, message: "no such active API key") }
+    let (record, key) = rotated
+    self.audit.record("api_key.rotate", target: request.id, details: ["successor": record.id])
     return .with {
       $0.apiKey = Self.message(record)
       $0.key = key
@@ -85,10 +97,10 @@ extension AuthService {
   func lookUpAPIKey(_ key: String) async throws -> (APIKeyRecord, UserRecord)? {
     let parts = key.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
     guard key.utf8.count < 200, parts.count == 3, parts[0] == "qw", parts[1].count == 16 else { return nil }
-    let now = Self.nowMs()
+    let now = self.nowMs()
     let found = try await self.db.read { uow -> (APIKeyRecord, UserRecord)? in
       guard let record = try await self.keys.apiKey(id: String(parts[1]), in: uow),
-            Secrets.equalDigests(record.secretHash, Secrets.digest(String(parts[2]))),
+            RandomTokens.equalDigests(record.secretHash, RandomTokens.digest(String(parts[2]))),
             record.revokedAtMs == nil, record.expiresAtMs.map({ $0 > now }) ?? true,
             let user = try await self.users.find(id: record.ownerID, in: uow) else { return nil }
       return (record, user)
@@ -101,29 +113,12 @@ extension AuthService {
   }
 
   static func newKey(ownerID: String, name: String, scopes: [String], rate: Double, expiresAtMs: Int64?, nowMs: Int64) -> (APIKeyRecord, String) {
-    let id = Secrets.id(bytes: 8)
-    let secret = Secrets.random()
+    let id = RandomTokens.id(bytes: 8)
+    let secret = RandomTokens.random()
     let record = APIKeyRecord(
-      id: id, secretHash: Secrets.digest(secret), ownerID: ownerID, name: name, scopes: scopes, rateLimitPerSecond: rate,
+      id: id, secretHash: RandomTokens.digest(secret), ownerID: ownerID, name: name, scopes: scopes, rateLimitPerSecond: rate,
       createdAtMs: nowMs, expiresAtMs: expiresAtMs, revokedAtMs: nil, lastUsedAtMs: nil)
     return (record, "qw_\(id)_\(secret)")
-  }
-
-  static func validateKeyRequest(name: String, scopes: [String], rate: Double, ttl: Int64) throws {
-    var v = FieldViolations()
-    v.require((1...100).contains(name.count), "name", "must be 1 to 100 characters")
-    v.require(scopes.count <= 20, "scopes", "at most 20 scopes")
-    v.require(scopes.allSatisfy(Self.isValidScope), "scopes", "each scope is 1–64 of a-z 0-9 : . _ -")
-    v.require(rate.isFinite && (0...100_000).contains(rate), "rate_limit_per_second", "must be between 0 and 100000")
-    v.require((0...10 * 365 * 86_400).contains(ttl), "ttl_seconds", "must be between 0 (no expiry) and 315360000 (ten years)")
-    v.require(!name.unicodeScalars.contains { $0.properties.generalCategory == .control }, "name", "must not contain control characters")
-    try v.check()
-  }
-
-  static func isValidScope(_ s: String) -> Bool {
-    (1...64).contains(s.utf8.count) && s.utf8.allSatisfy { b in
-      (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x3A || b == 0x2E || b == 0x5F || b == 0x2D
-    }
   }
 
   static func message(_ k: APIKeyRecord) -> Auth_V1_APIKey {

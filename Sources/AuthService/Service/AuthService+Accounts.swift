@@ -9,7 +9,8 @@ import Storage
 extension AuthService {
   public func getMe(request: Auth_V1_GetMeRequest, context: ServerContext) async throws -> Auth_V1_User {
     let principal = try Self.currentPrincipal()
-    guard principal.kind != .service,
+    // Only users (and their API keys) have an account; services and clients act for themselves.
+    guard principal.kind == .user || principal.kind == .apiKey,
           let user = try await self.db.read({ uow in try await self.users.find(id: self.ownerID(of: principal), in: uow) }) else {
       throw RPCError(code: .notFound, message: "no user for this principal")
     }
@@ -17,12 +18,10 @@ extension AuthService {
   }
 
   public func listUsers(request: Auth_V1_ListUsersRequest, context: ServerContext) async throws -> Auth_V1_ListUsersResponse {
-    var violations = FieldViolations()
-    violations.require((0...200).contains(request.limit), "limit", "must be between 1 and 200 (0 for the default of 50)")
+    // Limit and cursor are validated (AuthValidation); the clamp only keeps a host without
+    // interceptors from asking the database for a negative page.
     let after = request.cursor.isEmpty ? nil : UserCursor.decode(request.cursor)
-    violations.require(request.cursor.isEmpty || after != nil, "cursor", "is not a cursor this service issued")
-    try violations.check()
-    let limit = request.limit == 0 ? 50 : Int(request.limit)
+    let limit = request.limit == 0 ? 50 : Int(min(max(request.limit, 1), 200))
     // One extra row tells whether there is a next page.
     let rows = try await self.db.read { uow in try await self.users.list(after: after, limit: limit + 1, in: uow) }
     let page = rows.prefix(limit)
@@ -33,22 +32,19 @@ extension AuthService {
   }
 
   public func setRoles(request: Auth_V1_SetRolesRequest, context: ServerContext) async throws -> Auth_V1_User {
-    var violations = FieldViolations()
-    violations.require(!request.userID.isEmpty, "user_id", "is required")
     let roles = Set(request.roles)
-    let unknown = roles.subtracting(CredentialRules.roles)
-    violations.require(unknown.isEmpty, "roles", "unknown roles: \(unknown.sorted().joined(separator: ", ")); allowed: user, author, admin")
-    violations.require(!roles.isEmpty, "roles", "must not be empty")
-    try violations.check()
-    let updated = try await self.db.transaction { uow -> UserRecord? in
-      guard try await self.users.setRoles(id: request.userID, roles: roles, nowMs: Self.nowMs(), in: uow) else { return nil }
-      // Roles are in access tokens: make the user sign in again to get the new ones.
-      try await self.tokens.revokeAll(userID: request.userID, nowMs: Self.nowMs(), in: uow)
-      return try await self.users.find(id: request.userID, in: uow)
+    let details = ["roles": roles.sorted().joined(separator: ",")]
+    return try await self.audit.recording("user.set_roles", target: request.userID, details: details) { () async throws -> Auth_V1_User in
+      let now = self.nowMs()
+      let updated = try await self.db.transaction { uow -> UserRecord? in
+        guard try await self.users.setRoles(id: request.userID, roles: roles, nowMs: now, in: uow) else { return nil }
+        // Roles are in access tokens: make the user sign in again to get the new ones.
+        try await self.tokens.revokeAll(userID: request.userID, nowMs: now, in: uow)
+        return try await self.users.find(id: request.userID, in: uow)
+      }
+      guard let updated else { throw RPCError(code: .notFound, message: "no such user") }
+      return Self.message(updated)
     }
-    guard let updated else { throw RPCError(code: .notFound, message: "no such user") }
-    self.logger.notice("roles changed", metadata: ["user_id": .string(updated.id), "roles": .string(roles.sorted().joined(separator: ","))])
-    return Self.message(updated)
   }
 
   // MARK: Shared helpers
@@ -67,10 +63,10 @@ extension AuthService {
 
   /// Stores a new refresh token (in `familyID`, or a new family).
   func storeRefreshToken(for user: UserRecord, clientID: String?, scope: String, familyID: String?, in uow: UnitOfWork) async throws -> IssuedRefresh {
-    let refresh = "rt_" + Secrets.random()
-    let now = Self.nowMs()
+    let refresh = "rt_" + RandomTokens.random()
+    let now = self.nowMs()
     try await self.tokens.insert(RefreshTokenRecord(
-      id: "rt-" + Secrets.id(), tokenHash: Secrets.digest(refresh), familyID: familyID ?? "f-" + Secrets.id(), userID: user.id,
+      id: "rt-" + RandomTokens.id(), tokenHash: RandomTokens.digest(refresh), familyID: familyID ?? "f-" + RandomTokens.id(), userID: user.id,
       clientID: clientID, scope: scope, expiresAtMs: now + self.config.refreshTokenTTL.components.seconds * 1000,
       usedAtMs: nil, revokedAtMs: nil, createdAtMs: now), in: uow)
     // A token a client holds on the user's behalf acts within its scope, never with the
@@ -81,7 +77,7 @@ extension AuthService {
 
   /// The token response for a stored refresh token: signs its access token.
   func tokenResponse(_ issued: IssuedRefresh) async throws -> Auth_V1_TokenResponse {
-    let access = try await self.accessToken(sub: issued.sub, roles: issued.roles, clientID: issued.clientID, scope: issued.scope)
+    let access = try await self.accessToken(sub: issued.sub, roles: issued.roles, clientID: issued.clientID, scope: issued.scope, internalService: false)
     return .with {
       $0.accessToken = access
       $0.refreshToken = issued.refreshToken
@@ -91,11 +87,14 @@ extension AuthService {
     }
   }
 
-  func accessToken(sub: String, roles: [String], clientID: String?, scope: String) async throws -> String {
-    let now = Int64(Date().timeIntervalSince1970)
+  /// A signed access token. `internalService` marks client-credentials tokens of internal
+  /// clients (the claim is left out otherwise).
+  func accessToken(sub: String, roles: [String], clientID: String?, scope: String, internalService: Bool) async throws -> String {
+    let now = Int64(self.now().timeIntervalSince1970)
     let claims = AccessTokenClaims(
       sub: sub, iss: self.config.issuer, aud: [self.config.audience], exp: now + self.config.accessTokenTTL.components.seconds,
-      iat: now, jti: Secrets.id(bytes: 16), clientID: clientID, roles: roles, scope: scope.isEmpty ? nil : scope)
+      iat: now, jti: RandomTokens.id(bytes: 16), clientID: clientID, roles: roles, scope: scope.isEmpty ? nil : scope,
+      internalService: internalService ? true : nil)
     return try await self.keyRing.sign(claims)
   }
 
@@ -104,10 +103,10 @@ extension AuthService {
   func rotateRefreshToken(_ presented: String, clientID: String?) async throws -> Auth_V1_TokenResponse {
     let invalid = RPCError(code: .unauthenticated, message: "invalid refresh token")
     guard presented.hasPrefix("rt_"), presented.utf8.count < 200 else { throw invalid }
-    let hash = Secrets.digest(presented)
+    let hash = RandomTokens.digest(presented)
     enum Outcome: Sendable { case issued(IssuedRefresh), refused, reused(familyID: String, userID: String) }
     let outcome = try await self.db.transaction { uow -> Outcome in
-      let now = Self.nowMs()
+      let now = self.nowMs()
       guard let token = try await self.tokens.find(tokenHash: hash, in: uow) else { return .refused }
       if let clientID, token.clientID != clientID { return .refused }
       if token.revokedAtMs != nil || token.expiresAtMs <= now { return .refused }
@@ -126,17 +125,6 @@ extension AuthService {
         "event": "refresh_token_reuse", "family_id": .string(family), "user_id": .string(user),
       ])
       throw invalid
-    }
-  }
-
-  /// Runs password hashing, mapping overload to RESOURCE_EXHAUSTED.
-  func hashing<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-    do {
-      return try await body()
-    } catch PasswordHashError.overloaded {
-      throw RPCError(code: .resourceExhausted, message: "too many sign-ins in progress; retry shortly")
-    } catch PasswordHashError.unrecognizedHash {
-      throw RPCError(code: .internalError, message: "stored password hash is unreadable")
     }
   }
 
@@ -165,13 +153,11 @@ extension AuthService {
       $0.createdAtUnix = user.createdAtMs / 1000
     }
   }
-
-  static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }
 
 /// Opaque list cursor: base64url of "created_at_ms:id".
 enum UserCursor {
-  static func encode(createdAtMs: Int64, id: String) -> String { Secrets.base64url(Data("\(createdAtMs):\(id)".utf8)) }
+  static func encode(createdAtMs: Int64, id: String) -> String { Data("\(createdAtMs):\(id)".utf8).base64urlEncoded() }
 
   static func decode(_ cursor: String) -> (createdAtMs: Int64, id: String)? {
     var text = cursor.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")

@@ -6,45 +6,107 @@ import QuizwireProtos
 import ServiceKit
 import Storage
 
-/// OAuth 2.0 errors (RFC 6749 §5.2) as statuses: the `reason` in ErrorInfo is the OAuth
-/// error code the gateway's /oauth/token endpoint returns.
-enum OAuthError {
-  static func make(_ code: RPCError.Code, _ reason: String, _ message: String) -> RPCError {
-    RPCError(GoogleRPCStatus(code: code, message: "\(reason): \(message)",
-                             details: [.errorInfo(reason: reason, domain: "auth.quizwire")]))
+/// An OAuth 2.0 error response (RFC 6749 §5.2) as a status: the error code travels as the
+/// `reason` of a `google.rpc.ErrorInfo`, which the gateway's /oauth/token endpoint returns.
+enum OAuthError: Error, Hashable, RPCErrorConvertible {
+  case invalidRequest(String)
+  case invalidClient
+  case invalidGrant(String)
+  case unauthorizedClient(String)
+  case invalidScope(String)
+
+  /// The RFC 6749 error code.
+  var code: String {
+    switch self {
+    case .invalidRequest: "invalid_request"
+    case .invalidClient: "invalid_client"
+    case .invalidGrant: "invalid_grant"
+    case .unauthorizedClient: "unauthorized_client"
+    case .invalidScope: "invalid_scope"
+    }
   }
-  static func invalidClient() -> RPCError { make(.unauthenticated, "invalid_client", "client authentication failed") }
-  static func invalidGrant(_ why: String) -> RPCError { make(.invalidArgument, "invalid_grant", why) }
-  static func unauthorizedClient(_ why: String) -> RPCError { make(.permissionDenied, "unauthorized_client", why) }
-  static func invalidScope(_ why: String) -> RPCError { make(.invalidArgument, "invalid_scope", why) }
-  static func invalidRequest(_ why: String) -> RPCError { make(.invalidArgument, "invalid_request", why) }
+
+  var why: String {
+    switch self {
+    case .invalidClient: "client authentication failed"
+    case .invalidRequest(let why), .invalidGrant(let why), .unauthorizedClient(let why), .invalidScope(let why): why
+    }
+  }
+
+  var status: GoogleRPCStatus {
+    GoogleRPCStatus(code: self.rpcErrorCode, message: self.rpcErrorMessage, details: [.errorInfo(reason: self.code, domain: "auth.quizwire")])
+  }
+
+  var rpcErrorCode: RPCError.Code {
+    switch self {
+    case .invalidClient: .unauthenticated
+    case .unauthorizedClient: .permissionDenied
+    case .invalidRequest, .invalidGrant, .invalidScope: .invalidArgument
+    }
+  }
+
+  var rpcErrorMessage: String { "\(self.code): \(self.why)" }
+  var rpcErrorMetadata: Metadata { self.status.rpcErrorMetadata }
 }
 
 extension AuthService {
-  static let grantTypes: Set<String> = ["client_credentials", "authorization_code", "refresh_token"]
-
   public func registerClient(request: Auth_V1_RegisterClientRequest, context: ServerContext) async throws -> Auth_V1_RegisterClientResponse {
-    var v = FieldViolations()
-    v.require((1...100).contains(request.name.count), "name", "must be 1 to 100 characters")
+    // Fields are validated (AuthValidation).
+    let clientID = "cl_" + RandomTokens.id()
+    let secret = request.confidential ? "cs_" + RandomTokens.random() : ""
     let grants = Set(request.grantTypes)
-    v.require(!grants.isEmpty && grants.isSubset(of: Self.grantTypes), "grant_types", "use client_credentials, authorization_code, refresh_token")
-    v.require(!grants.contains("client_credentials") || request.confidential, "grant_types", "client_credentials needs a confidential client")
-    v.require(!grants.contains("authorization_code") || !request.redirectUris.isEmpty, "redirect_uris", "authorization_code needs at least one")
-    for (i, uri) in request.redirectUris.enumerated() {
-      v.require(Self.isAcceptableRedirect(uri), "redirect_uris[\(i)]", "must be an absolute https URL (http only for localhost) without a fragment")
-    }
-    v.require(request.scopes.count <= 50 && request.scopes.allSatisfy(Self.isValidScope), "scopes", "each scope is 1–64 of a-z 0-9 : . _ -")
-    try v.check()
-    let clientID = "cl_" + Secrets.id()
-    let secret = request.confidential ? "cs_" + Secrets.random() : ""
     let record = OAuthClientRecord(
-      clientID: clientID, secretHash: request.confidential ? Secrets.digest(secret) : nil, name: request.name,
-      redirectURIs: request.redirectUris, grantTypes: grants, scopes: Set(request.scopes), createdAtMs: Self.nowMs())
-    try await self.db.transaction { uow in try await self.clients.insert(record, in: uow) }
-    self.logger.notice("oauth client registered", metadata: ["client_id": .string(clientID)])
+      clientID: clientID, secretHash: request.confidential ? RandomTokens.digest(secret) : nil, name: request.name,
+      redirectURIs: request.redirectUris, grantTypes: grants, scopes: Set(request.scopes), createdAtMs: self.nowMs(),
+      isInternal: request.internalService)
+    let details = ["internal": String(request.internalService), "grant_types": grants.sorted().joined(separator: " ")]
+    try await self.audit.recording("oauth_client.register", target: clientID, details: details) {
+      try await self.db.transaction { uow in try await self.clients.insert(record, in: uow) }
+    }
     return .with {
       $0.clientID = clientID
       $0.clientSecret = secret
+    }
+  }
+
+  /// Makes sure `clientID` is an internal, confidential client-credentials client whose
+  /// secret is `secret`: creates it when absent, re-keys or promotes it when it differs,
+  /// leaves it alone otherwise. Run at start (`quizwire up`) for the suite's own services;
+  /// safe to run on every start and from several replicas at once.
+  package func ensureInternalClient(clientID: String, name: String, secret: String) async throws {
+    guard Self.isValidClientID(clientID), !secret.isEmpty else {
+      throw RPCError(code: .invalidArgument, message: "an internal client needs an id of 1–64 of A-Z a-z 0-9 . _ : - and a secret")
+    }
+    let digest = RandomTokens.digest(secret)
+    enum Change: String, Sendable { case created, updated, unchanged }
+    var attempt = 0
+    while true {
+      attempt += 1
+      do {
+        let change = try await self.db.transaction { uow -> Change in
+          guard let existing = try await self.clients.find(clientID: clientID, in: uow) else {
+            try await self.clients.insert(OAuthClientRecord(
+              clientID: clientID, secretHash: digest, name: name, redirectURIs: [], grantTypes: ["client_credentials"], scopes: [],
+              createdAtMs: self.nowMs(), isInternal: true), in: uow)
+            return .created
+          }
+          var wanted = existing
+          wanted.isInternal = true
+          wanted.name = name
+          wanted.grantTypes.insert("client_credentials")
+          if existing.secretHash.map({ !RandomTokens.equalDigests($0, digest) }) ?? true { wanted.secretHash = digest }
+          guard wanted != existing else { return .unchanged }
+          _ = try await self.clients.update(wanted, in: uow)
+          return .updated
+        }
+        if change != .unchanged {
+          self.audit.record("oauth_client.ensure_internal", target: clientID, details: ["change": change.rawValue], by: "system")
+        }
+        return
+      } catch StorageError.uniqueViolation where attempt < 3 {
+        // Another replica created it between our read and insert: look again.
+        continue
+      }
     }
   }
 
@@ -52,7 +114,11 @@ extension AuthService {
     let client = try await self.authenticateClient(id: request.clientID, secret: request.clientSecret, requireSecret: true)
     guard client.grantTypes.contains("client_credentials") else { throw OAuthError.unauthorizedClient("client_credentials not allowed for this client") }
     let scope = try Self.grantedScope(requested: request.scope, allowed: client.scopes)
-    let token = try await self.accessToken(sub: client.clientID, roles: ["service"], clientID: client.clientID, scope: scope)
+    // Only internal clients' tokens are marked (and carry the service role): any other
+    // client is a plain client principal, never a service.
+    let token = try await self.accessToken(
+      sub: client.clientID, roles: client.isInternal ? ["service"] : [], clientID: client.clientID, scope: scope,
+      internalService: client.isInternal)
     // No refresh token for client credentials (RFC 6749 §4.4.3): the client just asks again.
     return .with {
       $0.accessToken = token
@@ -67,6 +133,7 @@ extension AuthService {
     guard principal.kind == .user, principal.delegatedClient == nil else {
       throw RPCError(code: .permissionDenied, message: "only a signed-in user can authorize a client")
     }
+    // OAuth protocol errors, not field violations: the client needs the RFC 6749 code.
     guard request.codeChallengeMethod == "S256" else { throw OAuthError.invalidRequest("code_challenge_method must be S256") }
     guard PKCE.isValidChallenge(request.codeChallenge) else { throw OAuthError.invalidRequest("code_challenge must be BASE64URL(SHA256(verifier))") }
     guard let client = try await self.db.read({ uow in try await self.clients.find(clientID: request.clientID, in: uow) }) else {
@@ -77,11 +144,11 @@ extension AuthService {
     // Exact string match: no prefix, case or normalisation games.
     guard client.redirectURIs.contains(request.redirectUri) else { throw OAuthError.invalidRequest("redirect_uri is not registered for this client") }
     let scope = try Self.grantedScope(requested: request.scope, allowed: client.scopes)
-    let code = "ac_" + Secrets.random()
-    let now = Self.nowMs()
+    let code = "ac_" + RandomTokens.random()
+    let now = self.nowMs()
     try await self.db.transaction { uow in
       try await self.tokens.insert(AuthCodeRecord(
-        codeHash: Secrets.digest(code), clientID: client.clientID, userID: principal.subject, redirectURI: request.redirectUri,
+        codeHash: RandomTokens.digest(code), clientID: client.clientID, userID: principal.subject, redirectURI: request.redirectUri,
         codeChallenge: request.codeChallenge, scope: scope, expiresAtMs: now + self.config.authCodeTTL.components.seconds * 1000,
         usedAtMs: nil, familyID: nil, createdAtMs: now), in: uow)
     }
@@ -94,10 +161,10 @@ extension AuthService {
   public func exchangeCode(request: Auth_V1_ExchangeCodeRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
     let client = try await self.authenticateClient(id: request.clientID, secret: request.clientSecret, requireSecret: false)
     guard request.code.hasPrefix("ac_"), request.code.utf8.count < 200 else { throw OAuthError.invalidGrant("unknown code") }
-    let hash = Secrets.digest(request.code)
+    let hash = RandomTokens.digest(request.code)
     enum Outcome: Sendable { case issued(IssuedRefresh), refused(String), replayed(String?) }
     let outcome = try await self.db.transaction { uow -> Outcome in
-      let now = Self.nowMs()
+      let now = self.nowMs()
       guard let code = try await self.tokens.find(codeHash: hash, in: uow), code.clientID == client.clientID else { return .refused("unknown code") }
       if code.usedAtMs != nil {
         // A replayed code: whoever holds it is not the client. Revoke what it produced.
@@ -107,7 +174,7 @@ extension AuthService {
       guard code.expiresAtMs > now else { return .refused("code expired") }
       guard code.redirectURI == request.redirectUri else { return .refused("redirect_uri does not match the authorization request") }
       guard PKCE.verify(verifier: request.codeVerifier, challenge: code.codeChallenge) else { return .refused("code_verifier does not match") }
-      let family = "f-" + Secrets.id()
+      let family = "f-" + RandomTokens.id()
       guard try await self.tokens.consume(codeHash: hash, familyID: family, nowMs: now, in: uow) else { return .replayed(nil) }
       guard let user = try await self.users.find(id: code.userID, in: uow) else { return .refused("user no longer exists") }
       return .issued(try await self.storeRefreshToken(for: user, clientID: client.clientID, scope: code.scope, familyID: family, in: uow))
@@ -125,8 +192,8 @@ extension AuthService {
 
   public func introspectToken(request: Auth_V1_IntrospectTokenRequest, context: ServerContext) async throws -> Auth_V1_IntrospectTokenResponse {
     if request.token.hasPrefix("rt_") {
-      let now = Self.nowMs()
-      guard let token = try await self.db.read({ uow in try await self.tokens.find(tokenHash: Secrets.digest(request.token), in: uow) }),
+      let now = self.nowMs()
+      guard let token = try await self.db.read({ uow in try await self.tokens.find(tokenHash: RandomTokens.digest(request.token), in: uow) }),
             token.usedAtMs == nil, token.revokedAtMs == nil, token.expiresAtMs > now else { return .with { $0.active = false } }
       return .with {
         $0.active = true
@@ -154,8 +221,8 @@ extension AuthService {
     // tracked server-side; revoking the refresh family ends the session.
     if request.token.hasPrefix("rt_") {
       try await self.db.transaction { uow in
-        if let token = try await self.tokens.find(tokenHash: Secrets.digest(request.token), in: uow) {
-          try await self.tokens.revokeFamily(token.familyID, nowMs: Self.nowMs(), in: uow)
+        if let token = try await self.tokens.find(tokenHash: RandomTokens.digest(request.token), in: uow) {
+          try await self.tokens.revokeFamily(token.familyID, nowMs: self.nowMs(), in: uow)
         }
       }
     }
@@ -163,20 +230,26 @@ extension AuthService {
   }
 
   public func rotateSigningKey(request: Auth_V1_RotateSigningKeyRequest, context: ServerContext) async throws -> Auth_V1_RotateSigningKeyResponse {
-    let kid = try await self.keyRing.rotate()
-    self.logger.notice("signing key rotated", metadata: ["kid": .string(kid)])
+    let kid: String
+    do {
+      kid = try await self.keyRing.rotate()
+    } catch {
+      self.audit.record("signing_key.rotate", target: "-", outcome: AuditLog.Outcome(error))
+      throw error
+    }
+    self.audit.record("signing_key.rotate", target: kid)
     return .with { $0.kid = kid }
   }
 
   func authenticateClient(id: String, secret: String, requireSecret: Bool) async throws -> OAuthClientRecord {
-    guard id.hasPrefix("cl_"), id.utf8.count < 100,
+    guard Self.isValidClientID(id),
           let client = try await self.db.read({ uow in try await self.clients.find(clientID: id, in: uow) }) else {
-      throw OAuthError.invalidClient()
+      throw OAuthError.invalidClient
     }
     if let stored = client.secretHash {
-      guard Secrets.equalDigests(stored, Secrets.digest(secret)) else { throw OAuthError.invalidClient() }
+      guard RandomTokens.equalDigests(stored, RandomTokens.digest(secret)) else { throw OAuthError.invalidClient }
     } else if requireSecret {
-      throw OAuthError.invalidClient()
+      throw OAuthError.invalidClient
     }
     return client
   }
@@ -189,12 +262,5 @@ extension AuthService {
       throw OAuthError.invalidScope("not allowed: \(asked.subtracting(allowed).sorted().joined(separator: " "))")
     }
     return (asked.isEmpty ? allowed : asked).sorted().joined(separator: " ")
-  }
-
-  static func isAcceptableRedirect(_ uri: String) -> Bool {
-    guard uri.utf8.count <= 2000, let url = URLComponents(string: uri), url.fragment == nil,
-          let scheme = url.scheme?.lowercased(), let host = url.host, !host.isEmpty else { return false }
-    if scheme == "https" { return true }
-    return scheme == "http" && ["localhost", "127.0.0.1", "[::1]", "::1"].contains(host.lowercased())
   }
 }

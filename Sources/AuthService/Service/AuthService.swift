@@ -7,8 +7,9 @@ import ServiceKit
 import Storage
 
 /// `auth.v1.AuthService`: users and passwords, access and refresh tokens, API keys and the
-/// OAuth 2.0 logic. Every failure maps to one status here; callers learn no more than they
-/// need (unknown user and wrong password read the same).
+/// OAuth 2.0 logic. Input rules live in AuthValidation.swift (checked by the validation
+/// interceptor); errors carry their own status (`RPCErrorConvertible`). Callers learn no more
+/// than they need (unknown user and wrong password read the same).
 public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
   public struct Config: Sendable {
     public var issuer = "quizwire-auth"
@@ -33,10 +34,18 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
   let hasher: PasswordHasher
   let keyRing: KeyRing
   let logger: Logger
+  /// Role changes, key rotations, credentials issued or revoked, clients registered.
+  let audit: AuditLog
+  /// Every time the service reads (tokens, expiries, lockouts).
+  let now: WallClock
   /// Verifies our own access tokens (introspection).
   let verifier: TokenVerifier
 
+  /// - Parameters:
+  ///   - audit: where security-relevant actions are recorded (JSON lines labelled "audit").
+  ///   - now: the wall clock; tests pass a fake one. Give the `KeyRing` the same.
   public init(config: Config, db: Database, hasher: PasswordHasher, keyRing: KeyRing, logger: Logger,
+              audit: AuditLog = AuditLog(), now: @escaping WallClock = Date.init,
               users: any UserRepository = SQLUserRepository(), tokens: any TokenRepository = SQLTokenRepository(),
               keys: any KeyRepository = SQLKeyRepository(), clients: any ClientRepository = SQLClientRepository()) {
     self.config = config
@@ -44,14 +53,19 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
     self.hasher = hasher
     self.keyRing = keyRing
     self.logger = logger
+    self.audit = audit
+    self.now = now
     self.users = users
     self.tokens = tokens
     self.keys = keys
     self.clients = clients
     var verifierConfig = TokenVerifier.Config(issuer: config.issuer, audience: config.audience)
     verifierConfig.refreshInterval = .zero  // local, cached key ring: see AuthServer
-    self.verifier = TokenVerifier(config: verifierConfig, source: StaticJWKSSource { try await keyRing.jwksJSON() })
+    self.verifier = TokenVerifier(config: verifierConfig, source: StaticJWKSSource { try await keyRing.jwksJSON() }, now: now)
   }
+
+  /// Epoch milliseconds by the service's clock.
+  func nowMs() -> Int64 { self.now().epochMs }
 
   /// Who may call what, declared next to the handlers.
   public static var policies: AccessPolicies {
@@ -71,22 +85,16 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
   // MARK: Users
 
   public func register(request: Auth_V1_RegisterRequest, context: ServerContext) async throws -> Auth_V1_RegisterResponse {
-    var violations = FieldViolations()
-    let email = CredentialRules.normalizeEmail(request.email)
-    violations.require(email != nil, "email", "must be a valid email address")
-    for problem in CredentialRules.passwordViolations(request.password, email: email) { violations.add("password", problem) }
+    // The validation interceptor has checked the request; this guard only keeps a host run
+    // without interceptors from going further with bad input.
+    guard let email = EmailAddress.normalize(request.email) else { throw request.fieldViolations.error() }
     let displayName = request.displayName.trimmingCharacters(in: .whitespacesAndNewlines)
-    violations.require(displayName.count <= 100, "display_name", "must be at most 100 characters")
-    violations.require(!displayName.unicodeScalars.contains { $0.properties.generalCategory == .control }, "display_name", "must not contain control characters")
-    try violations.check()
-    guard let email else { throw violations.error() }
-
-    let hash = try await self.hashing { try await self.hasher.hash(request.password) }
-    let now = Self.nowMs()
+    let hash = try await self.hasher.hash(request.password)
+    let now = self.nowMs()
     var roles: Set<String> = ["user"]
     if self.config.adminEmails.contains(email) { roles.insert("admin") }
     let user = UserRecord(
-      id: "u-" + Secrets.id(), email: email, displayName: displayName.isEmpty ? String(email.split(separator: "@")[0]) : displayName,
+      id: "u-" + RandomTokens.id(), email: email, displayName: displayName.isEmpty ? String(email.split(separator: "@")[0]) : displayName,
       passwordHash: hash, roles: roles, failedLogins: 0, lockedUntilMs: 0, createdAtMs: now, updatedAtMs: now)
     do {
       try await self.db.transaction { uow in try await self.users.insert(user, in: uow) }
@@ -99,23 +107,24 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
 
   public func login(request: Auth_V1_LoginRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
     let refused = RPCError(code: .unauthenticated, message: "email or password is incorrect")
-    guard let email = CredentialRules.normalizeEmail(request.email), !request.password.isEmpty,
-          request.password.utf8.count <= CredentialRules.maxPasswordLength else {
-      _ = try await self.hashing { try await self.hasher.verifyAgainstDummy(request.password) }
+    // Not a validated message: any malformed sign-in must read like a wrong password.
+    guard let email = EmailAddress.normalize(request.email), !request.password.isEmpty,
+          request.password.utf8.count <= PasswordPolicy.maxBytes else {
+      _ = try await self.hasher.verifyAgainstDummy(request.password)
       throw refused
     }
     let found = try await self.db.read { uow in try await self.users.find(email: email, in: uow) }
     guard let user = found else {
       // Same work as a real check, so timing doesn't tell whether the email exists.
-      _ = try await self.hashing { try await self.hasher.verifyAgainstDummy(request.password) }
+      _ = try await self.hasher.verifyAgainstDummy(request.password)
       throw refused
     }
-    let now = Self.nowMs()
+    let now = self.nowMs()
     if user.lockedUntilMs > now {
-      _ = try await self.hashing { try await self.hasher.verifyAgainstDummy(request.password) }
+      _ = try await self.hasher.verifyAgainstDummy(request.password)
       throw RPCError(code: .resourceExhausted, message: "too many failed sign-ins; try again later")
     }
-    let result = try await self.hashing { try await self.hasher.verify(request.password, against: user.passwordHash) }
+    let result = try await self.hasher.verify(request.password, against: user.passwordHash)
     guard result.matches else {
       // Counted in the database, atomically: parallel wrong guesses can't all see the same count.
       let until = now + self.config.lockout.components.seconds * 1000
@@ -127,7 +136,7 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
     }
     if result.needsRehash {
       // Old parameters (or an imported bcrypt hash): store today's.
-      let upgraded = try await self.hashing { try await self.hasher.hash(request.password) }
+      let upgraded = try await self.hasher.hash(request.password)
       try await self.db.transaction { uow in try await self.users.setPasswordHash(id: user.id, hash: upgraded, nowMs: now, in: uow) }
     }
     let issued = try await self.db.transaction { uow in
@@ -147,10 +156,10 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
   }
 
   public func logout(request: Auth_V1_LogoutRequest, context: ServerContext) async throws -> Auth_V1_LogoutResponse {
-    let hash = Secrets.digest(request.refreshToken)
+    let hash = RandomTokens.digest(request.refreshToken)
     try await self.db.transaction { uow in
       if let token = try await self.tokens.find(tokenHash: hash, in: uow) {
-        try await self.tokens.revokeFamily(token.familyID, nowMs: Self.nowMs(), in: uow)
+        try await self.tokens.revokeFamily(token.familyID, nowMs: self.nowMs(), in: uow)
       }
     }
     // Unknown tokens get the same answer: logging out can't probe for valid tokens.

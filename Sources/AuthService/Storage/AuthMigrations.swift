@@ -53,7 +53,16 @@ public enum AuthMigrations {
             family_id TEXT, created_at_ms BIGINT NOT NULL)
           """,
         ]
-      }
+      },
+      // Internal clients (the suite's own services): only their client-credentials tokens
+      // are service principals. A defaulted column: older code keeps working beside it.
+      Migration(version: 2, name: "oauth_clients.internal", expandOnly: true) { dialect in
+        [
+          dialect == .postgres
+            ? "ALTER TABLE oauth_clients ADD COLUMN internal BOOLEAN NOT NULL DEFAULT false"
+            : "ALTER TABLE oauth_clients ADD COLUMN internal INTEGER NOT NULL DEFAULT 0",
+        ]
+      },
     ]
   }
 }

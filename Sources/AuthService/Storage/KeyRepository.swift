@@ -132,11 +132,15 @@ public struct OAuthClientRecord: Sendable, Hashable {
   public var grantTypes: Set<String>
   public var scopes: Set<String>
   public var createdAtMs: Int64
+  /// One of the suite's own services: its client-credentials tokens are service principals.
+  public var isInternal: Bool = false
 }
 
 public protocol ClientRepository: Sendable {
   func insert(_ client: OAuthClientRecord, in uow: UnitOfWork) async throws
   func find(clientID: String, in uow: UnitOfWork) async throws -> OAuthClientRecord?
+  /// Replaces everything but the id and creation time; false when there is no such client.
+  func update(_ client: OAuthClientRecord, in uow: UnitOfWork) async throws -> Bool
 }
 
 public struct SQLClientRepository: ClientRepository {
@@ -144,15 +148,25 @@ public struct SQLClientRepository: ClientRepository {
 
   public func insert(_ c: OAuthClientRecord, in uow: UnitOfWork) async throws {
     try await uow.write("""
-      INSERT INTO oauth_clients (client_id, secret_hash, name, redirect_uris, grant_types, scopes, created_at_ms)
+      INSERT INTO oauth_clients (client_id, secret_hash, name, redirect_uris, grant_types, scopes, created_at_ms, internal)
       VALUES (\(bind: c.clientID), \(bind: c.secretHash), \(bind: c.name), \(bind: c.redirectURIs.joined(separator: "\n")),
-              \(bind: c.grantTypes.sorted().joined(separator: " ")), \(bind: c.scopes.sorted().joined(separator: " ")), \(bind: c.createdAtMs))
+              \(bind: c.grantTypes.sorted().joined(separator: " ")), \(bind: c.scopes.sorted().joined(separator: " ")), \(bind: c.createdAtMs),
+              \(bind: c.isInternal))
       """)
+  }
+
+  public func update(_ c: OAuthClientRecord, in uow: UnitOfWork) async throws -> Bool {
+    !(try await uow.sql.raw("""
+      UPDATE oauth_clients SET secret_hash = \(bind: c.secretHash), name = \(bind: c.name),
+        redirect_uris = \(bind: c.redirectURIs.joined(separator: "\n")), grant_types = \(bind: c.grantTypes.sorted().joined(separator: " ")),
+        scopes = \(bind: c.scopes.sorted().joined(separator: " ")), internal = \(bind: c.isInternal)
+      WHERE client_id = \(bind: c.clientID) RETURNING client_id
+      """).all().isEmpty)
   }
 
   public func find(clientID: String, in uow: UnitOfWork) async throws -> OAuthClientRecord? {
     try await uow.sql.raw("""
-      SELECT client_id, secret_hash, name, redirect_uris, grant_types, scopes, created_at_ms FROM oauth_clients WHERE client_id = \(bind: clientID)
+      SELECT client_id, secret_hash, name, redirect_uris, grant_types, scopes, created_at_ms, internal FROM oauth_clients WHERE client_id = \(bind: clientID)
       """).all().first.map { row in
       OAuthClientRecord(
         clientID: try row.decode(column: "client_id", as: String.self),
@@ -161,7 +175,8 @@ public struct SQLClientRepository: ClientRepository {
         redirectURIs: try row.decode(column: "redirect_uris", as: String.self).split(separator: "\n").map(String.init),
         grantTypes: Set(try row.decode(column: "grant_types", as: String.self).split(separator: " ").map(String.init)),
         scopes: Set(try row.decode(column: "scopes", as: String.self).split(separator: " ").map(String.init)),
-        createdAtMs: try row.decode(column: "created_at_ms", as: Int64.self))
+        createdAtMs: try row.decode(column: "created_at_ms", as: Int64.self),
+        isInternal: try row.decode(column: "internal", as: Bool.self))
     }
   }
 }

@@ -3,7 +3,7 @@ import Storage
 
 /// A refresh token, stored by the SHA-256 of its value. Tokens of one login chain share a
 /// family; reuse of a rotated token revokes the family.
-public struct RefreshTokenRecord: Sendable, Hashable {
+public struct RefreshTokenRecord: Sendable, Hashable, Decodable {
   public var id: String
   public var tokenHash: String
   public var familyID: String
@@ -14,10 +14,17 @@ public struct RefreshTokenRecord: Sendable, Hashable {
   public var usedAtMs: Int64?
   public var revokedAtMs: Int64?
   public var createdAtMs: Int64
+
+  // Columns by name; sql-kit's snake-casing would make `familyID` "family_iD", so
+  // acronyms name their column.
+  enum CodingKeys: String, CodingKey {
+    case id, tokenHash, scope, expiresAtMs, usedAtMs, revokedAtMs, createdAtMs
+    case familyID = "family_id", userID = "user_id", clientID = "client_id"
+  }
 }
 
 /// A single-use OAuth authorization code, stored by its SHA-256.
-public struct AuthCodeRecord: Sendable, Hashable {
+public struct AuthCodeRecord: Sendable, Hashable, Decodable {
   public var codeHash: String
   public var clientID: String
   public var userID: String
@@ -29,6 +36,11 @@ public struct AuthCodeRecord: Sendable, Hashable {
   /// The refresh-token family issued from this code (revoked if the code is replayed).
   public var familyID: String?
   public var createdAtMs: Int64
+
+  enum CodingKeys: String, CodingKey {
+    case codeHash, codeChallenge, scope, expiresAtMs, usedAtMs, createdAtMs
+    case clientID = "client_id", userID = "user_id", redirectURI = "redirect_uri", familyID = "family_id"
+  }
 }
 
 public protocol TokenRepository: Sendable {
@@ -62,19 +74,7 @@ public struct SQLTokenRepository: TokenRepository {
       SELECT id, token_hash, family_id, user_id, client_id, scope, expires_at_ms, used_at_ms, revoked_at_ms, created_at_ms
       FROM refresh_tokens WHERE token_hash = \(bind: tokenHash)
       """).all()
-    return try rows.first.map { row in
-      RefreshTokenRecord(
-        id: try row.decode(column: "id", as: String.self),
-        tokenHash: try row.decode(column: "token_hash", as: String.self),
-        familyID: try row.decode(column: "family_id", as: String.self),
-        userID: try row.decode(column: "user_id", as: String.self),
-        clientID: try row.decode(column: "client_id", as: String?.self),
-        scope: try row.decode(column: "scope", as: String.self),
-        expiresAtMs: try row.decode(column: "expires_at_ms", as: Int64.self),
-        usedAtMs: try row.decode(column: "used_at_ms", as: Int64?.self),
-        revokedAtMs: try row.decode(column: "revoked_at_ms", as: Int64?.self),
-        createdAtMs: try row.decode(column: "created_at_ms", as: Int64.self))
-    }
+    return try rows.first?.decode(model: RefreshTokenRecord.self, keyDecodingStrategy: .convertFromSnakeCase)
   }
 
   public func markUsed(id: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool {
@@ -110,19 +110,7 @@ public struct SQLTokenRepository: TokenRepository {
       SELECT code_hash, client_id, user_id, redirect_uri, code_challenge, scope, expires_at_ms, used_at_ms, family_id, created_at_ms
       FROM auth_codes WHERE code_hash = \(bind: codeHash)
       """).all()
-    return try rows.first.map { row in
-      AuthCodeRecord(
-        codeHash: try row.decode(column: "code_hash", as: String.self),
-        clientID: try row.decode(column: "client_id", as: String.self),
-        userID: try row.decode(column: "user_id", as: String.self),
-        redirectURI: try row.decode(column: "redirect_uri", as: String.self),
-        codeChallenge: try row.decode(column: "code_challenge", as: String.self),
-        scope: try row.decode(column: "scope", as: String.self),
-        expiresAtMs: try row.decode(column: "expires_at_ms", as: Int64.self),
-        usedAtMs: try row.decode(column: "used_at_ms", as: Int64?.self),
-        familyID: try row.decode(column: "family_id", as: String?.self),
-        createdAtMs: try row.decode(column: "created_at_ms", as: Int64.self))
-    }
+    return try rows.first?.decode(model: AuthCodeRecord.self, keyDecodingStrategy: .convertFromSnakeCase)
   }
 
   public func consume(codeHash: String, familyID: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool {

@@ -32,39 +32,40 @@ public protocol UserRepository: Sendable {
 public struct SQLUserRepository: UserRepository {
   public init() {}
 
+  /// Every read selects the same columns, decoded by name into `UserRow`.
+  static let select: SQLQueryString = """
+    SELECT id, email, display_name, password_hash, roles, failed_logins, locked_until_ms, created_at_ms, updated_at_ms FROM users
+    """
+
   public func insert(_ u: UserRecord, in uow: UnitOfWork) async throws {
     try await uow.write("""
       INSERT INTO users (id, email, display_name, password_hash, roles, failed_logins, locked_until_ms, created_at_ms, updated_at_ms)
-      VALUES (\(bind: u.id), \(bind: u.email), \(bind: u.displayName), \(bind: u.passwordHash), \(bind: Self.encode(u.roles)),
+      VALUES (\(bind: u.id), \(bind: u.email), \(bind: u.displayName), \(bind: u.passwordHash), \(bind: UserRow.encode(u.roles)),
               \(bind: u.failedLogins), \(bind: u.lockedUntilMs), \(bind: u.createdAtMs), \(bind: u.updatedAtMs))
       """)
   }
 
   public func find(id: String, in uow: UnitOfWork) async throws -> UserRecord? {
-    try await uow.sql.raw("SELECT id, email, display_name, password_hash, roles, failed_logins, locked_until_ms, created_at_ms, updated_at_ms FROM users WHERE id = \(bind: id)").all().first.map(Self.decode)
+    try await Self.users(Self.select + " WHERE id = \(bind: id)", in: uow).first
   }
 
   public func find(email: String, in uow: UnitOfWork) async throws -> UserRecord? {
-    try await uow.sql.raw("SELECT id, email, display_name, password_hash, roles, failed_logins, locked_until_ms, created_at_ms, updated_at_ms FROM users WHERE email = \(bind: email)").all().first.map(Self.decode)
+    try await Self.users(Self.select + " WHERE email = \(bind: email)", in: uow).first
   }
 
   public func list(after: (createdAtMs: Int64, id: String)?, limit: Int, in uow: UnitOfWork) async throws -> [UserRecord] {
-    let rows: [any SQLRow]
     if let after {
-      rows = try await uow.sql.raw("""
-        SELECT id, email, display_name, password_hash, roles, failed_logins, locked_until_ms, created_at_ms, updated_at_ms FROM users
-        WHERE created_at_ms > \(bind: after.createdAtMs) OR (created_at_ms = \(bind: after.createdAtMs) AND id > \(bind: after.id))
+      return try await Self.users(Self.select + """
+         WHERE created_at_ms > \(bind: after.createdAtMs) OR (created_at_ms = \(bind: after.createdAtMs) AND id > \(bind: after.id))
         ORDER BY created_at_ms, id LIMIT \(bind: limit)
-        """).all()
-    } else {
-      rows = try await uow.sql.raw("SELECT id, email, display_name, password_hash, roles, failed_logins, locked_until_ms, created_at_ms, updated_at_ms FROM users ORDER BY created_at_ms, id LIMIT \(bind: limit)").all()
+        """, in: uow)
     }
-    return try rows.map(Self.decode)
+    return try await Self.users(Self.select + " ORDER BY created_at_ms, id LIMIT \(bind: limit)", in: uow)
   }
 
   public func setRoles(id: String, roles: Set<String>, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool {
     let rows = try await uow.sql.raw("""
-      UPDATE users SET roles = \(bind: Self.encode(roles)), updated_at_ms = \(bind: nowMs) WHERE id = \(bind: id) RETURNING id
+      UPDATE users SET roles = \(bind: UserRow.encode(roles)), updated_at_ms = \(bind: nowMs) WHERE id = \(bind: id) RETURNING id
       """).all()
     return !rows.isEmpty
   }
@@ -90,18 +91,23 @@ public struct SQLUserRepository: UserRepository {
     return try rows.first?.decode(column: "locked_until_ms", as: Int64.self) == lockUntilMs
   }
 
-  static func encode(_ roles: Set<String>) -> String { roles.sorted().joined(separator: ",") }
-
-  static func decode(_ row: any SQLRow) throws -> UserRecord {
-    UserRecord(
-      id: try row.decode(column: "id", as: String.self),
-      email: try row.decode(column: "email", as: String.self),
-      displayName: try row.decode(column: "display_name", as: String.self),
-      passwordHash: try row.decode(column: "password_hash", as: String.self),
-      roles: Set(try row.decode(column: "roles", as: String.self).split(separator: ",").map(String.init)),
-      failedLogins: try row.decode(column: "failed_logins", as: Int.self),
-      lockedUntilMs: try row.decode(column: "locked_until_ms", as: Int64.self),
-      createdAtMs: try row.decode(column: "created_at_ms", as: Int64.self),
-      updatedAtMs: try row.decode(column: "updated_at_ms", as: Int64.self))
+  static func users(_ query: SQLQueryString, in uow: UnitOfWork) async throws -> [UserRecord] {
+    try await uow.sql.raw(query).all().map { try $0.decode(model: UserRow.self, keyDecodingStrategy: .convertFromSnakeCase).record }
   }
+}
+
+/// A `users` row as stored: roles as one comma-separated text.
+private struct UserRow: Decodable {
+  var id, email, displayName, passwordHash, roles: String
+  var failedLogins: Int
+  var lockedUntilMs, createdAtMs, updatedAtMs: Int64
+
+  var record: UserRecord {
+    UserRecord(
+      id: self.id, email: self.email, displayName: self.displayName, passwordHash: self.passwordHash,
+      roles: Set(self.roles.split(separator: ",").map(String.init)), failedLogins: self.failedLogins,
+      lockedUntilMs: self.lockedUntilMs, createdAtMs: self.createdAtMs, updatedAtMs: self.updatedAtMs)
+  }
+
+  static func encode(_ roles: Set<String>) -> String { roles.sorted().joined(separator: ",") }
 }

@@ -38,14 +38,14 @@ public enum LoadBalancingPolicy: String, Sendable, CaseIterable {
 }
 
 /// Picks a replica for a call. Pure: callers pass in which replicas are ready and their load.
-public struct LoadBalancer: Sendable, Hashable {
-  public let policy: LoadBalancingPolicy
+package struct LoadBalancer: Sendable, Hashable {
+  package let policy: LoadBalancingPolicy
   private var cursor = 0
 
-  public init(policy: LoadBalancingPolicy) { self.policy = policy }
+  package init(policy: LoadBalancingPolicy) { self.policy = policy }
 
   /// `candidates` are (index, calls in flight) of ready replicas. `nil` if none is ready.
-  public mutating func pick(_ candidates: [(index: Int, load: Int)]) -> Int? {
+  package mutating func pick(_ candidates: [(index: Int, load: Int)]) -> Int? {
     guard !candidates.isEmpty else { return nil }
     let start = self.cursor % candidates.count
     self.cursor &+= 1

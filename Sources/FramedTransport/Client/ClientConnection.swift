@@ -8,15 +8,15 @@ import NIOSSL
 final class ClientConnection: Sendable {
   let channel: any Channel
   let commands: ConnectionCommands
-  let shared: ConnectionShared
+  let status: ConnectionStatus
   let handler: NIOLoopBound<FramedConnectionHandler>
   let remote: String
   let local: String
 
-  private init(channel: any Channel, commands: ConnectionCommands, shared: ConnectionShared, handler: NIOLoopBound<FramedConnectionHandler>) {
+  private init(channel: any Channel, commands: ConnectionCommands, status: ConnectionStatus, handler: NIOLoopBound<FramedConnectionHandler>) {
     self.channel = channel
     self.commands = commands
-    self.shared = shared
+    self.status = status
     self.handler = handler
     self.remote = FramedConnectionHandler.peerDescription(channel.remoteAddress)
     self.local = FramedConnectionHandler.peerDescription(channel.localAddress)
@@ -29,10 +29,10 @@ final class ClientConnection: Sendable {
   ) async throws -> ClientConnection {
     let loop = group.next()
     let commands = ConnectionCommands(eventLoop: loop)
-    let shared = ConnectionShared()
+    let status = ConnectionStatus()
     // Made here, used only on `loop` from now on: the box carries it there.
     let handler = NIOLoopBoundBox.makeBoxSendingValue(
-      FramedConnectionHandler(role: .client, config: config, commands: commands, shared: shared), eventLoop: loop)
+      FramedConnectionHandler(role: .client, config: config, commands: commands, status: status), eventLoop: loop)
     let bootstrap = ClientBootstrap(group: loop)
       .channelOption(.socketOption(.tcp_nodelay), value: 1)
       .connectTimeout(connectTimeout)
@@ -47,12 +47,12 @@ final class ClientConnection: Sendable {
     let channel = try await bootstrap.connect(host: target.host, port: target.port).get()
     let bound = try await loop.submit { NIOLoopBound(handler.value, eventLoop: loop) }.get()
     do {
-      try await shared.waitUntilReady()
+      try await status.waitUntilReady()
     } catch {
       channel.close(promise: nil)
       throw error
     }
-    return ClientConnection(channel: channel, commands: commands, shared: shared, handler: bound)
+    return ClientConnection(channel: channel, commands: commands, status: status, handler: bound)
   }
 
   /// Sends GOAWAY once idle and closes; in-flight calls finish first.

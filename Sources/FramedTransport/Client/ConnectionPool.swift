@@ -72,7 +72,7 @@ final class ConnectionPool: Sendable {
         for (i, slot) in s.slots.enumerated() {
           switch slot {
           case .ready(let c):
-            if c.shared.isUsable { candidates.append((i, c.shared.activeCalls)) } else { anyConnecting = true }
+            if c.status.isUsable { candidates.append((i, c.status.activeCalls)) } else { anyConnecting = true }
           case .idle, .connecting: anyConnecting = true
           case .transientFailure(let reason): failures.append(reason)
           }

@@ -125,7 +125,7 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     _ closure: (RPCStream<Inbound, Outbound>, ClientContext) async throws -> T
   ) async throws -> T {
     let (connection, replica) = try await self.pool.pick(waitForReady: options.waitForReady ?? false)
-    let peer = connection.shared.peerSettings
+    let peer = connection.status.peerSettings
     let encoding = options.compression.flatMap(MessageEncoding.init(grpc:)) ?? self.config.compression
     let usable = peer.acceptEncodings.contains(encoding.bit) ? encoding : .identity
     let stream = FramedStream<RPCResponsePart<FramedBytes>>(
@@ -141,9 +141,9 @@ public final class FramedClientTransport: ClientTransport, Sendable {
       descriptor: descriptor,
       inbound: RPCAsyncSequence(wrapping: FramedInbound(stream: stream)),
       outbound: RPCWriter.Closable(wrapping: writer))
-    connection.shared.callStarted()
+    connection.status.callStarted()
     defer {
-      connection.shared.callEnded()
+      connection.status.callEnded()
       if let gate = self.config.replicaGate {
         // Only what says something about the replica counts: its status or a broken stream.
         // A call the caller abandoned (trailers never came) says nothing.
@@ -186,9 +186,9 @@ public protocol ReplicaGate: Sendable {
   func release(replica index: Int)
 }
 
-public enum ReplicaOutcome {
+package enum ReplicaOutcome {
   /// Codes that say the replica (not the request) is in trouble.
-  public static func isReplicaFailure(_ code: Status.Code) -> Bool {
+  package static func isReplicaFailure(_ code: Status.Code) -> Bool {
     [.unavailable, .deadlineExceeded, .internalError, .unknown, .dataLoss].contains(code)
   }
 }

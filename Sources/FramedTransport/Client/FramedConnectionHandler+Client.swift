@@ -1,7 +1,7 @@
 import FramedWire
 import GRPCCore
 import NIOCore
-import QuizwireProtos
+import WireProtos
 
 extension FramedConnectionHandler {
   func clientOpen(_ handle: any StreamHandle, headers: ByteBuffer, endStream: Bool) {
@@ -21,7 +21,7 @@ extension FramedConnectionHandler {
     case .failure(.tooManyStreams(let limit)):
       stream.fail(RPCError(code: .resourceExhausted, message: "the server's MAX_CONCURRENT_STREAMS (\(limit)) is reached on this connection"))
     case .failure(.streamIDsExhausted):
-      self.shared.markDraining()
+      self.status.markDraining()
       stream.fail(RPCError(code: .unavailable, message: "stream ids exhausted on this connection; the call was not sent, safe to retry"))
     }
   }
@@ -43,26 +43,10 @@ extension FramedConnectionHandler {
 
   func clientReceivedMessage(id: UInt32, _ bytes: ByteBuffer, compressed: Bool, credit: Int) {
     guard let stream = self.clientStreams[id] else { return }
-    var message = bytes
-    if compressed {
-      guard let encoding = self.inboundEncodings[id], encoding != .identity else {
-        self.clientFail(id: id, RPCError(code: .internalError, message: "compressed response message without a message encoding"))
-        return
-      }
-      do {
-        message = try encoding.decompress(bytes, maxSize: self.config.settings.maxMessageSize)
-      } catch {
-        switch error {
-        case .tooLarge(let limit):
-        self.clientFail(id: id, RPCError(code: .resourceExhausted, message: "response message decompresses to more than the client's limit of \(limit) bytes (MAX_MESSAGE_SIZE)"))
-        return
-      case .corrupt(let reason):
-        self.clientFail(id: id, RPCError(code: .internalError, message: reason))
-        return
-        }
-      }
+    switch self.decompressInbound(id: id, bytes, compressed: compressed) {
+    case .success(let message): stream.push(.message(FramedBytes(message)), credit: credit)
+    case .failure(let error): self.clientFail(id: id, error)
     }
-    stream.push(.message(FramedBytes(message)), credit: credit)
   }
 
   func clientReceivedTrailers(id: UInt32, _ trailers: Trailers) {
@@ -89,7 +73,7 @@ extension FramedConnectionHandler {
       self.closeAfterFlush(reason: "peer refused the connection: GOAWAY \(code) \"\(debug)\"")
       return
     }
-    self.shared.markDraining()
+    self.status.markDraining()
     for id in refused {
       self.streamGone(id: id, error: RPCError(code: .unavailable, message: "server is going away (GOAWAY \(code)); the call was not processed, safe to retry"))
     }
@@ -106,7 +90,7 @@ extension FramedConnectionHandler {
       self.closeAfterFlush(reason: "client closed")
     } else {
       _ = self.machine.closeGracefully()
-      self.shared.markDraining()
+      self.status.markDraining()
     }
   }
 }

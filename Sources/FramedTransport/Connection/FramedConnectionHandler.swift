@@ -2,7 +2,7 @@ import DequeModule
 import FramedWire
 import GRPCCore
 import NIOCore
-import QuizwireProtos
+import WireProtos
 
 /// The NIO shell of one framed-wire connection, for either role.
 ///
@@ -22,7 +22,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   var machine: ConnectionStateMachine
   let commands: ConnectionCommands
   /// Shared with the transport: readiness, peer settings, draining.
-  let shared: ConnectionShared
+  let status: ConnectionStatus
 
   var context: ChannelHandlerContext?
   var outbound: ByteBuffer
@@ -34,8 +34,6 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   // Server
   var serverStreams: [UInt32: FramedStream<ServerInbound>] = [:]
   var deadlineTimers: [UInt32: Scheduled<Void>] = [:]
-  /// The peer's message encoding per stream, for decompressing what it sends.
-  var inboundEncodings: [UInt32: MessageEncoding] = [:]
   let serverCallbacks: ServerCallbacks?
   var drainTimer: Scheduled<Void>?
   var graceTimer: Scheduled<Void>?
@@ -47,6 +45,8 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   var clientStreams: [UInt32: FramedStream<ClientInbound>] = [:]
 
   // Both
+  /// The peer's message encoding per stream, for decompressing what it sends.
+  var inboundEncodings: [UInt32: MessageEncoding] = [:]
   var keepalive: KeepaliveState?
   var keepaliveTask: RepeatedTask?
   var handshakeTimer: Scheduled<Void>?
@@ -54,13 +54,13 @@ final class FramedConnectionHandler: ChannelInboundHandler {
 
   init(
     role: ConnectionStateMachine.Role, config: FramedConnectionConfig, commands: ConnectionCommands,
-    shared: ConnectionShared, serverCallbacks: ServerCallbacks? = nil
+    status: ConnectionStatus, serverCallbacks: ServerCallbacks? = nil
   ) {
     self.role = role
     self.config = config
     self.machine = ConnectionStateMachine(role: role, localSettings: config.settings)
     self.commands = commands
-    self.shared = shared
+    self.status = status
     self.serverCallbacks = serverCallbacks
     self.outbound = ByteBuffer()
   }
@@ -95,7 +95,8 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     }
     if let interval = self.config.keepaliveInterval {
       self.keepalive = KeepaliveState(interval: interval, timeout: self.config.keepaliveTimeout, now: .now())
-      let tick = TimeAmount.nanoseconds(max(min(interval.nanoseconds, self.config.keepaliveTimeout.nanoseconds) / 4, 1_000_000))
+      // A quarter of the shorter of the two, at least 1 ms.
+      let tick = max(TimeAmount.nanoseconds(min(interval, self.config.keepaliveTimeout).nanoseconds / 4), .milliseconds(1))
       // Bound to the loop it runs on; tearDown cancels it, which releases the handler.
       let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
       self.keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
@@ -135,7 +136,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     for (_, s) in clientStreams {
       s.fail(RPCError(code: .unavailable, message: "\(reason) before the call completed"))
     }
-    self.shared.markClosed(reason: reason)
+    self.status.markClosed(reason: reason)
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -205,7 +206,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
       break
     case .ready:
       self.handshakeTimer?.cancel()
-      self.shared.markReady(peerSettings: self.machine.peerSettings)
+      self.status.markReady(peerSettings: self.machine.peerSettings)
     case .write(let frames):
       for f in frames { FrameEncoder.encode(f, into: &self.outbound) }
     case .requestHeaders(let id, let headers, let endStream):

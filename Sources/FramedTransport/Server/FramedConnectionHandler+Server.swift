@@ -1,7 +1,7 @@
 import FramedWire
 import GRPCCore
 import NIOCore
-import QuizwireProtos
+import WireProtos
 
 /// What a server connection needs from its transport to start calls.
 struct ServerCallbacks: Sendable {
@@ -60,9 +60,11 @@ extension FramedConnectionHandler {
     stream.push(.metadata(metadata), credit: 0)
     if endStream { stream.finish() }
 
+    // Responses use the request's encoding, and only if the client accepts it (its SETTINGS
+    // ACCEPT_ENCODINGS, docs/protocol.md §7.3); otherwise they go uncompressed.
     let writer = ServerStreamWriter(
       stream: stream,
-      encoding: encoding,
+      encoding: peer.acceptEncodings.contains(encoding.bit) ? encoding : .identity,
       peerMaxMessageSize: peer.maxMessageSize,
       compressionMinBytes: self.config.compressionMinBytes
     )
@@ -97,29 +99,13 @@ extension FramedConnectionHandler {
 
   func serverReceivedMessage(id: UInt32, _ bytes: ByteBuffer, compressed: Bool, credit: Int, endStream: Bool) {
     guard let stream = self.serverStreams[id] else { return }
-    var message = bytes
-    if compressed {
-      guard let encoding = self.inboundEncodings[id], encoding != .identity else {
-        self.answerImmediately(id: id, code: .internalError, message: "COMPRESSED message on a stream with identity encoding")
-        return
-      }
-      do {
-        message = try encoding.decompress(bytes, maxSize: self.config.settings.maxMessageSize)
-      } catch {
-        switch error {
-        case .tooLarge(let limit):
-        self.answerImmediately(
-          id: id, code: .resourceExhausted,
-          message: "request message decompresses to more than the server's limit of \(limit) bytes (MAX_MESSAGE_SIZE)")
-        return
-      case .corrupt(let reason):
-        self.answerImmediately(id: id, code: .internalError, message: reason)
-        return
-        }
-      }
+    switch self.decompressInbound(id: id, bytes, compressed: compressed) {
+    case .success(let message):
+      stream.push(.message(FramedBytes(message)), credit: credit)
+      if endStream { stream.finish() }
+    case .failure(let error):
+      self.answerImmediately(id: id, code: Status.Code(error.code), message: error.message)
     }
-    stream.push(.message(FramedBytes(message)), credit: credit)
-    if endStream { stream.finish() }
   }
 
   func serverRejectOversized(id: UInt32, size: Int) {
@@ -169,7 +155,7 @@ extension FramedConnectionHandler {
     guard self.role == .server, !self.closing else { return }
     let frames = self.machine.beginDrain(pingOpaque: Self.drainPingOpaque)
     guard !frames.isEmpty, let loop = self.context?.eventLoop else { return }
-    self.shared.markDraining()
+    self.status.markDraining()
     for f in frames { FrameEncoder.encode(f, into: &self.outbound) }
     self.flush()
     self.drainTimer = loop.assumeIsolated().scheduleTask(in: self.config.drainPingTimeout) { [weak self] in self?.finishDrain() }
@@ -210,8 +196,9 @@ extension FramedConnectionHandler {
 }
 
 /// What a framed-wire call offers interceptors beyond GRPCCore's `ServerContext`
-/// (`context.transportSpecific`).
-public protocol DeadlineEnforcing: ServerContext.TransportSpecific {
+/// (`context.transportSpecific`). Package-only: ServiceKit's `DeadlineInterceptor` uses it to
+/// put default deadlines on the connection's loop timer.
+package protocol DeadlineEnforcing: ServerContext.TransportSpecific {
   /// Ends the call with DEADLINE_EXCEEDED (trailers out, handler cancelled) at `deadline`,
   /// unless the caller already set one.
   func enforceDeadline(_ deadline: ContinuousClock.Instant)
@@ -221,8 +208,7 @@ struct FramedCallControl: DeadlineEnforcing {
   let stream: FramedStream<RPCRequestPart<FramedBytes>>
 
   func enforceDeadline(_ deadline: ContinuousClock.Instant) {
-    let left = ContinuousClock.now.duration(to: deadline)
-    let nanos = max(0, left.components.seconds * 1_000_000_000 + left.components.attoseconds / 1_000_000_000)
-    self.stream.connection.send(.deadline(self.stream, .nanoseconds(nanos)))
+    let left = max(.zero, ContinuousClock.now.duration(to: deadline))
+    self.stream.connection.send(.deadline(self.stream, TimeAmount(left)))
   }
 }

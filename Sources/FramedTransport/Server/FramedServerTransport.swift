@@ -88,7 +88,7 @@ public final class FramedServerTransport: ServerTransport, Sendable {
           if let sslContext { try sync.addHandler(FramedTLS.serverHandler(sslContext)) }
           let commands = ConnectionCommands(eventLoop: channel.eventLoop)
           let handler = FramedConnectionHandler(
-            role: .server, config: config, commands: commands, shared: ConnectionShared(), serverCallbacks: callbacks)
+            role: .server, config: config, commands: commands, status: ConnectionStatus(), serverCallbacks: callbacks)
           try sync.addHandler(FrameReader(settings: config.settings))
           try sync.addHandler(handler)
           self?.register(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
@@ -140,7 +140,7 @@ public final class FramedServerTransport: ServerTransport, Sendable {
 
   /// Stream records held across all connections (protocol state plus live calls); 0 when
   /// idle — a leak of per-stream state (framing-anchors §9.3) shows up here.
-  public func openStreamCount() async -> Int {
+  package func openStreamCount() async -> Int {
     let connections = self.state.withLockedValue { Array($0.connections.values) }
     var total = 0
     for c in connections {
@@ -150,7 +150,7 @@ public final class FramedServerTransport: ServerTransport, Sendable {
   }
 
   /// Connections currently open.
-  public var connectionCount: Int { self.state.withLockedValue { $0.connections.count } }
+  package var connectionCount: Int { self.state.withLockedValue { $0.connections.count } }
 
   public func beginGracefulShutdown() {
     let (server, connections) = self.state.withLockedValue { s in

@@ -1,7 +1,7 @@
 import FramedWire
 import GRPCCore
 import NIOCore
-import QuizwireProtos
+import WireProtos
 
 /// Shared message path of both writers: size check against the peer's limit (fail fast, with a
 /// clear text — the receiver would refuse it anyway), optional compression, back-pressure.
@@ -44,7 +44,8 @@ struct ServerStreamWriter: ClosableRPCWriterProtocol {
   init(stream: FramedStream<RPCRequestPart<FramedBytes>>, encoding: MessageEncoding, peerMaxMessageSize: Int, compressionMinBytes: Int) {
     self.stream = stream
     self.encoding = encoding
-    // Responses are compressed with the request's encoding, only when the request used one.
+    // `encoding` is the request's when the client accepts it, else identity (see
+    // `openServerStream`): responses are compressed only when the request was.
     self.sender = MessageSender(peerMaxMessageSize: peerMaxMessageSize, encoding: encoding, compressionMinBytes: compressionMinBytes)
   }
 

@@ -1,7 +1,7 @@
 import FramedWire
 import GRPCCore
 import NIOCore
-import QuizwireProtos
+import WireProtos
 import SwiftProtobuf
 
 import struct Foundation.Data

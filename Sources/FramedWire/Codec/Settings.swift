@@ -76,30 +76,6 @@ public struct ConnectionSettings: Hashable, Sendable {
     }
   }
 
-  /// The (id, value) pairs that differ from the defaults, in ascending id order.
-  public var nonDefaultEntries: [(UInt16, UInt32)] {
-    let d = ConnectionSettings.defaults
-    var out: [(UInt16, UInt32)] = []
-    if maxFrameSize != d.maxFrameSize { out.append((ID.maxFrameSize.rawValue, UInt32(maxFrameSize))) }
-    if initialStreamWindow != d.initialStreamWindow {
-      out.append((ID.initialStreamWindow.rawValue, UInt32(initialStreamWindow)))
-    }
-    if initialConnectionWindow != d.initialConnectionWindow {
-      out.append((ID.initialConnectionWindow.rawValue, UInt32(initialConnectionWindow)))
-    }
-    if maxConcurrentStreams != d.maxConcurrentStreams {
-      out.append((ID.maxConcurrentStreams.rawValue, UInt32(maxConcurrentStreams)))
-    }
-    if maxHeaderListSize != d.maxHeaderListSize {
-      out.append((ID.maxHeaderListSize.rawValue, UInt32(maxHeaderListSize)))
-    }
-    if maxMessageSize != d.maxMessageSize { out.append((ID.maxMessageSize.rawValue, UInt32(maxMessageSize))) }
-    if acceptEncodings != d.acceptEncodings {
-      out.append((ID.acceptEncodings.rawValue, acceptEncodings.rawValue))
-    }
-    return out
-  }
-
   /// Every setting, in ascending id order: what this implementation sends, so a peer never
   /// depends on our defaults matching its own.
   public var allEntries: [(UInt16, UInt32)] {

@@ -1,4 +1,4 @@
-import QuizwireProtos
+import WireProtos
 
 /// HEADERS payload from the client (`wire.v1.RequestHeaders`).
 public typealias RequestHeaders = Wire_V1_RequestHeaders

@@ -3,7 +3,7 @@ import NIOCore
 
 extension ConnectionStateMachine {
   /// Why a new stream can't be opened right now.
-  public enum OpenFailure: Error, Sendable, Equatable {
+  package enum OpenFailure: Error, Sendable, Equatable {
     /// The connection is draining or failed: try another connection.
     case goingAway
     /// The peer's MAX_CONCURRENT_STREAMS is reached.
@@ -13,7 +13,7 @@ extension ConnectionStateMachine {
   }
 
   /// Progress the handler reports to calls after a write pass.
-  public enum SendEvent: Sendable, Equatable {
+  package enum SendEvent: Sendable, Equatable {
     /// `bytes` of a queued message for this stream were written.
     case sent(streamID: UInt32, bytes: Int)
     /// This stream's last frame (TRAILERS, or a client's END_STREAM after TRAILERS were seen) left.
@@ -21,7 +21,7 @@ extension ConnectionStateMachine {
   }
 
   /// Client: allocates the next stream id and registers the stream (HEADERS are sent by the caller).
-  public mutating func openStream(endStream: Bool = false) -> Result<UInt32, OpenFailure> {
+  package mutating func openStream(endStream: Bool = false) -> Result<UInt32, OpenFailure> {
     precondition(self.role == .client)
     guard !self.isGoingAway else { return .failure(.goingAway) }
     guard self.streams.count < self.peerSettings.maxConcurrentStreams else {
@@ -37,7 +37,7 @@ extension ConnectionStateMachine {
   }
 
   /// Server: records that response HEADERS go out now. `false` if the stream is gone.
-  public mutating func sendResponseHeaders(streamID id: UInt32) -> Bool {
+  package mutating func sendResponseHeaders(streamID id: UInt32) -> Bool {
     guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
     stream.headersExchanged = true
     self.streams[id] = stream
@@ -46,7 +46,7 @@ extension ConnectionStateMachine {
 
   /// Queues a message (already compressed if `compressed`). `false` if the stream is gone or
   /// already closed on our side.
-  public mutating func queueMessage(streamID id: UInt32, _ bytes: ByteBuffer, compressed: Bool, endStream: Bool) -> Bool {
+  package mutating func queueMessage(streamID id: UInt32, _ bytes: ByteBuffer, compressed: Bool, endStream: Bool) -> Bool {
     guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
     stream.pending.append(PendingSend(kind: .message(bytes, compressed: compressed, endStream: endStream)))
     if endStream { stream.localClosed = true }
@@ -56,7 +56,7 @@ extension ConnectionStateMachine {
   }
 
   /// Client: queues the end of the request (a NO_MESSAGE | END_STREAM frame).
-  public mutating func queueHalfClose(streamID id: UInt32) -> Bool {
+  package mutating func queueHalfClose(streamID id: UInt32) -> Bool {
     guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
     stream.pending.append(PendingSend(kind: .halfClose))
     stream.localClosed = true
@@ -66,7 +66,7 @@ extension ConnectionStateMachine {
   }
 
   /// Server: queues the TRAILERS payload after any pending messages. `false` if the stream is gone.
-  public mutating func queueTrailers(streamID id: UInt32, _ payload: ByteBuffer) -> Bool {
+  package mutating func queueTrailers(streamID id: UInt32, _ payload: ByteBuffer) -> Bool {
     guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
     stream.pending.append(PendingSend(kind: .trailers(payload)))
     stream.localClosed = true
@@ -77,17 +77,17 @@ extension ConnectionStateMachine {
 
   /// Resets a stream from our side (cancel, deadline, local error). Returns the RST to write,
   /// or `nil` if the stream was already gone.
-  public mutating func resetStream(streamID id: UInt32, code: WireErrorCode) -> Frame? {
+  package mutating func resetStream(streamID id: UInt32, code: WireErrorCode) -> Frame? {
     guard self.streams.removeValue(forKey: id) != nil else { return nil }
     self.ready.removeAll { $0 == id }
     return .rst(streamID: id, code: code)
   }
 
   /// Whether `id` is in the middle of writing a message (see `StreamState.midMessage`).
-  public func isMidMessage(streamID id: UInt32) -> Bool { self.streams[id]?.midMessage ?? false }
+  package func isMidMessage(streamID id: UInt32) -> Bool { self.streams[id]?.midMessage ?? false }
 
   /// The application consumed a message worth `credit` bytes: maybe return stream credit.
-  public mutating func consumed(streamID id: UInt32, credit: Int) -> Frame? {
+  package mutating func consumed(streamID id: UInt32, credit: Int) -> Frame? {
     guard self.streams[id]?.remoteClosed == false, var stream = self.streams.removeValue(forKey: id) else { return nil }
     stream.unconsumedCredit = max(0, stream.unconsumedCredit - credit)
     var released = credit
@@ -101,7 +101,7 @@ extension ConnectionStateMachine {
   }
 
   /// Whether any stream has frames waiting (with or without credit).
-  public var hasPendingSends: Bool { !self.ready.isEmpty }
+  package var hasPendingSends: Bool { !self.ready.isEmpty }
 
   mutating func schedule(_ id: UInt32) {
     guard let index = self.streams.index(forKey: id) else { return }
@@ -119,7 +119,7 @@ extension ConnectionStateMachine {
   /// Writes pending frames into `buffer`, one frame per stream per turn (round robin), until
   /// nothing can be sent or `buffer` holds `byteLimit` bytes. Control frames never wait here:
   /// the handler writes them directly, ahead of this queue.
-  public mutating func writePending(into buffer: inout ByteBuffer, byteLimit: Int, events: inout [SendEvent]) {
+  package mutating func writePending(into buffer: inout ByteBuffer, byteLimit: Int, events: inout [SendEvent]) {
     let maxFrame = self.peerSettings.maxFrameSize
     while buffer.readableBytes < byteLimit, let id = self.ready.popFirst() {
       guard var stream = self.streams.removeValue(forKey: id) else { continue }
@@ -182,14 +182,14 @@ extension ConnectionStateMachine {
   // MARK: - Drain
 
   /// Server, phase one of a graceful drain: "no new streams soon" plus a PING to time it.
-  public mutating func beginDrain(pingOpaque: UInt64) -> [Frame] {
+  package mutating func beginDrain(pingOpaque: UInt64) -> [Frame] {
     guard self.goAwaySent == nil else { return [] }
     self.goAwaySent = WireLimits.maxStreamID
     return [.goAway(lastStreamID: WireLimits.maxStreamID, code: .noError, debug: "draining"), .ping(ack: false, opaque: pingOpaque)]
   }
 
   /// Phase two: the final GOAWAY naming the last stream we will process.
-  public mutating func finishDrain() -> Frame? {
+  package mutating func finishDrain() -> Frame? {
     let last = self.role == .server ? self.highestStreamID : 0
     if let sent = self.goAwaySent, sent <= last, sent != WireLimits.maxStreamID { return nil }
     self.goAwaySent = last
@@ -197,7 +197,7 @@ extension ConnectionStateMachine {
   }
 
   /// Client: closing an idle connection politely.
-  public mutating func closeGracefully() -> Frame {
+  package mutating func closeGracefully() -> Frame {
     self.goAwaySent = 0
     return .goAway(lastStreamID: 0, code: .noError, debug: "client closing")
   }

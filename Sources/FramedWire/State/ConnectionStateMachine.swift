@@ -1,6 +1,6 @@
 import DequeModule
 import NIOCore
-import QuizwireProtos
+import WireProtos
 import SwiftProtobuf
 
 /// The protocol logic of one framed-wire connection, with no I/O inside.
@@ -10,11 +10,11 @@ import SwiftProtobuf
 /// directions of flow control, limits and the GOAWAY drain; the handler owns sockets, timers and
 /// the bridge to async code. Every rule of docs/protocol.md that can be checked without a clock
 /// or a socket lives here, so the tests drive it frame by frame.
-public struct ConnectionStateMachine: Sendable {
-  public enum Role: Sendable { case client, server }
+package struct ConnectionStateMachine: Sendable {
+  package enum Role: Sendable { case client, server }
 
   /// What the handler must do after an inbound item.
-  public enum Action: Sendable {
+  package enum Action: Sendable {
     case none
     /// The peer's SETTINGS arrived: the connection is usable.
     case ready
@@ -50,31 +50,31 @@ public struct ConnectionStateMachine: Sendable {
     case connectionError(ConnectionError, write: Frame?)
   }
 
-  public let role: Role
-  public let localSettings: ConnectionSettings
-  public internal(set) var peerSettings = ConnectionSettings.defaults
-  public internal(set) var peerPrefaceReceived = false
-  public internal(set) var peerSettingsReceived = false
+  package let role: Role
+  package let localSettings: ConnectionSettings
+  package internal(set) var peerSettings = ConnectionSettings.defaults
+  package internal(set) var peerPrefaceReceived = false
+  package internal(set) var peerSettingsReceived = false
 
   /// Open streams by id. A stream is taken out (`removeValue`) while it is mutated and put back
   /// after, so its buffers are never shared with the dictionary's copy (no copy-on-write of
   /// queued messages or a half-assembled message on every frame).
-  public internal(set) var streams: [UInt32: StreamState] = [:]
+  package internal(set) var streams: [UInt32: StreamState] = [:]
   /// Server: highest client stream id seen. Client: last id we assigned.
-  public internal(set) var highestStreamID: UInt32 = 0
+  package internal(set) var highestStreamID: UInt32 = 0
   var connectionSendWindow: Int
   var connectionReceiveWindow: ReceiveWindow
   /// Streams with something to send and credit to send it, in round-robin order.
   var ready: Deque<UInt32> = []
 
   /// Last stream id in the GOAWAY we sent, if any.
-  public internal(set) var goAwaySent: UInt32?
+  package internal(set) var goAwaySent: UInt32?
   /// Last stream id in the GOAWAY we received, if any.
-  public internal(set) var goAwayReceived: UInt32?
+  package internal(set) var goAwayReceived: UInt32?
   /// Ping policy (server) — counts pings from a peer with nothing in flight.
-  public var pingPolicy = PingPolicy()
+  package var pingPolicy = PingPolicy()
 
-  public init(role: Role, localSettings: ConnectionSettings) {
+  package init(role: Role, localSettings: ConnectionSettings) {
     self.role = role
     self.localSettings = localSettings
     self.connectionSendWindow = ConnectionSettings.defaults.initialConnectionWindow
@@ -82,14 +82,14 @@ public struct ConnectionStateMachine: Sendable {
   }
 
   /// Open streams.
-  public var openStreamCount: Int { self.streams.count }
+  package var openStreamCount: Int { self.streams.count }
   /// The peer can no longer open (server) or we can no longer open (client) new streams here.
-  public var isGoingAway: Bool { self.goAwaySent != nil || self.goAwayReceived != nil }
+  package var isGoingAway: Bool { self.goAwaySent != nil || self.goAwayReceived != nil }
 
   // MARK: - Inbound
 
   /// Processes one decoded item from the peer. `now` feeds the ping policy.
-  public mutating func receive(_ item: DecodedItem, now: NIODeadline) -> Action {
+  package mutating func receive(_ item: DecodedItem, now: NIODeadline) -> Action {
     switch item {
     case .preface:
       guard !self.peerPrefaceReceived else { return self.fail(.protocolError, "second preface") }
@@ -346,7 +346,7 @@ public struct ConnectionStateMachine: Sendable {
   }
 
   /// Builds the GOAWAY for a connection error; the stream table is cleared.
-  public mutating func connectionError(_ error: ConnectionError) -> Action {
+  package mutating func connectionError(_ error: ConnectionError) -> Action {
     let last = self.role == .server ? self.highestStreamID : 0
     // A client that received GOAWAY just closes (never answers GOAWAY with GOAWAY).
     if self.role == .client, self.goAwayReceived != nil { return .connectionError(error, write: nil) }

@@ -3,28 +3,28 @@
 /// The receiving side owns a `ReceiveWindow`: it debits bytes as they arrive and decides when
 /// returned credit is worth a WINDOW_UPDATE (at half the initial window, so updates are batched
 /// rather than one per message). The sending side owns a plain `Int` of available credit.
-public struct ReceiveWindow: Hashable, Sendable {
+package struct ReceiveWindow: Hashable, Sendable {
   /// Bytes the peer may still send.
-  public private(set) var available: Int
+  package private(set) var available: Int
   /// Credit consumed locally and not yet returned to the peer.
-  public private(set) var pendingUpdate: Int = 0
+  package private(set) var pendingUpdate: Int = 0
   /// The window size the peer was told at the start.
-  public let initial: Int
+  package let initial: Int
 
-  public init(initial: Int) {
+  package init(initial: Int) {
     self.initial = initial
     self.available = initial
   }
 
   /// Debits `bytes` arriving from the peer; `false` when the peer overran its credit.
-  public mutating func receive(_ bytes: Int) -> Bool {
+  package mutating func receive(_ bytes: Int) -> Bool {
     guard bytes <= self.available else { return false }
     self.available -= bytes
     return true
   }
 
   /// Returns `bytes` of credit; yields the WINDOW_UPDATE increment to send, if one is due.
-  public mutating func release(_ bytes: Int) -> UInt32? {
+  package mutating func release(_ bytes: Int) -> UInt32? {
     self.pendingUpdate += bytes
     // Send once half the window is outstanding, so small messages don't cost a frame each.
     guard self.pendingUpdate >= max(1, self.initial / 2) else { return nil }
@@ -37,7 +37,7 @@ public struct ReceiveWindow: Hashable, Sendable {
 
 /// Adds `increment` to a send window, failing on overflow past 2^31−1 (FLOW_CONTROL_ERROR).
 @inlinable
-public func applyWindowIncrement(_ window: inout Int, _ increment: UInt32) -> Bool {
+package func applyWindowIncrement(_ window: inout Int, _ increment: UInt32) -> Bool {
   let next = window + Int(increment)
   guard next <= WireLimits.maxWindow else { return false }
   window = next

@@ -4,19 +4,19 @@ import NIOCore
 /// peer may ping at most once per `minimumInterval`; each early ping is a strike, and
 /// `maxStrikes` strikes end the connection with GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings").
 /// Any stream activity clears the strikes, so busy well-behaved clients are never punished.
-public struct PingPolicy: Sendable, Hashable {
-  public var minimumInterval: TimeAmount = .seconds(10)
-  public var maxStrikes = 2
-  public private(set) var strikes = 0
+package struct PingPolicy: Sendable, Hashable {
+  package var minimumInterval: TimeAmount = .seconds(10)
+  package var maxStrikes = 2
+  package private(set) var strikes = 0
   private var lastPing: NIODeadline?
 
-  public init() {}
+  package init() {}
 
   /// Stream frames were sent or received.
-  public mutating func streamActivity() { self.strikes = 0 }
+  package mutating func streamActivity() { self.strikes = 0 }
 
   /// Records a ping; `false` means the peer is out of strikes.
-  public mutating func receivedPing(at now: NIODeadline, hasActiveStreams: Bool) -> Bool {
+  package mutating func receivedPing(at now: NIODeadline, hasActiveStreams: Bool) -> Bool {
     defer { self.lastPing = now }
     if hasActiveStreams {
       self.strikes = 0
@@ -32,41 +32,41 @@ public struct PingPolicy: Sendable, Hashable {
 
 /// Client keepalive: ping after `interval` without receiving anything; the connection is dead
 /// if no ACK arrives within `timeout`.
-public struct KeepaliveState: Sendable, Hashable {
-  public var interval: TimeAmount
-  public var timeout: TimeAmount
-  public private(set) var lastReceived: NIODeadline
-  public private(set) var outstandingPing: (opaque: UInt64, sentAt: NIODeadline)?
+package struct KeepaliveState: Sendable, Hashable {
+  package var interval: TimeAmount
+  package var timeout: TimeAmount
+  package private(set) var lastReceived: NIODeadline
+  package private(set) var outstandingPing: (opaque: UInt64, sentAt: NIODeadline)?
 
-  public init(interval: TimeAmount = .seconds(30), timeout: TimeAmount = .seconds(10), now: NIODeadline) {
+  package init(interval: TimeAmount = .seconds(30), timeout: TimeAmount = .seconds(10), now: NIODeadline) {
     self.interval = interval
     self.timeout = timeout
     self.lastReceived = now
   }
 
-  public static func == (a: Self, b: Self) -> Bool {
+  package static func == (a: Self, b: Self) -> Bool {
     a.interval == b.interval && a.timeout == b.timeout && a.lastReceived == b.lastReceived
       && a.outstandingPing?.opaque == b.outstandingPing?.opaque
   }
-  public func hash(into h: inout Hasher) { h.combine(self.lastReceived) }
+  package func hash(into h: inout Hasher) { h.combine(self.lastReceived) }
 
-  public enum Tick: Sendable, Equatable {
+  package enum Tick: Sendable, Equatable {
     case nothing
     case sendPing(UInt64)
     case dead
   }
 
   /// Anything arrived from the peer.
-  public mutating func received(at now: NIODeadline) { self.lastReceived = now }
+  package mutating func received(at now: NIODeadline) { self.lastReceived = now }
 
   /// A PING ACK arrived.
-  public mutating func ackReceived(opaque: UInt64, at now: NIODeadline) {
+  package mutating func ackReceived(opaque: UInt64, at now: NIODeadline) {
     if self.outstandingPing?.opaque == opaque { self.outstandingPing = nil }
     self.lastReceived = now
   }
 
   /// Called periodically by the handler's timer.
-  public mutating func tick(now: NIODeadline, nextOpaque: UInt64) -> Tick {
+  package mutating func tick(now: NIODeadline, nextOpaque: UInt64) -> Tick {
     if let ping = self.outstandingPing {
       return now - ping.sentAt >= self.timeout ? .dead : .nothing
     }

@@ -2,8 +2,8 @@ import DequeModule
 import NIOCore
 
 /// One message (or end-of-stream marker) waiting for flow-control credit.
-public struct PendingSend: Sendable {
-  public enum Kind: Sendable {
+package struct PendingSend: Sendable {
+  package enum Kind: Sendable {
     /// Message bytes still to send; fragmented lazily to whatever credit allows.
     case message(ByteBuffer, compressed: Bool, endStream: Bool)
     /// A bare client half-close (NO_MESSAGE | END_STREAM).
@@ -11,39 +11,39 @@ public struct PendingSend: Sendable {
     /// Server trailers (already encoded); closes the stream once written.
     case trailers(ByteBuffer)
   }
-  public var kind: Kind
+  package var kind: Kind
 }
 
 /// Per-stream protocol state: lifecycle flags, both windows, reassembly and the send queue.
 /// No I/O; owned by `ConnectionStateMachine`.
-public struct StreamState: Sendable {
-  public let id: UInt32
+package struct StreamState: Sendable {
+  package let id: UInt32
   /// We sent END_STREAM (client) or TRAILERS (server).
-  public var localClosed = false
+  package var localClosed = false
   /// The peer sent END_STREAM (client to us) or TRAILERS (server to us).
-  public var remoteClosed = false
+  package var remoteClosed = false
   /// Server only: response HEADERS already sent. Client only: response HEADERS received.
-  public var headersExchanged = false
+  package var headersExchanged = false
   /// Credit we may still spend sending MESSAGE bytes on this stream.
-  public var sendWindow: Int
+  package var sendWindow: Int
   /// Credit the peer may still spend on this stream.
-  public var receiveWindow: ReceiveWindow
+  package var receiveWindow: ReceiveWindow
   /// Fragments of the message being reassembled.
-  public var assembler: MessageAssembler
+  package var assembler: MessageAssembler
   /// Messages and end markers waiting to be written, in order.
-  public var pending: Deque<PendingSend> = []
+  package var pending: Deque<PendingSend> = []
   /// Credit of complete messages handed to the application and not yet reported consumed.
-  public var unconsumedCredit = 0
+  package var unconsumedCredit = 0
   /// Fragment credit held back because complete messages are still unconsumed (so a stalled
   /// reader pins the sender at one window plus one message, docs/protocol.md §9).
-  public var heldFragmentCredit = 0
+  package var heldFragmentCredit = 0
   /// A message is partly written (its last fragment is still to go): TRAILERS can't follow
   /// until it is done, so abandoning the call must use RST instead.
-  public var midMessage = false
+  package var midMessage = false
   /// Whether the stream is in the connection's ready-to-send rotation.
   var scheduled = false
 
-  public init(id: UInt32, sendWindow: Int, receiveWindow: Int, maxMessageSize: Int) {
+  package init(id: UInt32, sendWindow: Int, receiveWindow: Int, maxMessageSize: Int) {
     self.id = id
     self.sendWindow = sendWindow
     self.receiveWindow = ReceiveWindow(initial: receiveWindow)
@@ -53,14 +53,14 @@ public struct StreamState: Sendable {
 
 /// Reassembles a message split over MESSAGE frames (MORE flag) and enforces the size limit on
 /// the compressed bytes as they arrive, so a peer cannot make us buffer more than the limit.
-public struct MessageAssembler: Sendable {
-  public let maxMessageSize: Int
+package struct MessageAssembler: Sendable {
+  package let maxMessageSize: Int
   private var partial: ByteBuffer?
   private var partialCompressed = false
 
-  public init(maxMessageSize: Int) { self.maxMessageSize = maxMessageSize }
+  package init(maxMessageSize: Int) { self.maxMessageSize = maxMessageSize }
 
-  public enum Outcome: Sendable, Equatable {
+  package enum Outcome: Sendable, Equatable {
     /// A fragment was stored; more follow.
     case incomplete
     /// A whole message.
@@ -72,9 +72,9 @@ public struct MessageAssembler: Sendable {
   }
 
   /// Whether a message is partially received.
-  public var isAssembling: Bool { self.partial != nil }
+  package var isAssembling: Bool { self.partial != nil }
 
-  public mutating func append(_ payload: ByteBuffer, flags: FrameFlags) -> Outcome {
+  package mutating func append(_ payload: ByteBuffer, flags: FrameFlags) -> Outcome {
     let compressed = flags.contains(.compressed)
     let more = flags.contains(.more)
     if var buffer = self.partial {

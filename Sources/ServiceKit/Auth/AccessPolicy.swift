@@ -8,7 +8,8 @@ public enum AccessPolicy: Sendable, Hashable {
   case authenticated
   /// A principal holding at least one of these roles.
   case anyRole(Set<String>)
-  /// Service principals (client-credentials tokens) only.
+  /// The suite's own services only: client-credentials tokens of internal clients
+  /// (`Principal.Kind.service`), never other OAuth clients.
   case servicesOnly
 }
 
@@ -55,7 +56,7 @@ public struct AccessPolicies: Sendable {
 /// Why a credential was refused. The message sent to the caller is deliberately coarse
 /// (no hint which check failed beyond what a legitimate client needs to fix its call);
 /// the precise reason goes to the log.
-public enum AuthFailure: Error, Sendable, Hashable, CustomStringConvertible {
+public enum AuthFailure: Error, Sendable, Hashable, CustomStringConvertible, RPCErrorConvertible {
   case missingCredentials
   case malformed(String)
   case wrongType(String?)
@@ -95,4 +96,8 @@ public enum AuthFailure: Error, Sendable, Hashable, CustomStringConvertible {
     default: RPCError(code: .unauthenticated, message: "invalid token")
     }
   }
+
+  // RPCErrorConvertible: the coarse answer above; the precise reason stays in `description`.
+  public var rpcErrorCode: RPCError.Code { self.rpcError.code }
+  public var rpcErrorMessage: String { self.rpcError.message }
 }

@@ -78,7 +78,7 @@ public struct AuthInterceptor: ServerInterceptor {
         // outage (UNAVAILABLE would be retried and trip the caller's circuit breakers).
         guard let verifier = self.verifier else { throw AuthFailure.malformed("this service accepts no bearer tokens") }
         let claims = try await verifier.verify(token)
-        let kind: Principal.Kind = claims.clientID != nil && claims.clientID == claims.sub ? .service : .user
+        let kind = Self.kind(of: claims)
         let scopes = Set((claims.scope ?? "").split(separator: " ").map(String.init))
         return Principal(kind: kind, subject: claims.sub, roles: Set(claims.roles ?? []), scopes: scopes,
                          delegatedClient: kind == .user ? claims.clientID : nil)
@@ -105,6 +105,14 @@ public struct AuthInterceptor: ServerInterceptor {
     } catch {
       throw RPCError(code: .unauthenticated, message: "invalid credentials")
     }
+  }
+
+  /// A token whose subject is its own client is a client-credentials token: a service
+  /// principal only when the auth service marked the client internal, else a plain client
+  /// (so a registered third-party client can't call service-only methods).
+  static func kind(of claims: AccessTokenClaims) -> Principal.Kind {
+    guard let clientID = claims.clientID, clientID == claims.sub else { return .user }
+    return claims.internalService == true ? .service : .client
   }
 
   static func bearerToken(_ value: String) -> String? {

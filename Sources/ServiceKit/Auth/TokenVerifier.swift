@@ -14,14 +14,18 @@ public struct AccessTokenClaims: JWTPayload, Sendable, Equatable {
   public var clientID: String?
   public var roles: [String]?
   public var scope: String?
+  /// `"internal": true` on client-credentials tokens of the suite's own services; absent on
+  /// every other token. Only these become service principals.
+  public var internalService: Bool?
 
   enum CodingKeys: String, CodingKey {
     case sub, iss, aud, exp, iat, nbf, jti, roles, scope
     case clientID = "client_id"
+    case internalService = "internal"
   }
 
   public init(sub: String, iss: String, aud: [String], exp: Int64, iat: Int64, nbf: Int64? = nil, jti: String,
-              clientID: String? = nil, roles: [String]? = nil, scope: String? = nil) {
+              clientID: String? = nil, roles: [String]? = nil, scope: String? = nil, internalService: Bool? = nil) {
     self.sub = sub
     self.iss = iss
     self.aud = AudienceClaim(value: aud)
@@ -32,6 +36,7 @@ public struct AccessTokenClaims: JWTPayload, Sendable, Equatable {
     self.clientID = clientID
     self.roles = roles
     self.scope = scope
+    self.internalService = internalService
   }
 
   /// Claims are checked by `TokenVerifier` with its own clock and rules, not here.

@@ -48,7 +48,9 @@ public final class ServiceClient: Service, Sendable {
   public let breakers: ReplicaBreakers
   public let transport: FramedClientTransport
 
-  public init(_ config: ServiceClientConfig, tracer: W3CTracer = W3CTracer(), metrics: HostMetrics? = nil) throws {
+  /// - Parameter interceptors: run after propagation and metrics (e.g. `BearerTokenInterceptor`).
+  public init(_ config: ServiceClientConfig, tracer: W3CTracer = W3CTracer(), metrics: HostMetrics? = nil,
+              interceptors extra: [any ClientInterceptor] = []) throws {
     let targets = try config.replicas.map { text in
       guard let target = FramedTarget(text) else { throw ConfigError(key: "replicas", origin: nil, reason: "\"\(text)\" is not host:port") }
       return target
@@ -62,6 +64,7 @@ public final class ServiceClient: Service, Sendable {
     self.transport = try FramedClientTransport(config: transportConfig)
     var interceptors: [any ClientInterceptor] = [ClientPropagationInterceptor(tracer: tracer)]
     if let metrics { interceptors.append(ClientMetricsInterceptor(metrics: metrics)) }
+    interceptors += extra
     self.client = GRPCClient(transport: self.transport, interceptors: interceptors)
   }
 

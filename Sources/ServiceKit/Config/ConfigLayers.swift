@@ -37,13 +37,19 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible {
 public struct ConfigLayers: Sendable {
   public let environment: [String: String]
   public let filePath: String?
+  /// Command-line values by key (`--framed-port 7410` → `framed-port: "7410"`), for commands
+  /// whose keys are declared at run time (`quizwire serve <service>`).
+  public let flags: [String: String]
   private let file: [String: String]
 
   /// - Parameters:
   ///   - environment: the process environment (tests pass their own).
   ///   - filePath: an optional JSON config file; `QUIZWIRE_CONFIG` names one when nil.
-  public init(environment: [String: String] = ProcessInfo.processInfo.environment, filePath: String? = nil) throws {
+  ///   - flags: command-line values by kebab-case key.
+  public init(environment: [String: String] = ProcessInfo.processInfo.environment, filePath: String? = nil,
+              flags: [String: String] = [:]) throws {
     self.environment = environment
+    self.flags = flags
     let path = filePath ?? environment["QUIZWIRE_CONFIG"]
     self.filePath = path
     guard let path else {
@@ -82,18 +88,18 @@ public struct ConfigLayers: Sendable {
   }
 
   /// The raw value and its origin, highest layer first; nil when no layer sets it.
-  public func raw(_ key: String, flag: String?) -> (String, ConfigOrigin)? {
-    if let flag { return (flag, .flag) }
+  public func raw(_ key: String, flag: String? = nil) -> (String, ConfigOrigin)? {
+    if let flag = flag ?? self.flags[key] { return (flag, .flag) }
     if let env = self.environment[Self.environmentName(key)] { return (env, .environment) }
     if let value = self.file[key], let path = self.filePath { return (value, .file(path)) }
     return nil
   }
 
-  public func string(_ key: String, flag: String?, default value: String) -> String {
+  public func string(_ key: String, flag: String? = nil, default value: String) -> String {
     self.raw(key, flag: flag)?.0 ?? value
   }
 
-  public func int(_ key: String, flag: Int?, default value: Int, in range: ClosedRange<Int>) throws -> Int {
+  public func int(_ key: String, flag: Int? = nil, default value: Int, in range: ClosedRange<Int>) throws -> Int {
     guard let (text, origin) = self.raw(key, flag: flag.map(String.init)) else { return value }
     guard let n = Int(text.trimmingCharacters(in: .whitespaces)) else {
       throw ConfigError(key: key, origin: origin, reason: "\"\(text)\" is not an integer")
@@ -104,7 +110,7 @@ public struct ConfigLayers: Sendable {
     return n
   }
 
-  public func double(_ key: String, flag: Double?, default value: Double, in range: ClosedRange<Double>) throws -> Double {
+  public func double(_ key: String, flag: Double? = nil, default value: Double, in range: ClosedRange<Double>) throws -> Double {
     guard let (text, origin) = self.raw(key, flag: flag.map { String($0) }) else { return value }
     guard let n = Double(text.trimmingCharacters(in: .whitespaces)), n.isFinite else {
       throw ConfigError(key: key, origin: origin, reason: "\"\(text)\" is not a number")
@@ -115,7 +121,7 @@ public struct ConfigLayers: Sendable {
     return n
   }
 
-  public func bool(_ key: String, flag: Bool?, default value: Bool) throws -> Bool {
+  public func bool(_ key: String, flag: Bool? = nil, default value: Bool) throws -> Bool {
     guard let (text, origin) = self.raw(key, flag: flag.map { $0 ? "true" : "false" }) else { return value }
     switch text.lowercased() {
     case "1", "true", "yes", "on": return true
@@ -127,6 +133,9 @@ public struct ConfigLayers: Sendable {
   /// A secret from `QUIZWIRE_<KEY>` or from the file `QUIZWIRE_<KEY>_FILE` names (the
   /// Kubernetes-secret style). Refused in the config file; the value is never echoed.
   public func secret(_ key: String) throws -> Secret? {
+    if self.flags[key] != nil {
+      throw ConfigError(key: key, origin: .flag, reason: "secrets are read only from the environment or a file named by \(Self.environmentName(key))_FILE")
+    }
     if self.file[key] != nil, let path = self.filePath {
       throw ConfigError(key: key, origin: .file(path), reason: "secrets are read only from the environment or a file named by \(Self.environmentName(key))_FILE")
     }

@@ -66,6 +66,8 @@ public final class ServiceHost: Service, Sendable {
   public let tracer: W3CTracer
   public let logger: Logger
   private let dependencies: [DependencyCheck]
+  private let lifecycle: [any Service]
+  private let beforeServing: [BeforeServingStep]
   private let framedServer: GRPCServer<FramedServerTransport>
   private let grpcServer: GRPCServer<HTTP2ServerTransport.Posix>
   private let framedTransport: FramedServerTransport
@@ -79,14 +81,21 @@ public final class ServiceHost: Service, Sendable {
   ///   - services: the services to serve; `HealthService` is added.
   ///   - security: access policies and credential checkers for the auth interceptor.
   ///   - dependencies: what readiness depends on.
+  ///   - lifecycle: what runs beside the listeners (database, clients, workers): started
+  ///     before the before-serving steps, stopped in reverse order after the drain.
+  ///   - beforeServing: steps run once before the listeners open (migrations, key bootstrap);
+  ///     a failure stops the start with one log line naming the step.
   ///   - logSink: where JSON log lines go.
   public init(
     name: String, services: [any RegistrableRPCService], security: Security = Security(),
-    dependencies: [DependencyCheck] = [], config: Config, logSink: LogSink = .standardOutput, logLevel: Logger.Level = .info
+    dependencies: [DependencyCheck] = [], lifecycle: [any Service] = [], beforeServing: [BeforeServingStep] = [],
+    config: Config, logSink: LogSink = .standardOutput, logLevel: Logger.Level = .info
   ) throws {
     self.name = name
     self.config = config
     self.dependencies = dependencies
+    self.lifecycle = lifecycle
+    self.beforeServing = beforeServing
     let health = HealthStatusStore()
     self.health = health
     health.set(.notServing, for: name)
@@ -101,8 +110,7 @@ public final class ServiceHost: Service, Sendable {
     var framedConfig = config.framed
     framedConfig.host = config.host
     framedConfig.port = config.framedPort
-    framedConfig.connection.drainGrace = TimeAmount.nanoseconds(
-      config.grace.components.seconds * 1_000_000_000 + config.grace.components.attoseconds / 1_000_000_000)
+    framedConfig.connection.drainGrace = TimeAmount(config.grace)
     self.framedTransport = try FramedServerTransport(config: framedConfig)
     self.grpcTransport = HTTP2ServerTransport.Posix(
       address: .ipv4(host: config.host, port: config.grpcPort),
@@ -132,8 +140,30 @@ public final class ServiceHost: Service, Sendable {
   }
 
   /// Serves until drained (graceful shutdown of the enclosing `ServiceGroup`, or
-  /// `beginGracefulShutdown()`), or until the task is cancelled.
+  /// `beginGracefulShutdown()`), or until the task is cancelled. Starts the lifecycle
+  /// services and runs the before-serving steps first; stops the lifecycle services last.
   public func run() async throws {
+    let lifecycle = LifecycleServices(self.lifecycle, logger: self.logger)
+    do {
+      for step in self.beforeServing {
+        do {
+          try await step.run()
+        } catch {
+          self.logger.critical("cannot start: \(step.name) failed", metadata: [
+            "service": .string(self.name), "step": .string(step.name), "error": .string("\(error)"),
+          ])
+          throw HostStartError(service: self.name, step: step.name, underlying: error)
+        }
+      }
+      try await self.serve(failingWith: lifecycle)
+    } catch {
+      await lifecycle.stop()
+      throw error
+    }
+    await lifecycle.stop()
+  }
+
+  private func serve(failingWith lifecycle: LifecycleServices) async throws {
     // The admin port must keep answering during the drain (readiness says 503 then), so it
     // runs outside the lifecycle's graceful-shutdown tree and is stopped after the RPC
     // listeners finished.
@@ -156,6 +186,8 @@ public final class ServiceHost: Service, Sendable {
         group.addTask { try await self.framedServer.serve() }
         group.addTask { try await self.grpcServer.serve() }
         group.addTask { try await self.enforceGrace() }
+        // A lifecycle service failing (e.g. the database) stops the host.
+        group.addTask { try await lifecycle.failure() }
         // Readiness checks run until the listeners finish.
         let monitor = Task { await self.monitorDependencies() }
         defer { monitor.cancel() }
@@ -234,6 +266,50 @@ public final class ServiceHost: Service, Sendable {
 
 private struct GraceExpired: Error {}
 
+/// The host could not start: a before-serving step failed.
+public struct HostStartError: Error, CustomStringConvertible {
+  public var service: String
+  public var step: String
+  public var underlying: any Error
+  public var description: String { "\(self.service): cannot start: \(self.step) failed: \(self.underlying)" }
+}
+
+/// The host's lifecycle services in a group of their own, outside the enclosing group's
+/// graceful shutdown: they must outlive the drain (the database serves in-flight calls) and
+/// stop only after it, in reverse order.
+private final class LifecycleServices: Sendable {
+  private let group: ServiceGroup?
+  private let task: Task<Void, Never>?
+  private let failures = AsyncStream<any Error>.makeStream()
+
+  init(_ services: [any Service], logger: Logger) {
+    guard !services.isEmpty else {
+      self.group = nil
+      self.task = nil
+      self.failures.continuation.finish()
+      return
+    }
+    let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
+    self.group = group
+    let failures = self.failures.continuation
+    self.task = Task.detached {
+      do { try await group.run() } catch { failures.yield(error) }
+      failures.finish()
+    }
+  }
+
+  /// Throws the error of a lifecycle service that failed; otherwise waits until cancelled.
+  func failure() async throws {
+    for await error in self.failures.stream { throw error }
+    try await Task.sleep(for: .seconds(365 * 24 * 3600))
+  }
+
+  func stop() async {
+    guard let group = self.group, let task = self.task else { return }
+    await group.triggerGracefulShutdown()
+    await task.value
+  }
+}
 /// A value set once, awaited by anyone.
 final class AsyncValue<Value: Sendable>: Sendable {
   private let state = NIOLockedValueBox<(Value?, [CheckedContinuation<Value, Never>])>((nil, []))

@@ -25,8 +25,7 @@ public struct AccessLogInterceptor: ServerInterceptor {
     let method = context.descriptor.fullyQualifiedMethod
     let peer = context.remotePeer
     return try await CallObservation.run(request: request, context: context, next: next) { code in
-      let elapsed = ContinuousClock.now - start
-      let ms = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
+      let ms = (ContinuousClock.now - start).inMilliseconds
       var metadata: Logger.Metadata = [
         "service": .string(service),
         "method": .string(method),

@@ -2,9 +2,17 @@ import GRPCCore
 import NIOConcurrencyHelpers
 import ServiceContextModule
 
-/// Who is calling: a user (JWT), another service (client-credentials JWT) or an API key.
+/// Who is calling: a user (JWT), one of the suite's own services, another OAuth client acting
+/// for itself (both client-credentials JWTs) or an API key.
 public struct Principal: Sendable, Hashable, CustomStringConvertible {
-  public enum Kind: String, Sendable, Hashable { case user, service, apiKey = "api_key" }
+  public enum Kind: String, Sendable, Hashable {
+    case user
+    /// An internal client (quiz, scoring, gateway): the only kind `servicesOnly` admits.
+    case service
+    /// Any other OAuth client with a client-credentials token: authenticated, not trusted.
+    case client
+    case apiKey = "api_key"
+  }
   public var kind: Kind
   /// `sub` for tokens, the key id for API keys. Never a credential.
   public var subject: String

@@ -59,7 +59,8 @@ enum CallObservation {
     }
   }
 
-  /// The code GRPCCore will send for `error` (anything not an RPCError becomes UNKNOWN).
+  /// The code GRPCCore will send for `error` (anything without a status becomes UNKNOWN; in
+  /// the standard stack `ErrorConversionInterceptor` has made such errors INTERNAL already).
   static func code(of error: any Error) -> Status.Code {
     if let rpc = error as? RPCError { return Status.Code(rpc.code) }
     // The transport cancels a handler when its call ended (deadline, reset): not a server fault.

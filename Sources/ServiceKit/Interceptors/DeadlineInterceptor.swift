@@ -1,5 +1,6 @@
 import FramedTransport
 import GRPCCore
+import NIOCore
 import ServiceContextModule
 
 /// Gives every call a deadline: the caller's (`grpc-timeout`) if it sent one, otherwise the
@@ -81,7 +82,7 @@ public enum GRPCTimeout {
   /// The shortest exact-enough encoding (microseconds, or a coarser unit past 8 digits).
   public static func format(_ duration: Duration) -> String {
     // At least 1 µs: "0u" would read as "no deadline" on the framed wire.
-    let us = max(1, duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000)
+    let us = max(1, TimeAmount(duration).nanoseconds / 1_000)
     if us < 100_000_000 { return "\(us)u" }
     let ms = us / 1000
     if ms < 100_000_000 { return "\(ms)m" }

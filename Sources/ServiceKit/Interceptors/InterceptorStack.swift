@@ -10,10 +10,14 @@ import Logging
 /// 5. deadline — a default budget for calls that came without one;
 /// 6. auth — the principal and the method's access policy;
 /// 7. rate limit — per principal, so it needs auth's answer;
-/// 8. validation — field violations before the handler reads a message.
+/// 8. validation — field violations before the handler reads a message;
+/// 9. error conversion — a handler's error without a status becomes INTERNAL with an error id
+///    (logged with the cause), from the handler or its streaming response producer.
 ///
 /// Log, metrics and tracing sit outside auth and rate limiting so refused calls are still
 /// seen; rate limiting sits outside validation so a flood of bad requests is still limited.
+/// Error conversion is innermost, right around the handler: everything outside it (access
+/// log, metrics, tracing) sees the converted INTERNAL, never GRPCCore's UNKNOWN.
 public struct ServerInterceptorStack: Sendable {
   public var service: String
   public var logger: Logger
@@ -49,6 +53,7 @@ public struct ServerInterceptorStack: Sendable {
     ]
     if let limiter = self.rateLimiter { list.append(RateLimitInterceptor(limiter: limiter)) }
     list.append(ValidationInterceptor())
+    list.append(ErrorConversionInterceptor(logger: self.logger, service: self.service))
     return list
   }
 }

@@ -75,7 +75,7 @@ public struct RateLimitInterceptor: ServerInterceptor {
     case .allowed:
       return try await next(request, context)
     case .denied(let retryAfter):
-      let ms = max(1, Int((Double(retryAfter.components.seconds) * 1000 + Double(retryAfter.components.attoseconds) / 1e15).rounded(.up)))
+      let ms = max(1, Int(retryAfter.inMilliseconds.rounded(.up)))
       var error = RPCError(GoogleRPCStatus(
         code: .resourceExhausted, message: "rate limit exceeded; retry after \(ms) ms",
         details: [.retryInfo(delay: .milliseconds(ms))]))

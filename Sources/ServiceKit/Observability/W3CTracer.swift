@@ -32,8 +32,14 @@ public struct FinishedSpan: Sendable {
   public var errors: [String]
 }
 
-/// Receives finished spans. Export (swift-otel) plugs in here later; the suite today keeps
-/// the most recent spans in memory for tests and debugging.
+/// The export point of tracing: every span `W3CTracer` finishes arrives here exactly once, in
+/// `record(_:)`, as a `FinishedSpan` (ids, parent, timing, status, attributes).
+///
+/// An exporter plugs in here — swift-otel's OTLP exporter or any other backend: forward each
+/// span from `record(_:)` (converted to the exporter's span type, batched off this path, since
+/// `record` runs where the call ended); nothing in the tracer or the interceptors changes. Until
+/// one is attached, the sink only keeps the most recent `capacity` spans in memory, for tests
+/// and debugging.
 public final class SpanSink: Sendable {
   private let spans = NIOLockedValueBox<[FinishedSpan]>([])
   private let capacity: Int

@@ -23,7 +23,7 @@ public struct TokenBucket: Sendable, Hashable {
   /// Takes `cost` tokens at `now` if there are enough.
   public mutating func take(_ cost: Double = 1, now: ContinuousClock.Instant) -> Decision {
     if let last {
-      let elapsed = Double((now - last).components.seconds) + Double((now - last).components.attoseconds) / 1e18
+      let elapsed = (now - last).inSeconds
       self.tokens = min(self.capacity, self.tokens + max(0, elapsed) * self.ratePerSecond)
     }
     self.last = now
@@ -34,4 +34,13 @@ public struct TokenBucket: Sendable, Hashable {
     let missing = cost - self.tokens
     return .denied(retryAfter: .nanoseconds(Int64((missing / self.ratePerSecond * 1e9).rounded(.up))))
   }
+}
+
+extension Duration {
+  /// The duration as a number of seconds, for rates and logs (`TimeAmount(_:)` is the way to
+  /// a NIO time amount). The one place ServiceKit turns a `Duration` into a `Double`.
+  var inSeconds: Double { self / Duration.seconds(1) }
+
+  /// The duration as a number of milliseconds.
+  var inMilliseconds: Double { self / Duration.milliseconds(1) }
 }

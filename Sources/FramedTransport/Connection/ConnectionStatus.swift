@@ -2,9 +2,10 @@ import FramedWire
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// What the transport needs to know about a connection from outside its event loop: whether
-/// it is ready, draining or closed, the peer's SETTINGS, and how many calls it carries.
-final class ConnectionShared: Sendable {
+/// A connection's status as the rest of the transport sees it from outside the event loop:
+/// its phase (handshaking, ready, draining or closed), the peer's SETTINGS, and how many calls
+/// it carries. The connection's handler writes it on the loop; the pool and calls read it.
+final class ConnectionStatus: Sendable {
   enum Phase: Sendable, Equatable { case handshaking, ready, draining, closed(String) }
 
   private struct State {

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import ServiceKit
+
+struct Up: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Run the whole suite on this machine (SQLite in ./.quizwire, zero setup).",
+    discussion: """
+      Ports (framed/gRPC/admin): \(Registry.modules.map { "\($0.name) \($0.defaultPorts.framed)/\($0.defaultPorts.grpc)/\($0.defaultPorts.admin)" }.joined(separator: ", ")).
+      Services that depend on auth are registered with it as internal OAuth clients; their
+      secrets are kept in <data-dir>/<name>-client.secret (0600).
+      Use `quizwire serve <service>` to run one service with settings of your choosing.
+      """)
+
+  @Option(help: "Run only these services (comma-separated, e.g. auth,bench).")
+  var only: String?
+  @Option(help: "Folder for SQLite files and local secrets (default ./.quizwire).")
+  var dataDir: String?
+  @Option(help: "Comma-separated emails that become admins when they register.")
+  var adminEmails: String?
+  @Option(help: "Log level (default info; also QUIZWIRE_LOG_LEVEL).")
+  var logLevel: String?
+
+  func run() async throws {
+    var modules = Registry.modules
+    if let only {
+      let names = only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+      for name in names where Registry.module(named: name) == nil {
+        throw ValidationError("--only: unknown service \(name); known: \(Registry.names.joined(separator: ", "))")
+      }
+      modules = modules.filter { names.contains($0.name) }
+    }
+    let running = Set(modules.map { $0.name })
+    for module in modules {
+      for dependency in module.dependsOn where !running.contains(dependency) {
+        throw ValidationError("\(module.name) needs \(dependency): add it to --only")
+      }
+    }
+    let environment = ProcessInfo.processInfo.environment
+    let dataDir = self.dataDir ?? environment[ConfigLayers.environmentName("data-dir")] ?? "./.quizwire"
+    let internalClients = modules.filter { $0.dependsOn.contains("auth") }.map { $0.name }
+    var hosts: [ServiceHost] = []
+    for module in modules {
+      // Fixed ports as flags, so a QUIZWIRE_FRAMED_PORT meant for one `serve` can't make two
+      // services claim the same port.
+      var flags = [
+        "framed-port": "\(module.defaultPorts.framed)", "grpc-port": "\(module.defaultPorts.grpc)",
+        "admin-port": "\(module.defaultPorts.admin)",
+      ]
+      if let logLevel { flags["log-level"] = logLevel }
+      if !module.migrations.isEmpty { flags["data-dir"] = dataDir }
+      var env = environment
+      for dependency in module.dependsOn {
+        guard let target = Registry.module(named: dependency) else { continue }
+        flags["\(dependency)-target"] = "127.0.0.1:\(target.defaultPorts.framed)"
+      }
+      if module.dependsOn.contains("auth") {
+        let path = LocalSecretFile.clientSecretPath(dataDir: dataDir, service: module.name)
+        _ = try LocalSecretFile.readOrCreate(path: path, key: "client-secret")
+        env["QUIZWIRE_CLIENT_SECRET"] = nil
+        env["QUIZWIRE_CLIENT_SECRET_FILE"] = path
+      }
+      if module.name == "auth" {
+        if !internalClients.isEmpty { flags["internal-clients"] = internalClients.joined(separator: ",") }
+        if let adminEmails { flags["admin-emails"] = adminEmails }
+      }
+      hosts.append(try await ServiceAssembly.host(module, layers: try ConfigLayers(environment: env, flags: flags)))
+    }
+    FileHandle.standardError.write(Data("quizwire up: serving \(modules.map { $0.name }.joined(separator: ", ")); Ctrl-C drains and exits\n".utf8))
+    try await runHosts(hosts)
+  }
+}
