@@ -27,7 +27,9 @@ public enum BenchOutput {
       if name == "streams_10k_idle" { o["unit"] = "MB server RSS (raw = idle server, inproc = in-process growth)" }
       scenarios[name] = o
     }
-    var machine: [String: Any] = ["cores": ProcessInfo.processInfo.activeProcessorCount, "memory_gib": Int(ProcessInfo.processInfo.physicalMemory >> 30), "quick": quick]
+    var machine: [String: Any] = [
+      "cores": ProcessInfo.processInfo.activeProcessorCount, "memory_gib": Int(ProcessInfo.processInfo.physicalMemory >> 30), "quick": quick,
+    ]
     if let cpu = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
       let model = cpu.split(separator: "\n").first(where: { $0.hasPrefix("model name") })?.split(separator: ":").last
     {

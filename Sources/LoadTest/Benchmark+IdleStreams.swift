@@ -22,7 +22,8 @@ extension Benchmark {
         let client = GRPCClient(transport: try FramedClientTransport(config: .init(targets: [FramedTarget(host: "127.0.0.1", port: server.framedPort)])))
         mb = try await Self.holdStreams(client: client) { server.rssMB() }
       } else {
-        let client = GRPCClient(transport: try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: server.grpcPort), transportSecurity: .plaintext))
+        let client = GRPCClient(
+          transport: try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: server.grpcPort), transportSecurity: .plaintext))
         mb = try await Self.holdStreams(client: client) { server.rssMB() }
       }
       row[column] = Cell(value: mb, p99: 0)
@@ -84,8 +85,11 @@ final class ServerProcess: Sendable {
     p.executableURL = URL(fileURLWithPath: executable)
     // The transports' own cost per stream, like every other scenario here (they run without
     // interceptors too); docs/performance.md has the full-stack figure beside it.
-    p.arguments = ["serve", "bench", "--framed-port", "0", "--grpc-port", "0", "--admin-port", "0",
-                   "--max-concurrent-streams", "20000", "--log-level", "warning"]
+    p.arguments =
+      [
+        "serve", "bench", "--framed-port", "0", "--grpc-port", "0", "--admin-port", "0",
+        "--max-concurrent-streams", "20000", "--log-level", "warning",
+      ]
       + (ProcessInfo.processInfo.environment["QUIZWIRE_BENCH_INTERCEPTORS"] == "1" ? [] : ["--no-interceptors"])
     let out = Pipe()
     p.standardOutput = out
@@ -100,7 +104,8 @@ final class ServerProcess: Sendable {
       if line.isEmpty { break }
       lines += 1
       if let json = try? JSONSerialization.jsonObject(with: line) as? [String: String],
-        let framed = json["framed"].flatMap({ FramedTarget($0) }), let grpc = json["grpc"].flatMap({ FramedTarget($0) }) {
+        let framed = json["framed"].flatMap({ FramedTarget($0) }), let grpc = json["grpc"].flatMap({ FramedTarget($0) })
+      {
         address = (framed, grpc)
       }
     }

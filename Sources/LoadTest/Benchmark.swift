@@ -34,12 +34,13 @@ public struct Benchmark: Sendable {
 
   /// Runs the scenarios; returns scenario → column → cell.
   public func run(scenarios: [String]) async throws -> [String: [String: Cell]] {
-    let framedServer = try FramedServerTransport(config: {
-      var c = FramedServerTransport.Config()
-      c.connection.settings.maxConcurrentStreams = 20_000
-      c.runHandlersOnEventLoop = true  // as `quizwire serve bench` runs the echo service
-      return c
-    }())
+    let framedServer = try FramedServerTransport(
+      config: {
+        var c = FramedServerTransport.Config()
+        c.connection.settings.maxConcurrentStreams = 20_000
+        c.runHandlersOnEventLoop = true  // as `quizwire serve bench` runs the echo service
+        return c
+      }())
     let h2Server = HTTP2ServerTransport.Posix(
       address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext,
       config: .defaults { $0.http2.maxConcurrentStreams = 20_000 })
@@ -115,7 +116,8 @@ public struct Benchmark: Sendable {
 
   func raw(_ spec: Spec, port: Int) async throws -> Cell {
     let stream = spec.method == .serverStream ? spec.messagesPerStream : nil
-    let (ops, latency) = try await RawEcho.run(port: port, payload: spec.payload, outstanding: spec.concurrency, duration: stream == nil ? self.runDuration : .seconds(60), streamCount: stream)
+    let (ops, latency) = try await RawEcho.run(
+      port: port, payload: spec.payload, outstanding: spec.concurrency, duration: stream == nil ? self.runDuration : .seconds(60), streamCount: stream)
     return Cell(value: ops, p99: latency.percentile(99))
   }
 

@@ -170,9 +170,10 @@ public struct LoadGenerator: Sendable {
         tally.messages += 1 + got
         tally.bytes += payload.count * (1 + got)
       case .clientStream:
-        _ = try await echo.clientStream(request: StreamingClientRequest { w in
-          for _ in 0..<n { try await w.write(request) }
-        })
+        _ = try await echo.clientStream(
+          request: StreamingClientRequest { w in
+            for _ in 0..<n { try await w.write(request) }
+          })
         tally.messages += n + 1
         tally.bytes += payload.count * (n + 1)
       case .bidi:

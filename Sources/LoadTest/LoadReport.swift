@@ -34,7 +34,10 @@ public struct LoadReport: Codable, Sendable, Equatable {
     case method, transport, mode, calls, messages, elapsed_s, calls_per_s, messages_per_s, bytes, errors, latency, interrupted
   }
 
-  public init(method: String, transport: String, mode: String, calls: Int, messages: Int, elapsed: Duration, bytes: Int, errors: [String: Int], latency recorder: LatencyRecorder, interrupted: Bool) {
+  public init(
+    method: String, transport: String, mode: String, calls: Int, messages: Int, elapsed: Duration, bytes: Int, errors: [String: Int],
+    latency recorder: LatencyRecorder, interrupted: Bool
+  ) {
     let seconds = max(Double(elapsed.microseconds) / 1e6, 1e-9)
     self.method = method
     self.transport = transport

@@ -134,7 +134,9 @@ public enum RawEcho {
   }
 
   /// Round trips per second (or one-way messages per second with `streamCount`) and latencies.
-  public static func run(port: Int, payload: Int, outstanding: Int, duration: Duration, streamCount: Int? = nil) async throws -> (opsPerSecond: Double, latency: LatencyRecorder) {
+  public static func run(port: Int, payload: Int, outstanding: Int, duration: Duration, streamCount: Int? = nil) async throws -> (
+    opsPerSecond: Double, latency: LatencyRecorder
+  ) {
     let group = MultiThreadedEventLoopGroup.singleton
     let loop = group.next()
     let done = loop.makePromise(of: Void.self)

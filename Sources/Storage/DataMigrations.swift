@@ -33,11 +33,13 @@ extension Migrator {
   /// and reads the cursor under it.
   func runDataMigration(_ data: DataMigration, _ db: Database) async throws {
     try await db.transaction { uow -> Void in
-      try await uow.sql.raw("""
+      try await uow.sql.raw(
+        """
         INSERT INTO data_migrations (service, name, cursor, batches, done_at_ms, updated_at_ms)
         VALUES (\(bind: self.service), \(bind: data.name), NULL, 0, NULL, \(bind: Self.nowMs()))
         ON CONFLICT (service, name) DO NOTHING
-        """).run()
+        """
+      ).run()
     }
     while true {
       try Task.checkCancellation()
@@ -62,17 +64,21 @@ extension Migrator {
           guard next != cursor else {
             throw MigrationError.dataMigrationMadeNoProgress(service: self.service, name: data.name, cursor: next)
           }
-          try await uow.sql.raw("""
+          try await uow.sql.raw(
+            """
             UPDATE data_migrations SET cursor = \(bind: next), batches = batches + 1, updated_at_ms = \(bind: Self.nowMs())
             WHERE service = \(bind: self.service) AND name = \(bind: data.name)
-            """).run()
+            """
+          ).run()
           return false
         }
         let now = Self.nowMs()
-        try await uow.sql.raw("""
+        try await uow.sql.raw(
+          """
           UPDATE data_migrations SET batches = batches + 1, done_at_ms = \(bind: now), updated_at_ms = \(bind: now)
           WHERE service = \(bind: self.service) AND name = \(bind: data.name)
-          """).run()
+          """
+        ).run()
         return true
       }
       if finished { return }

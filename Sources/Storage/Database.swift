@@ -92,8 +92,9 @@ public final class Database: Sendable {
       } catch {
         throw StorageError.cannotOpen("cannot create \(directory): \(error)")
       }
-      let source = TunedSQLiteSource(base: SQLiteConnectionSource(
-        configuration: .init(storage: .file(path: absolute), enableForeignKeys: true)))
+      let source = TunedSQLiteSource(
+        base: SQLiteConnectionSource(
+          configuration: .init(storage: .file(path: absolute), enableForeignKeys: true)))
       // SQLite has one writer at a time; a few connections let reads overlap it (WAL).
       self.pool = .sqlite(PoolBox(EventLoopGroupConnectionPool(source: source, maxConnectionsPerEventLoop: 4, logger: logger, on: loop)))
       self.dialect = .sqlite
@@ -104,8 +105,10 @@ public final class Database: Sendable {
       } catch {
         throw StorageError.cannotOpen("invalid PostgreSQL URL")
       }
-      self.pool = .postgres(PoolBox(EventLoopGroupConnectionPool(
-        source: PostgresConnectionSource(sqlConfiguration: config), maxConnectionsPerEventLoop: max(1, size), logger: logger, on: loop)))
+      self.pool = .postgres(
+        PoolBox(
+          EventLoopGroupConnectionPool(
+            source: PostgresConnectionSource(sqlConfiguration: config), maxConnectionsPerEventLoop: max(1, size), logger: logger, on: loop)))
       self.dialect = .postgres
     }
   }

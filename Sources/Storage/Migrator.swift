@@ -114,7 +114,8 @@ public enum MigrationError: Error, Sendable, Hashable, CustomStringConvertible {
       return "\(s): migration \(v) (\(n)) was changed after it was applied; migrations are forward-only — add a new one instead"
     case .databaseNewerThanCode(let s, let db, let code, let name):
       let step = name.isEmpty ? "" : " (\(name))"
-      return "\(s): the database has migration \(db)\(step), a contract step (not expand-only) that this build, which only knows up to \(code), cannot run beside; run a newer build"
+      return
+        "\(s): the database has migration \(db)\(step), a contract step (not expand-only) that this build, which only knows up to \(code), cannot run beside; run a newer build"
     case .badMigrationList(let why):
       return "invalid migration list: \(why)"
     case .dataMigrationMadeNoProgress(let s, let n, let cursor):
@@ -221,9 +222,11 @@ public struct Migrator: Sendable {
   public func plan(_ db: Database) async throws -> Plan {
     try await self.ensureTables(db)
     return try await db.read { uow in
-      let rows = try await uow.sql.raw("""
+      let rows = try await uow.sql.raw(
+        """
         SELECT version, name, checksum, kind FROM schema_migrations WHERE service = \(bind: self.service) ORDER BY version
-        """).all()
+        """
+      ).all()
       var applied: [Int] = []
       var ahead: [(version: Int, name: String)] = []
       for row in rows {
@@ -259,9 +262,11 @@ public struct Migrator: Sendable {
           }
         }
       }
-      let finished = try await uow.sql.raw("""
+      let finished = try await uow.sql.raw(
+        """
         SELECT name FROM data_migrations WHERE service = \(bind: self.service) AND done_at_ms IS NOT NULL
-        """).all().map { try $0.decode(column: "name", as: String.self) }
+        """
+      ).all().map { try $0.decode(column: "name", as: String.self) }
       let pendingData = self.dataMigrations.map(\.name).filter { !finished.contains($0) }
       return Plan(
         applied: applied, pending: pending, aheadExpandOnly: ahead.map { $0.version },
@@ -299,9 +304,11 @@ public struct Migrator: Sendable {
       }
       // (SQLite's BEGIN IMMEDIATE already serializes writers.) Another process may have
       // applied it since the plan was made.
-      let already = try await uow.sql.raw("""
+      let already = try await uow.sql.raw(
+        """
         SELECT version FROM schema_migrations WHERE service = \(bind: self.service) AND version = \(bind: migration.version)
-        """).all()
+        """
+      ).all()
       if !already.isEmpty { return false }
       for statement in migration.statements(uow.dialect) {
         // Statements are constants in the code, never built from input.
@@ -313,10 +320,12 @@ public struct Migrator: Sendable {
           try await uow.sql.raw(index.createStatement(concurrently: false)).run()
         }
       }
-      try await uow.sql.raw("""
+      try await uow.sql.raw(
+        """
         INSERT INTO schema_migrations (service, version, name, checksum, applied_at_ms, kind)
         VALUES (\(bind: self.service), \(bind: migration.version), \(bind: migration.name), \(bind: migration.checksum(for: uow.dialect)), \(bind: Self.nowMs()), \(bind: migration.kind))
-        """).run()
+        """
+      ).run()
       return true
     }
   }
@@ -358,10 +367,12 @@ public struct Migrator: Sendable {
 
   /// nil: no such index; false: present but invalid (being built, or a failed build).
   static func postgresIndexIsValid(_ name: String, _ uow: UnitOfWork) async throws -> Bool? {
-    let row = try await uow.sql.raw("""
+    let row = try await uow.sql.raw(
+      """
       SELECT i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
       WHERE c.relname = \(bind: name) AND pg_table_is_visible(c.oid)
-      """).first()
+      """
+    ).first()
     return try row?.decode(column: "valid", as: Bool.self)
   }
 
@@ -389,26 +400,31 @@ public struct Migrator: Sendable {
       if uow.dialect == .postgres {
         try await uow.sql.raw("SELECT pg_advisory_xact_lock(\(bind: Self.tablesLockKey))").run()
       }
-      try await uow.sql.raw("""
+      try await uow.sql.raw(
+        """
         CREATE TABLE IF NOT EXISTS schema_migrations (
           service TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL, checksum TEXT NOT NULL,
           applied_at_ms BIGINT NOT NULL, kind TEXT NOT NULL DEFAULT 'contract', PRIMARY KEY (service, version))
-        """).run()
+        """
+      ).run()
       if uow.dialect == .postgres {
         try await uow.sql.raw("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'contract'").run()
       } else {
         // SQLite has no ADD COLUMN IF NOT EXISTS; BEGIN IMMEDIATE makes check-then-add safe.
-        let has = try await uow.sql.raw("SELECT COUNT(*) AS n FROM pragma_table_info('schema_migrations') WHERE name = 'kind'")
+        let has =
+          try await uow.sql.raw("SELECT COUNT(*) AS n FROM pragma_table_info('schema_migrations') WHERE name = 'kind'")
           .first()?.decode(column: "n", as: Int.self) ?? 0
         if has == 0 {
           try await uow.sql.raw("ALTER TABLE schema_migrations ADD COLUMN kind TEXT NOT NULL DEFAULT 'contract'").run()
         }
       }
-      try await uow.sql.raw("""
+      try await uow.sql.raw(
+        """
         CREATE TABLE IF NOT EXISTS data_migrations (
           service TEXT NOT NULL, name TEXT NOT NULL, cursor TEXT, batches BIGINT NOT NULL DEFAULT 0,
           done_at_ms BIGINT, updated_at_ms BIGINT NOT NULL, PRIMARY KEY (service, name))
-        """).run()
+        """
+      ).run()
     }
   }
 

@@ -77,19 +77,19 @@ struct Call: AsyncParsableCommand {
     guard let entry = MethodCatalogue.method(named: method) else { throw ValidationError("unknown method \(method)") }
     var outcome: Result<Void, any Error> = .success(())
     do {
-    if let framed {
-      guard let target = FramedTarget(framed) else { throw ValidationError("--framed takes host:port") }
-      var config = FramedClientTransport.Config(targets: [target])
-      config.compression = MessageEncoding(rawValue: compression) ?? .identity
-      let transport = try FramedClientTransport(config: config)
-      try await withGRPCClient(transport: transport) { try await CatalogueCall.call(entry, json: request, client: $0, metadata: md, options: options) }
-    } else {
-      guard let grpc, let target = FramedTarget(grpc) else { throw ValidationError("--grpc takes host:port") }
-      let transport = try HTTP2ClientTransport.Posix(
-        target: target.resolvableTarget, transportSecurity: .plaintext,
-        config: .defaults { $0.compression.enabledAlgorithms = .all })
-      try await withGRPCClient(transport: transport) { try await CatalogueCall.call(entry, json: request, client: $0, metadata: md, options: options) }
-    }
+      if let framed {
+        guard let target = FramedTarget(framed) else { throw ValidationError("--framed takes host:port") }
+        var config = FramedClientTransport.Config(targets: [target])
+        config.compression = MessageEncoding(rawValue: compression) ?? .identity
+        let transport = try FramedClientTransport(config: config)
+        try await withGRPCClient(transport: transport) { try await CatalogueCall.call(entry, json: request, client: $0, metadata: md, options: options) }
+      } else {
+        guard let grpc, let target = FramedTarget(grpc) else { throw ValidationError("--grpc takes host:port") }
+        let transport = try HTTP2ClientTransport.Posix(
+          target: target.resolvableTarget, transportSecurity: .plaintext,
+          config: .defaults { $0.compression.enabledAlgorithms = .all })
+        try await withGRPCClient(transport: transport) { try await CatalogueCall.call(entry, json: request, client: $0, metadata: md, options: options) }
+      }
     } catch {
       outcome = .failure(error)
     }
@@ -154,7 +154,9 @@ enum CatalogueCall {
     _: In.Type, _: Out.Type, _ d: MethodDescriptor, _ json: String, _ client: GRPCClient<T>, _ md: Metadata, _ options: CallOptions
   ) async throws {
     let request = ClientRequest(message: try parse(In.self, json), metadata: md)
-    try await client.serverStreaming(request: request, descriptor: d, serializer: ProtobufSerializer<In>(), deserializer: ProtobufDeserializer<Out>(), options: options) {
+    try await client.serverStreaming(
+      request: request, descriptor: d, serializer: ProtobufSerializer<In>(), deserializer: ProtobufDeserializer<Out>(), options: options
+    ) {
       for try await message in $0.messages { try printJSON(message) }
     }
   }
@@ -164,7 +166,9 @@ enum CatalogueCall {
   ) async throws {
     let messages = try parseArray(In.self, json)
     let request = StreamingClientRequest<In>(metadata: md) { writer in try await writer.write(contentsOf: messages) }
-    try await client.bidirectionalStreaming(request: request, descriptor: d, serializer: ProtobufSerializer<In>(), deserializer: ProtobufDeserializer<Out>(), options: options) {
+    try await client.bidirectionalStreaming(
+      request: request, descriptor: d, serializer: ProtobufSerializer<In>(), deserializer: ProtobufDeserializer<Out>(), options: options
+    ) {
       for try await message in $0.messages { try printJSON(message) }
     }
   }

@@ -15,7 +15,8 @@ struct Keys: AsyncParsableCommand {
     var settings: [String] = []
 
     func run() async throws {
-      let keys = [ConfigKey("config", "JSON config file (also QUIZWIRE_CONFIG).")] + StorageOptions.keys
+      let keys =
+        [ConfigKey("config", "JSON config file (also QUIZWIRE_CONFIG).")] + StorageOptions.keys
         + AuthOptions.keys.filter { $0.kind == .secret }
       let flags = try SettingsParser.parse(settings, keys: keys)
       let layers = try ConfigLayers(filePath: flags["config"], flags: flags)

@@ -70,7 +70,9 @@ struct Load: AsyncParsableCommand {
     if let framed {
       guard let target = FramedTarget(framed) else { throw ValidationError("--framed takes host:port") }
       let transport = try FramedClientTransport(config: .init(targets: [target]))
-      report = try await withGRPCClient(transport: transport) { await LoadGenerator(options: options).run(client: $0, transportName: "framed", progress: progress) }
+      report = try await withGRPCClient(transport: transport) {
+        await LoadGenerator(options: options).run(client: $0, transportName: "framed", progress: progress)
+      }
     } else {
       guard let grpc, let target = FramedTarget(grpc) else { throw ValidationError("--grpc takes host:port") }
       let transport = try HTTP2ClientTransport.Posix(target: target.resolvableTarget, transportSecurity: .plaintext)

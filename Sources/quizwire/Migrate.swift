@@ -13,7 +13,8 @@ struct Migrate: AsyncParsableCommand {
   @Argument(parsing: .captureForPassthrough, help: "--dry-run, --data-dir DIR, …")
   var settings: [String] = []
 
-  static let keys = [ConfigKey("config", "JSON config file (also QUIZWIRE_CONFIG)."), ConfigKey("dry-run", "Only show what would be applied.", kind: .toggle)]
+  static let keys =
+    [ConfigKey("config", "JSON config file (also QUIZWIRE_CONFIG)."), ConfigKey("dry-run", "Only show what would be applied.", kind: .toggle)]
     + StorageOptions.keys
 
   func run() async throws {
@@ -29,7 +30,7 @@ struct Migrate: AsyncParsableCommand {
     let layers = try ConfigLayers(filePath: flags["config"], flags: flags)
     let dryRun = try layers.bool("dry-run", default: false)
     let location = try StorageOptions(layers: layers).location(service: module.name)
-    let migrator = try Migrator(service: module.name, migrations: module.migrations)
+    let migrator = try Migrator(service: module.name, migrations: module.migrations, dataMigrations: module.dataMigrations)
     let logger = Logger(label: "quizwire.migrate") { JSONLogHandler(label: $0, level: .warning) }
     try await Database.using(location, logger: logger) { db in
       let plan = try await migrator.plan(db)
@@ -37,6 +38,11 @@ struct Migrate: AsyncParsableCommand {
       for m in migrator.migrations {
         print("  \(m.version) \(m.name): \(plan.applied.contains(m.version) ? "applied" : "pending")")
       }
+      if !plan.aheadExpandOnly.isEmpty {
+        print("  ahead of this build by expand-only steps (accepted): \(plan.aheadExpandOnly.map(String.init).joined(separator: ", "))")
+      }
+      for index in plan.pendingIndexes { print("  index \(index): pending (built without blocking)") }
+      for data in plan.pendingData { print("  data migration \(data): pending") }
       if dryRun || plan.pending.isEmpty {
         print(plan.pending.isEmpty ? "up to date" : "\(plan.pending.count) pending (dry run: nothing applied)")
       } else {

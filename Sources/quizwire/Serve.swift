@@ -41,8 +41,9 @@ struct Serve: AsyncParsableCommand {
 /// logged why; the process exits 1.
 func runHosts(_ hosts: [ServiceHost]) async throws {
   let logger = Logger(label: "quizwire") { JSONLogHandler(label: $0, level: .critical) }
-  let group = ServiceGroup(configuration: .init(
-    services: hosts.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+  let group = ServiceGroup(
+    configuration: .init(
+      services: hosts.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
   do {
     try await withThrowingDiscardingTaskGroup { tasks in
       tasks.addTask { try await group.run() }

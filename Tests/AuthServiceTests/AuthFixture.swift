@@ -64,18 +64,21 @@ final class AuthFixture: Sendable {
 
   @discardableResult
   func register(_ email: String, _ password: String = "a good long password", name: String = "") async throws -> Auth_V1_User {
-    try await self.auth.register(.with {
-      $0.email = email
-      $0.password = password
-      $0.displayName = name
-    }).user
+    try await self.auth.register(
+      .with {
+        $0.email = email
+        $0.password = password
+        $0.displayName = name
+      }
+    ).user
   }
 
   func login(_ email: String, _ password: String = "a good long password") async throws -> Auth_V1_TokenResponse {
-    try await self.auth.login(.with {
-      $0.email = email
-      $0.password = password
-    })
+    try await self.auth.login(
+      .with {
+        $0.email = email
+        $0.password = password
+      })
   }
 
   func adminToken() async throws -> String {
@@ -110,8 +113,9 @@ func rpcError(_ body: () async throws -> Void) async -> RPCError? {
 /// Runs `body` the way a handler runs inside a call from `principal`: the interceptors'
 /// `CallInfo` in the task's context (handlers called directly, without the wire).
 func asCaller<T>(_ principal: Principal, requestID: String, _ body: () async throws -> T) async throws -> T {
-  let call = CallInfo(requestID: requestID, method: MethodDescriptor(fullyQualifiedService: "auth.v1.AuthService", method: "InProcess"),
-                      peer: "in-process")
+  let call = CallInfo(
+    requestID: requestID, method: MethodDescriptor(fullyQualifiedService: "auth.v1.AuthService", method: "InProcess"),
+    peer: "in-process")
   call.principal = principal
   var context = ServiceContext.current ?? .topLevel
   context.call = call
@@ -127,8 +131,9 @@ extension AuthService {
   /// The same service on the same database, with its audit events going to `audit` (tests
   /// read them back) and its time from `now`.
   func with(audit: AuditLog? = nil, now: WallClock? = nil) -> AuthService {
-    AuthService(config: self.config, db: self.db, hasher: self.hasher, keyRing: self.keyRing, logger: self.logger,
-                audit: audit ?? self.audit, now: now ?? self.now, users: self.users, tokens: self.tokens, keys: self.keys,
-                clients: self.clients)
+    AuthService(
+      config: self.config, db: self.db, hasher: self.hasher, keyRing: self.keyRing, logger: self.logger,
+      audit: audit ?? self.audit, now: now ?? self.now, users: self.users, tokens: self.tokens, keys: self.keys,
+      clients: self.clients)
   }
 }

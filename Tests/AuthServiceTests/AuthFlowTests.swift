@@ -116,7 +116,8 @@ final class AuthFlowTests: XCTestCase {
     await stranger.add(ecdsa: ES256PrivateKey(), kid: "k-unknown")
     var h = JWTHeader()
     h.typ = "at+jwt"
-    let foreign = try await stranger.sign(AccessTokenClaims(sub: "u-x", iss: "quizwire-auth", aud: ["quizwire"], exp: now + 600, iat: now, jti: "j"), kid: "k-unknown", header: h)
+    let foreign = try await stranger.sign(
+      AccessTokenClaims(sub: "u-x", iss: "quizwire-auth", aud: ["quizwire"], exp: now + 600, iat: now, jti: "j"), kid: "k-unknown", header: h)
     let _v7 = await me(foreign)
     XCTAssertEqual(_v7, .unauthenticated)
     let _v8 = await me(good)
@@ -148,7 +149,10 @@ final class AuthFlowTests: XCTestCase {
     var all: [String] = []
     var cursor = ""
     repeat {
-      let page = try await fx.auth.listUsers(.with { $0.limit = 2; $0.cursor = cursor }, metadata: AuthFixture.bearer(admin))
+      let page = try await fx.auth.listUsers(
+        .with {
+          $0.limit = 2; $0.cursor = cursor
+        }, metadata: AuthFixture.bearer(admin))
       all += page.users.map(\.email)
       cursor = page.nextCursor
     } while !cursor.isEmpty
@@ -158,14 +162,27 @@ final class AuthFlowTests: XCTestCase {
     XCTAssertEqual(badCursor, .invalidArgument)
     let target = try await fx.register("author@example.com")
     let token = try await fx.login("author@example.com")
-    let updated = try await fx.auth.setRoles(.with { $0.userID = target.id; $0.roles = ["user", "author"] }, metadata: AuthFixture.bearer(admin))
+    let updated = try await fx.auth.setRoles(
+      .with {
+        $0.userID = target.id; $0.roles = ["user", "author"]
+      }, metadata: AuthFixture.bearer(admin))
     XCTAssertEqual(updated.roles, ["author", "user"])
     // New roles mean a new sign-in: the old refresh token is revoked.
     let _v11 = await statusCode { _ = try await self.fx.auth.refresh(.with { $0.refreshToken = token.refreshToken }) }
     XCTAssertEqual(_v11, .unauthenticated)
-    let _v12 = await statusCode { _ = try await self.fx.auth.setRoles(.with { $0.userID = target.id; $0.roles = ["root"] }, metadata: AuthFixture.bearer(admin)) }
+    let _v12 = await statusCode {
+      _ = try await self.fx.auth.setRoles(
+        .with {
+          $0.userID = target.id; $0.roles = ["root"]
+        }, metadata: AuthFixture.bearer(admin))
+    }
     XCTAssertEqual(_v12, .invalidArgument)
-    let _v13 = await statusCode { _ = try await self.fx.auth.setRoles(.with { $0.userID = "u-missing"; $0.roles = ["user"] }, metadata: AuthFixture.bearer(admin)) }
+    let _v13 = await statusCode {
+      _ = try await self.fx.auth.setRoles(
+        .with {
+          $0.userID = "u-missing"; $0.roles = ["user"]
+        }, metadata: AuthFixture.bearer(admin))
+    }
     XCTAssertEqual(_v13, .notFound)
     let _v14 = await statusCode { _ = try await self.fx.auth.listUsers(.init(), metadata: AuthFixture.bearer(token.accessToken)) }
     XCTAssertEqual(_v14, .permissionDenied)

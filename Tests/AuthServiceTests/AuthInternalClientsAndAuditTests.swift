@@ -24,7 +24,11 @@ final class AuthInternalClientsAndAuditTests: XCTestCase {
       try await fx.server.database.read { uow in try await clients.find(clientID: id, in: uow) }
     }
     func token(_ id: String, _ secret: String) async throws -> String {
-      try await fx.auth.clientCredentials(.with { $0.clientID = id; $0.clientSecret = secret }).accessToken
+      try await fx.auth.clientCredentials(
+        .with {
+          $0.clientID = id; $0.clientSecret = secret
+        }
+      ).accessToken
     }
 
     try await service.ensureInternalClient(clientID: "scoring", name: "scoring", secret: "first-secret-0123456789")
@@ -49,9 +53,10 @@ final class AuthInternalClientsAndAuditTests: XCTestCase {
 
     // A plain client of that id becomes internal.
     let admin = try await fx.adminToken()
-    let plain = try await fx.auth.registerClient(.with {
-      $0.name = "gateway"; $0.grantTypes = ["client_credentials"]; $0.confidential = true
-    }, metadata: AuthFixture.bearer(admin))
+    let plain = try await fx.auth.registerClient(
+      .with {
+        $0.name = "gateway"; $0.grantTypes = ["client_credentials"]; $0.confidential = true
+      }, metadata: AuthFixture.bearer(admin))
     try await service.ensureInternalClient(clientID: plain.clientID, name: "gateway", secret: "gateway-secret-0123456789")
     let _v3 = try await stored(plain.clientID)?.isInternal
     XCTAssertEqual(_v3, true)
@@ -77,19 +82,26 @@ final class AuthInternalClientsAndAuditTests: XCTestCase {
     let target = try await fx.register("tess@example.com")
 
     let updated = try await asCaller(Principal(kind: .user, subject: admin.id, roles: ["admin"]), requestID: "req-roles-1") {
-      try await service.setRoles(request: Auth_V1_SetRolesRequest.with { $0.userID = target.id; $0.roles = ["user", "author"] },
-                                 context: inProcessContext(Auth_V1_AuthService.Method.SetRoles.descriptor))
+      try await service.setRoles(
+        request: Auth_V1_SetRolesRequest.with {
+          $0.userID = target.id; $0.roles = ["user", "author"]
+        },
+        context: inProcessContext(Auth_V1_AuthService.Method.SetRoles.descriptor))
     }
     XCTAssertEqual(updated.roles, ["author", "user"])
     let created = try await asCaller(Principal(kind: .user, subject: target.id, roles: ["author", "user"]), requestID: "req-key-1") {
-      try await service.createAPIKey(request: Auth_V1_CreateAPIKeyRequest.with { $0.name = "ci"; $0.scopes = ["quiz:read"] },
-                                     context: inProcessContext(Auth_V1_AuthService.Method.CreateAPIKey.descriptor))
+      try await service.createAPIKey(
+        request: Auth_V1_CreateAPIKeyRequest.with {
+          $0.name = "ci"; $0.scopes = ["quiz:read"]
+        },
+        context: inProcessContext(Auth_V1_AuthService.Method.CreateAPIKey.descriptor))
     }
     // A refused one is recorded too.
     let refused = await statusCode {
       _ = try await asCaller(Principal(kind: .apiKey, subject: created.apiKey.id), requestID: "req-key-2") {
-        try await service.createAPIKey(request: Auth_V1_CreateAPIKeyRequest.with { $0.name = "ci" },
-                                       context: inProcessContext(Auth_V1_AuthService.Method.CreateAPIKey.descriptor))
+        try await service.createAPIKey(
+          request: Auth_V1_CreateAPIKeyRequest.with { $0.name = "ci" },
+          context: inProcessContext(Auth_V1_AuthService.Method.CreateAPIKey.descriptor))
       }
     }
     XCTAssertEqual(refused, .permissionDenied)
@@ -123,8 +135,11 @@ final class AuthInternalClientsAndAuditTests: XCTestCase {
     let service = fx.server.service.with(now: { fixed })
     let user = try await fx.register("clock@example.com")
     let created = try await asCaller(Principal(kind: .user, subject: user.id, roles: ["user"]), requestID: "req-clock") {
-      try await service.createAPIKey(request: Auth_V1_CreateAPIKeyRequest.with { $0.name = "ci"; $0.ttlSeconds = 60 },
-                                     context: inProcessContext(Auth_V1_AuthService.Method.CreateAPIKey.descriptor))
+      try await service.createAPIKey(
+        request: Auth_V1_CreateAPIKeyRequest.with {
+          $0.name = "ci"; $0.ttlSeconds = 60
+        },
+        context: inProcessContext(Auth_V1_AuthService.Method.CreateAPIKey.descriptor))
     }
     XCTAssertEqual(created.apiKey.createdAtUnix, 1_000_000_000)
     XCTAssertEqual(created.apiKey.expiresAtUnix, 1_000_000_060)

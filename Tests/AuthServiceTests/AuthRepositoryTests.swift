@@ -12,8 +12,9 @@ final class AuthRepositoryTests: XCTestCase {
   }
 
   func user(_ id: String, _ email: String, at ms: Int64) -> UserRecord {
-    UserRecord(id: id, email: email, displayName: "D'Arcy \"; DROP TABLE users;--", passwordHash: "$scrypt$x", roles: ["user"],
-               failedLogins: 0, lockedUntilMs: 0, createdAtMs: ms, updatedAtMs: ms)
+    UserRecord(
+      id: id, email: email, displayName: "D'Arcy \"; DROP TABLE users;--", passwordHash: "$scrypt$x", roles: ["user"],
+      failedLogins: 0, lockedUntilMs: 0, createdAtMs: ms, updatedAtMs: ms)
   }
 
   func testUsers() async throws {
@@ -60,11 +61,15 @@ final class AuthRepositoryTests: XCTestCase {
       let users = SQLUserRepository(), tokens = SQLTokenRepository(), clients = SQLClientRepository()
       try await db.transaction { uow in
         try await users.insert(self.user("u-1", "a@example.com", at: 1), in: uow)
-        try await clients.insert(OAuthClientRecord(clientID: "cl_1", secretHash: nil, name: "web", redirectURIs: ["https://app/cb"],
-                                                   grantTypes: ["authorization_code"], scopes: ["quiz:read"], createdAtMs: 1), in: uow)
+        try await clients.insert(
+          OAuthClientRecord(
+            clientID: "cl_1", secretHash: nil, name: "web", redirectURIs: ["https://app/cb"],
+            grantTypes: ["authorization_code"], scopes: ["quiz:read"], createdAtMs: 1), in: uow)
         for (i, family) in ["f1", "f1", "f2"].enumerated() {
-          try await tokens.insert(RefreshTokenRecord(id: "t\(i)", tokenHash: "h\(i)", familyID: family, userID: "u-1", clientID: i == 2 ? "cl_1" : nil,
-                                                     scope: "", expiresAtMs: 10_000, usedAtMs: nil, revokedAtMs: nil, createdAtMs: 1), in: uow)
+          try await tokens.insert(
+            RefreshTokenRecord(
+              id: "t\(i)", tokenHash: "h\(i)", familyID: family, userID: "u-1", clientID: i == 2 ? "cl_1" : nil,
+              scope: "", expiresAtMs: 10_000, usedAtMs: nil, revokedAtMs: nil, createdAtMs: 1), in: uow)
         }
       }
       let t0 = try await db.read { uow in try await tokens.find(tokenHash: "h0", in: uow) }
@@ -82,8 +87,9 @@ final class AuthRepositoryTests: XCTestCase {
       XCTAssertNil(t2?.revokedAtMs, "other families untouched")
       XCTAssertEqual(t2?.clientID, "cl_1")
 
-      let code = AuthCodeRecord(codeHash: "c1", clientID: "cl_1", userID: "u-1", redirectURI: "https://app/cb", codeChallenge: "x",
-                                scope: "quiz:read", expiresAtMs: 100, usedAtMs: nil, familyID: nil, createdAtMs: 1)
+      let code = AuthCodeRecord(
+        codeHash: "c1", clientID: "cl_1", userID: "u-1", redirectURI: "https://app/cb", codeChallenge: "x",
+        scope: "quiz:read", expiresAtMs: 100, usedAtMs: nil, familyID: nil, createdAtMs: 1)
       try await db.transaction { uow in try await tokens.insert(code, in: uow) }
       let _v6 = try await db.transaction { uow in try await tokens.consume(codeHash: "c1", familyID: "f9", nowMs: 2, in: uow) }
       XCTAssertTrue(_v6)
@@ -100,8 +106,9 @@ final class AuthRepositoryTests: XCTestCase {
 
       // Internal clients: stored, read back and updated in place (the flag round-trips as a
       // boolean on PostgreSQL and an integer on SQLite).
-      var service = OAuthClientRecord(clientID: "quiz", secretHash: "h1", name: "quiz", redirectURIs: [], grantTypes: ["client_credentials"],
-                                      scopes: [], createdAtMs: 5, isInternal: true)
+      var service = OAuthClientRecord(
+        clientID: "quiz", secretHash: "h1", name: "quiz", redirectURIs: [], grantTypes: ["client_credentials"],
+        scopes: [], createdAtMs: 5, isInternal: true)
       try await db.transaction { uow in try await clients.insert(service, in: uow) }
       let _v11 = try await db.read { uow in try await clients.find(clientID: "quiz", in: uow) }
       XCTAssertEqual(_v11, service)
@@ -124,8 +131,10 @@ final class AuthRepositoryTests: XCTestCase {
       let users = SQLUserRepository(), keys = SQLKeyRepository()
       try await db.transaction { uow in
         try await users.insert(self.user("u-1", "a@example.com", at: 1), in: uow)
-        try await keys.insert(SigningKeyRecord(kid: "k1", alg: "ES256", sealedPrivateKey: Data([0, 1, 2, 255]), publicJWK: "{}", createdAtMs: 1, retiredAtMs: nil), in: uow)
-        try await keys.insert(SigningKeyRecord(kid: "k2", alg: "ES256", sealedPrivateKey: Data([9]), publicJWK: "{}", createdAtMs: 2, retiredAtMs: nil), in: uow)
+        try await keys.insert(
+          SigningKeyRecord(kid: "k1", alg: "ES256", sealedPrivateKey: Data([0, 1, 2, 255]), publicJWK: "{}", createdAtMs: 1, retiredAtMs: nil), in: uow)
+        try await keys.insert(
+          SigningKeyRecord(kid: "k2", alg: "ES256", sealedPrivateKey: Data([9]), publicJWK: "{}", createdAtMs: 2, retiredAtMs: nil), in: uow)
         try await keys.retireSigningKeys(except: "k2", nowMs: 50, in: uow)
       }
       let live = try await db.read { uow in try await keys.signingKeys(retiredAfterMs: 10, in: uow) }
@@ -135,8 +144,9 @@ final class AuthRepositoryTests: XCTestCase {
       let onlyNew = try await db.read { uow in try await keys.signingKeys(retiredAfterMs: 60, in: uow) }
       XCTAssertEqual(onlyNew.map(\.kid), ["k2"])
 
-      let record = APIKeyRecord(id: "0123456789abcdef", secretHash: "s", ownerID: "u-1", name: "ci", scopes: ["quiz:read", "quiz:write"],
-                                rateLimitPerSecond: 2.5, createdAtMs: 1, expiresAtMs: nil, revokedAtMs: nil, lastUsedAtMs: nil)
+      let record = APIKeyRecord(
+        id: "0123456789abcdef", secretHash: "s", ownerID: "u-1", name: "ci", scopes: ["quiz:read", "quiz:write"],
+        rateLimitPerSecond: 2.5, createdAtMs: 1, expiresAtMs: nil, revokedAtMs: nil, lastUsedAtMs: nil)
       try await db.transaction { uow in try await keys.insert(record, in: uow) }
       let _v8 = try await db.read { uow in try await keys.apiKey(id: record.id, in: uow) }
       XCTAssertEqual(_v8, record)
@@ -181,7 +191,8 @@ final class AuthRepositoryTests: XCTestCase {
           let plan = try rows.map { row in
             try row.decode(column: uow.dialect == .sqlite ? "detail" : "QUERY PLAN", as: String.self)
           }.joined(separator: " | ")
-          let usesIndex = uow.dialect == .sqlite
+          let usesIndex =
+            uow.dialect == .sqlite
             ? plan.contains("USING INDEX") || plan.contains("USING PRIMARY KEY") || plan.contains("USING COVERING INDEX")
             : plan.contains("Index Scan") || plan.contains("Index Only Scan") || plan.contains("Bitmap Index Scan")
           XCTAssertTrue(usesIndex, "\(uow.dialect) \(name) does not use an index: \(plan)")

@@ -13,11 +13,17 @@ final class AuthValidationTests: XCTestCase {
   func fields(_ message: some ValidatableMessage) -> [String] { message.fieldViolations.violations.map(\.field) }
 
   func testRegisterRules() {
-    let good = Auth_V1_RegisterRequest.with { $0.email = " Ann@Example.org "; $0.password = "correct horse battery"; $0.displayName = "Ann" }
+    let good = Auth_V1_RegisterRequest.with {
+      $0.email = " Ann@Example.org "; $0.password = "correct horse battery"; $0.displayName = "Ann"
+    }
     XCTAssertEqual(fields(good), [])
-    let injected = Auth_V1_RegisterRequest.with { $0.email = "admin@example.com'--"; $0.password = "correct horse battery" }
+    let injected = Auth_V1_RegisterRequest.with {
+      $0.email = "admin@example.com'--"; $0.password = "correct horse battery"
+    }
     XCTAssertEqual(fields(injected), ["email"])
-    let sameAsEmail = Auth_V1_RegisterRequest.with { $0.email = "ann@example.org"; $0.password = "ANN@example.org" }
+    let sameAsEmail = Auth_V1_RegisterRequest.with {
+      $0.email = "ann@example.org"; $0.password = "ANN@example.org"
+    }
     XCTAssertEqual(sameAsEmail.fieldViolations.violations.map(\.violationDescription), ["must not be the email address"])
     let badName = Auth_V1_RegisterRequest.with {
       $0.email = "ann@example.org"; $0.password = "correct horse battery"; $0.displayName = "a\u{7}b" + String(repeating: "x", count: 100)
@@ -26,13 +32,21 @@ final class AuthValidationTests: XCTestCase {
   }
 
   func testAPIKeyAndListRules() {
-    XCTAssertEqual(fields(Auth_V1_CreateAPIKeyRequest.with { $0.name = "ci"; $0.scopes = ["quiz:read"]; $0.ttlSeconds = 3600 }), [])
+    XCTAssertEqual(
+      fields(
+        Auth_V1_CreateAPIKeyRequest.with {
+          $0.name = "ci"; $0.scopes = ["quiz:read"]; $0.ttlSeconds = 3600
+        }), [])
     let bad = Auth_V1_CreateAPIKeyRequest.with {
       $0.name = ""; $0.scopes = ["BAD SCOPE"]; $0.rateLimitPerSecond = .nan; $0.ttlSeconds = .max
     }
     XCTAssertEqual(fields(bad), ["name", "scopes", "rate_limit_per_second", "ttl_seconds"])
     XCTAssertEqual(fields(Auth_V1_RotateAPIKeyRequest.with { $0.overlapSeconds = -1 }), ["overlap_seconds"])
-    XCTAssertEqual(fields(Auth_V1_ListUsersRequest.with { $0.limit = 201; $0.cursor = "' OR 1=1 --" }), ["limit", "cursor"])
+    XCTAssertEqual(
+      fields(
+        Auth_V1_ListUsersRequest.with {
+          $0.limit = 201; $0.cursor = "' OR 1=1 --"
+        }), ["limit", "cursor"])
     XCTAssertEqual(fields(Auth_V1_ListUsersRequest.with { $0.cursor = UserCursor.encode(createdAtMs: 1, id: "u-1") }), [])
     XCTAssertEqual(fields(Auth_V1_SetRolesRequest.with { $0.roles = ["root"] }), ["user_id", "roles"])
   }
@@ -43,7 +57,9 @@ final class AuthValidationTests: XCTestCase {
       $0.redirectUris = ["https://app.example/cb", "http://evil.example/cb", "https://app.example/cb#frag"]
     }
     XCTAssertEqual(fields(request), ["redirect_uris[1]", "redirect_uris[2]"])
-    let publicCredentials = Auth_V1_RegisterClientRequest.with { $0.name = "svc"; $0.grantTypes = ["client_credentials"] }
+    let publicCredentials = Auth_V1_RegisterClientRequest.with {
+      $0.name = "svc"; $0.grantTypes = ["client_credentials"]
+    }
     XCTAssertEqual(fields(publicCredentials), ["grant_types"], "client_credentials needs a confidential client")
     let internalService = Auth_V1_RegisterClientRequest.with {
       $0.name = "quiz"; $0.grantTypes = ["client_credentials"]; $0.confidential = true; $0.internalService = true

@@ -18,11 +18,16 @@ final class DownstreamServiceTests: XCTestCase {
     do {
       // The downstream service's machine identity.
       let admin = try await fx.adminToken()
-      let client = try await fx.auth.registerClient(.with {
-        $0.name = "echo"; $0.grantTypes = ["client_credentials"]; $0.confidential = true; $0.internalService = true
-      }, metadata: AuthFixture.bearer(admin))
+      let client = try await fx.auth.registerClient(
+        .with {
+          $0.name = "echo"; $0.grantTypes = ["client_credentials"]; $0.confidential = true; $0.internalService = true
+        }, metadata: AuthFixture.bearer(admin))
       let serviceToken: @Sendable () async throws -> String = {
-        try await fx.auth.clientCredentials(.with { $0.clientID = client.clientID; $0.clientSecret = client.clientSecret }).accessToken
+        try await fx.auth.clientCredentials(
+          .with {
+            $0.clientID = client.clientID; $0.clientSecret = client.clientSecret
+          }
+        ).accessToken
       }
       var verifierConfig = TokenVerifier.Config(issuer: "quizwire-auth", audience: "quizwire")
       verifierConfig.refreshInterval = .milliseconds(100)  // production: 10 s

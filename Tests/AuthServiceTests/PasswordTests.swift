@@ -90,9 +90,10 @@ final class BcryptImportTests: XCTestCase {
     do {
       let bcrypt = Bcrypt.hash("imported password 1", cost: 4)
       try await fx.server.database.transaction { uow in
-        try await SQLUserRepository().insert(UserRecord(
-          id: "u-imported", email: "old@example.com", displayName: "Old", passwordHash: bcrypt, roles: ["user"],
-          failedLogins: 0, lockedUntilMs: 0, createdAtMs: 1, updatedAtMs: 1), in: uow)
+        try await SQLUserRepository().insert(
+          UserRecord(
+            id: "u-imported", email: "old@example.com", displayName: "Old", passwordHash: bcrypt, roles: ["user"],
+            failedLogins: 0, lockedUntilMs: 0, createdAtMs: 1, updatedAtMs: 1), in: uow)
       }
       _ = try await fx.login("old@example.com", "imported password 1")
       let stored = try await fx.server.database.read { uow in try await SQLUserRepository().find(id: "u-imported", in: uow) }

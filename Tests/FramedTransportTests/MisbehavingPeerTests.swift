@@ -29,10 +29,13 @@ final class MisbehavingPeerTests: XCTestCase {
   func testKeepaliveDetectsAPeerThatStoppedAnswering() async throws {
     // Completes the handshake, then never answers anything, PINGs included.
     let server = try await RawServer { item, out in RawServer.handshake(item, &out) }
-    try await withFramedClient([FramedTarget(host: "127.0.0.1", port: server.port)], configure: {
-      $0.connection.keepaliveInterval = .milliseconds(100)
-      $0.connection.keepaliveTimeout = .milliseconds(200)
-    }) { grpc in
+    try await withFramedClient(
+      [FramedTarget(host: "127.0.0.1", port: server.port)],
+      configure: {
+        $0.connection.keepaliveInterval = .milliseconds(100)
+        $0.connection.keepaliveTimeout = .milliseconds(200)
+      }
+    ) { grpc in
       let echo = Bench_V1_EchoService.Client(wrapping: grpc)
       let started = ContinuousClock.now
       let error = await expectRPCError { _ = try await echo.unary(echoRequest("anyone there?")) }

@@ -94,7 +94,9 @@ final class RawClient: Sendable {
   }
 
   /// Waits for the server to close (or `timeout`), then decodes what it sent.
-  func responses(timeout: Duration = .seconds(3), untilClosed: Bool = true, until: (([DecodedItem]) -> Bool)? = nil) async throws -> (items: [DecodedItem], closed: Bool) {
+  func responses(timeout: Duration = .seconds(3), untilClosed: Bool = true, until: (([DecodedItem]) -> Bool)? = nil) async throws -> (
+    items: [DecodedItem], closed: Bool
+  ) {
     let deadline = ContinuousClock.now + timeout
     var closed = false
     while ContinuousClock.now < deadline {

@@ -163,9 +163,11 @@ final class StreamLifecycleTests: XCTestCase {
       // Stream A: the client writes 8 MiB of bidi requests without reading the echoes, so
       // both directions of A fill up and stall (framing-anchors §9.1, §9.2).
       let blocked = Task {
-        try await echo.bidi(request: StreamingClientRequest { w in
-          for _ in 0..<128 { try await w.write(echoRequest(bytes: 64 * 1024)) }
-        }) { response in
+        try await echo.bidi(
+          request: StreamingClientRequest { w in
+            for _ in 0..<128 { try await w.write(echoRequest(bytes: 64 * 1024)) }
+          }
+        ) { response in
           try await Task.sleep(for: .milliseconds(300))
           var n = 0
           for try await _ in response.messages { n += 1 }

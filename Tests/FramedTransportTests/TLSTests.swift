@@ -75,10 +75,13 @@ final class TLSTests: XCTestCase {
   func testTLS() async throws {
     let certs = try makeCerts()
     let server = try await FramedTestServer(services: [EchoService()]) { $0.tls = self.serverTLS(certs, requireClientCertificate: false) }
-    try await withFramedClient([server.target], configure: {
-      $0.tls = self.clientTLS(certs, withCertificate: false)
-      $0.serverHostname = "localhost"
-    }) { grpc in
+    try await withFramedClient(
+      [server.target],
+      configure: {
+        $0.tls = self.clientTLS(certs, withCertificate: false)
+        $0.serverHostname = "localhost"
+      }
+    ) { grpc in
       let reply = try await Bench_V1_EchoService.Client(wrapping: grpc).unary(echoRequest("secret"))
       XCTAssertEqual(reply.payload, Data("secret".utf8))
     }
@@ -93,17 +96,23 @@ final class TLSTests: XCTestCase {
   func testMutualTLSRefusesAClientWithoutACertificate() async throws {
     let certs = try makeCerts()
     let server = try await FramedTestServer(services: [EchoService()]) { $0.tls = self.serverTLS(certs, requireClientCertificate: true) }
-    try await withFramedClient([server.target], configure: {
-      $0.tls = self.clientTLS(certs, withCertificate: true)
-      $0.serverHostname = "localhost"
-    }) { grpc in
+    try await withFramedClient(
+      [server.target],
+      configure: {
+        $0.tls = self.clientTLS(certs, withCertificate: true)
+        $0.serverHostname = "localhost"
+      }
+    ) { grpc in
       let reply = try await Bench_V1_EchoService.Client(wrapping: grpc).unary(echoRequest("mutual"))
       XCTAssertEqual(reply.payload, Data("mutual".utf8))
     }
-    try await withFramedClient([server.target], configure: {
-      $0.tls = self.clientTLS(certs, withCertificate: false)
-      $0.serverHostname = "localhost"
-    }) { grpc in
+    try await withFramedClient(
+      [server.target],
+      configure: {
+        $0.tls = self.clientTLS(certs, withCertificate: false)
+        $0.serverHostname = "localhost"
+      }
+    ) { grpc in
       let error = await expectRPCError { _ = try await Bench_V1_EchoService.Client(wrapping: grpc).unary(echoRequest("anonymous")) }
       XCTAssertEqual(error?.code, .unavailable, "the handshake is refused")
     }

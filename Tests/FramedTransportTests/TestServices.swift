@@ -44,8 +44,10 @@ struct ControlledEchoService: Bench_V1_EchoService.ServiceProtocol {
     if text.hasPrefix("status:"), let n = Int(text.dropFirst(7)), let code = RPCError.Code(Status.Code(rawValue: n)!) {
       throw GoogleRPCStatus(
         code: code, message: "failed with \(n) — ünïcode ok",
-        details: [.errorInfo(reason: "TEST_\(n)", domain: "quizwire.test", metadata: ["n": "\(n)"]),
-                  .badRequest(violations: [.init(field: "payload", description: "asked to fail")])])
+        details: [
+          .errorInfo(reason: "TEST_\(n)", domain: "quizwire.test", metadata: ["n": "\(n)"]),
+          .badRequest(violations: [.init(field: "payload", description: "asked to fail")]),
+        ])
     }
     if text.hasPrefix("sleep:"), let ms = Int(text.dropFirst(6)) {
       do {

@@ -42,7 +42,8 @@ final class CodecTests: XCTestCase {
         XCTAssertEqual($0 as? MessageEncoding.DecompressionError, .tooLarge(limit: 999_999))
       }
       XCTAssertThrowsError(try encoding.decompress(ByteBuffer(bytes: [1, 2, 3, 4, 5]), maxSize: 100), "garbage")
-      XCTAssertThrowsError(try encoding.decompress(compressed.getSlice(at: compressed.readerIndex, length: compressed.readableBytes - 3)!, maxSize: 2_000_000), "truncated")
+      XCTAssertThrowsError(
+        try encoding.decompress(compressed.getSlice(at: compressed.readerIndex, length: compressed.readableBytes - 3)!, maxSize: 2_000_000), "truncated")
       var trailing = compressed
       trailing.writeBytes([9, 9])
       XCTAssertThrowsError(try encoding.decompress(trailing, maxSize: 2_000_000), "trailing bytes")

@@ -19,7 +19,10 @@ final class ConnectionStateMachineTests: XCTestCase {
     var buffer = ByteBuffer()
     var events: [ConnectionStateMachine.SendEvent] = []
     m.writePending(into: &buffer, byteLimit: limit, events: &events)
-    var decoder = FrameDecoder(settings: { var s = ConnectionSettings(); s.maxFrameSize = WireLimits.maxFrameSizeCap; return s }(), expectPreface: false)
+    var decoder = FrameDecoder(
+      settings: {
+        var s = ConnectionSettings(); s.maxFrameSize = WireLimits.maxFrameSizeCap; return s
+      }(), expectPreface: false)
     var frames: [Frame] = []
     while case .frame(let f)? = try! decoder.decode(&buffer) { frames.append(f) }
     return (frames, events)
@@ -37,7 +40,8 @@ final class ConnectionStateMachineTests: XCTestCase {
 
   func testStreamIDsAreConsecutiveAndOpenStreamsCounted() {
     var (_, m) = WireTest.handshakenServer()
-    guard case .requestHeaders(1, let h, false) = m.receive(.frame(.headers(streamID: 1, endStream: false, payload: WireTest.requestHeaders())), now: now) else {
+    guard case .requestHeaders(1, let h, false) = m.receive(.frame(.headers(streamID: 1, endStream: false, payload: WireTest.requestHeaders())), now: now)
+    else {
       return XCTFail()
     }
     XCTAssertEqual(h.method, "/bench.v1.EchoService/Unary")
@@ -161,7 +165,9 @@ final class ConnectionStateMachineTests: XCTestCase {
     var (_, m) = WireTest.handshakenServer(settings: settings)
     _ = m.receive(.frame(.headers(streamID: 1, endStream: false, payload: WireTest.requestHeaders())), now: now)
     _ = m.receive(.frame(.message(streamID: 1, flags: .more, payload: ByteBuffer(repeating: 0, count: 60_000))), now: now)
-    guard case .messageTooLarge(1, let size, _) = m.receive(.frame(.message(streamID: 1, flags: .more, payload: ByteBuffer(repeating: 0, count: 60_000))), now: now) else {
+    guard
+      case .messageTooLarge(1, let size, _) = m.receive(.frame(.message(streamID: 1, flags: .more, payload: ByteBuffer(repeating: 0, count: 60_000))), now: now)
+    else {
       return XCTFail()
     }
     XCTAssertEqual(size, 120_000)

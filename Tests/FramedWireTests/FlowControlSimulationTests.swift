@@ -28,7 +28,12 @@ final class FlowControlSimulationTests: XCTestCase {
       rounds += 1
       // Client → server.
       while let item = try clientDecoder.decode(&toClient) {
-        switch client.receive(.frame({ if case .frame(let f) = item { return f }; fatalError() }()), now: now) {
+        switch client.receive(
+          .frame(
+            {
+              if case .frame(let f) = item { return f }; fatalError()
+            }()), now: now)
+        {
         case .ready:
           id = try client.openStream().get()
           var h = RequestHeaders()
@@ -44,7 +49,11 @@ final class FlowControlSimulationTests: XCTestCase {
       client.writePending(into: &toServer, byteLimit: 128 * 1024, events: &events)
       // Server side: the reader consumes one message per round, a round late.
       while let item = try serverDecoder.decode(&toServer) {
-        let action = server.receive(.frame({ if case .frame(let f) = item { return f }; fatalError() }()), now: now)
+        let action = server.receive(
+          .frame(
+            {
+              if case .frame(let f) = item { return f }; fatalError()
+            }()), now: now)
         switch action {
         case .requestHeaders: openedOnServer = true
         case .message(let sid, let bytes, _, let credit, _, let also):

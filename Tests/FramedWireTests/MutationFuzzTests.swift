@@ -64,7 +64,10 @@ final class MutationFuzzTests: XCTestCase {
         var f: [UInt8]
         switch Int.random(in: 0..<16, using: &rng) {
         case 0, 1: f = frame(2, Bool.random(using: &rng) ? 1 : 0, nextID, headers); nextID += 2
-        case 2, 3: f = frame(3, [0, 1, 2, 4][Int.random(in: 0..<4, using: &rng)], (nextID > 2 ? nextID - 2 : 1), (0..<Int.random(in: 0...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
+        case 2, 3:
+          f = frame(
+            3, [0, 1, 2, 4][Int.random(in: 0..<4, using: &rng)], (nextID > 2 ? nextID - 2 : 1),
+            (0..<Int.random(in: 0...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
         case 4: f = frame(3, 0x09, (nextID > 2 ? nextID - 2 : 1), [])
         case 5: f = frame(6, 0, Bool.random(using: &rng) ? 0 : (nextID > 2 ? nextID - 2 : 1), [0, 0, UInt8.random(in: 0...255, using: &rng), 1])
         case 6: f = frame(7, 0, 0, [1, 2, 3, 4, 5, 6, 7, 8])
@@ -118,14 +121,17 @@ final class MutationFuzzTests: XCTestCase {
         if prefaceDone, error.code != .unsupportedVersion,
           let h = buffer.getBytes(at: headerStart, length: 10)
         {
-          XCTAssertEqual(Self.headerVerdict(h, maxFrame: settings.maxFrameSize, maxHeaders: settings.maxHeaderListSize), error.code, "#\(n): decoder disagrees with the spec on \(WireTest.hex(h))")
+          XCTAssertEqual(
+            Self.headerVerdict(h, maxFrame: settings.maxFrameSize, maxHeaders: settings.maxHeaderListSize), error.code,
+            "#\(n): decoder disagrees with the spec on \(WireTest.hex(h))")
         }
         return "connection"
       }
       guard let item else { return sawRST ? "stream-rst" : "accepted" }
       if case .preface = item { prefaceDone = true }
       if case .frame = item, let h = buffer.getBytes(at: headerStart, length: 10) {
-        XCTAssertNil(Self.headerVerdict(h, maxFrame: settings.maxFrameSize, maxHeaders: settings.maxHeaderListSize), "#\(n): decoder accepted \(WireTest.hex(h))")
+        XCTAssertNil(
+          Self.headerVerdict(h, maxFrame: settings.maxFrameSize, maxHeaders: settings.maxHeaderListSize), "#\(n): decoder accepted \(WireTest.hex(h))")
       }
       let action = machine.receive(item, now: .now())
       switch action {

@@ -113,7 +113,8 @@ final class CClientInteropTests: XCTestCase {
     let zlib = try await Self.shell(Self.includeCheck("zlib.h"))
     if !zlib { missing.append("zlib headers not found (Debian: zlib1g-dev)") }
     guard !missing.isEmpty else { return true }
-    let reason = "C interop client: " + missing.joined(separator: "; ")
+    let reason =
+      "C interop client: " + missing.joined(separator: "; ")
       + " (Debian: apt-get install gcc make libprotobuf-c-dev protobuf-c-compiler zlib1g-dev)"
     if self.requireAll {
       XCTFail("\(reason) — required because QUIZWIRE_REQUIRE_ALL=1")

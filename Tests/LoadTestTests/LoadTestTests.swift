@@ -31,7 +31,9 @@ final class LoadTestTests: XCTestCase {
   func testReportJSONHasTheContractKeys() throws {
     var r = LatencyRecorder()
     r.record(.microseconds(100))
-    let report = LoadReport(method: "m", transport: "framed", mode: "closed loop c=1", calls: 10, messages: 20, elapsed: .seconds(2), bytes: 1280, errors: ["unavailable": 1], latency: r, interrupted: false)
+    let report = LoadReport(
+      method: "m", transport: "framed", mode: "closed loop c=1", calls: 10, messages: 20, elapsed: .seconds(2), bytes: 1280, errors: ["unavailable": 1],
+      latency: r, interrupted: false)
     let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(report.jsonLine().utf8)) as? [String: Any])
     XCTAssertEqual(json["calls_per_s"] as? Double, 5)
     XCTAssertEqual(json["messages_per_s"] as? Double, 10)

@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+  import FoundationNetworking
 #endif
 
 struct ServerDidNotStart: Error, CustomStringConvertible {
@@ -94,10 +94,11 @@ final class CLITests: XCTestCase {
     }
   }
 
-  func run(_ arguments: [String]) throws -> (status: Int32, stdout: String) {
+  func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: try self.executable())
     p.arguments = arguments
+    p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
     let out = Pipe()
     p.standardOutput = out
     p.standardError = FileHandle.nullDevice
@@ -140,8 +141,10 @@ final class CLITests: XCTestCase {
     defer { server.stop() }
     let framed = try XCTUnwrap(try server.addresses(timeout: 60)["framed"])
     let password = "correct horse battery"
-    let register = try self.run(["call", "--framed", framed, "auth.v1.AuthService/Register",
-                                 #"{"email":"cli@example.com","password":"\#(password)","display_name":"Cli"}"#])
+    let register = try self.run([
+      "call", "--framed", framed, "auth.v1.AuthService/Register",
+      #"{"email":"cli@example.com","password":"\#(password)","display_name":"Cli"}"#,
+    ])
     XCTAssertEqual(register.status, 0)
     XCTAssertTrue(register.stdout.contains(#""email":"cli@example.com""#), register.stdout)
     let login = try self.run(["call", "--framed", framed, "auth.v1.AuthService/Login", #"{"email":"cli@example.com","password":"\#(password)"}"#])
@@ -156,5 +159,31 @@ final class CLITests: XCTestCase {
     // Nothing secret reached the log.
     XCTAssertFalse(server.output.joined().contains(password))
     XCTAssertFalse(server.output.joined().contains(access))
+  }
+
+  func testMigrateAppliesAndAFailedStartExitsOneWithOneCriticalLine() throws {
+    let dir = NSTemporaryDirectory() + "quizwire-cli-" + UUID().uuidString
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let dry = try self.run(["migrate", "auth", "--dry-run", "--data-dir", dir])
+    XCTAssertEqual(dry.status, 0)
+    XCTAssertTrue(dry.stdout.contains("pending (dry run: nothing applied)"), dry.stdout)
+    let applied = try self.run(["migrate", "auth", "--data-dir", dir])
+    XCTAssertEqual(applied.status, 0)
+    XCTAssertTrue(applied.stdout.contains("applied: 1, 2"), applied.stdout)
+    XCTAssertEqual(try self.run(["keys", "rotate", "--data-dir", dir]).status, 0)
+    // Signing keys sealed under the local key file can't be opened with another key: the
+    // before-serving step fails, the process says so once and exits 1 instead of serving.
+    let start = Date()
+    let failed = try self.run(
+      ["serve", "auth", "--framed-port", "0", "--grpc-port", "0", "--admin-port", "0", "--data-dir", dir],
+      environment: ["QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY": "not-the-key"])
+    XCTAssertEqual(failed.status, 1)
+    XCTAssertLessThan(Date().timeIntervalSince(start), 30)
+    let critical = failed.stdout.split(separator: "\n").filter { $0.contains(#""level":"critical""#) }
+    XCTAssertEqual(critical.count, 1, failed.stdout)
+    XCTAssertTrue(critical.first?.contains("auth-key-encryption-key") ?? false, failed.stdout)
+    XCTAssertFalse(failed.stdout.contains("not-the-key"))
+    // Settings nobody reads are refused, not ignored.
+    XCTAssertEqual(try self.run(["serve", "auth", "--no-such-setting", "1"]).status, 64)
   }
 }

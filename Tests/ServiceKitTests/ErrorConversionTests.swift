@@ -42,8 +42,9 @@ final class ErrorConversionTests: XCTestCase {
 
   func testPlainErrorBecomesInternalWithAnIDLoggedOnceWithTheCause() async throws {
     let log = CapturedLog()
-    let outcome = await Harness.run(self.interceptors(log), metadata: ["x-request-id": "req-42"], messages: ["a"],
-                                    handler: Harness.unary { (_: String) -> String in throw Boom() })
+    let outcome = await Harness.run(
+      self.interceptors(log), metadata: ["x-request-id": "req-42"], messages: ["a"],
+      handler: Harness.unary { (_: String) -> String in throw Boom() })
     let id = try self.errorID(of: outcome.error)
     XCTAssertEqual(outcome.trailers.first("x-request-id"), "req-42")
 
@@ -85,13 +86,15 @@ final class ErrorConversionTests: XCTestCase {
 
   func testErrorsWithAStatusKeepIt() async throws {
     let log = CapturedLog()
-    let convertible = await Harness.run(self.interceptors(log), messages: ["a"],
-                                        handler: Harness.unary { (_: String) -> String in throw QuizNotFound() })
+    let convertible = await Harness.run(
+      self.interceptors(log), messages: ["a"],
+      handler: Harness.unary { (_: String) -> String in throw QuizNotFound() })
     XCTAssertEqual(convertible.error?.code, .notFound)
     XCTAssertEqual(convertible.error?.message, "no such quiz")
 
-    let rpc = await Harness.run(self.interceptors(log), messages: ["a"],
-                                handler: Harness.unary { (_: String) -> String in throw RPCError(code: .failedPrecondition, message: "quiz closed") })
+    let rpc = await Harness.run(
+      self.interceptors(log), messages: ["a"],
+      handler: Harness.unary { (_: String) -> String in throw RPCError(code: .failedPrecondition, message: "quiz closed") })
     XCTAssertEqual(rpc.error?.code, .failedPrecondition)
     XCTAssertEqual(rpc.error?.message, "quiz closed")
 

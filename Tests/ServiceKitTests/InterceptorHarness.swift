@@ -24,10 +24,13 @@ enum Harness {
     peer: String = "ipv4:127.0.0.1:5555",
     handler: @escaping @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async -> Outcome<Output> {
-    let request = StreamingServerRequest(metadata: metadata, messages: RPCAsyncSequence(wrapping: AsyncStream<Input> { c in
-      for m in messages { c.yield(m) }
-      c.finish()
-    }.map { $0 }))
+    let request = StreamingServerRequest(
+      metadata: metadata,
+      messages: RPCAsyncSequence(
+        wrapping: AsyncStream<Input> { c in
+          for m in messages { c.yield(m) }
+          c.finish()
+        }.map { $0 }))
     let context = ServerContext(descriptor: method, remotePeer: peer, localPeer: "ipv4:127.0.0.1:1", cancellation: .init())
     let response: StreamingServerResponse<Output>
     do {

@@ -26,7 +26,8 @@ final class InterceptorTests: XCTestCase {
     XCTAssertEqual(seen.items.last, made)
 
     // Errors carry it too.
-    let failing = await Harness.run([RequestIDInterceptor()], metadata: ["x-request-id": "err-1"], messages: ["x"],
+    let failing = await Harness.run(
+      [RequestIDInterceptor()], metadata: ["x-request-id": "err-1"], messages: ["x"],
       handler: Harness.unary { (_: String) -> String in throw RPCError(code: .notFound, message: "nope") })
     XCTAssertEqual(failing.error?.code, .notFound)
     XCTAssertEqual(failing.trailers.first("x-request-id"), "err-1")
@@ -36,10 +37,12 @@ final class InterceptorTests: XCTestCase {
     let log = CapturedLog()
     let logger = Logger(label: "svc") { JSONLogHandler(label: $0, sink: log.sink) }
     let interceptors: [any ServerInterceptor] = [RequestIDInterceptor(), AccessLogInterceptor(logger: logger, service: "test")]
-    _ = await Harness.run(interceptors, metadata: ["x-request-id": "r-1", "authorization": "Bearer secret-token-value"],
-                          messages: ["a"], handler: Harness.unary { (m: String) in m })
-    _ = await Harness.run(interceptors, metadata: ["x-request-id": "r-2"], messages: ["a"],
-                          handler: Harness.unary { (_: String) -> String in throw RPCError(code: .permissionDenied, message: "no") })
+    _ = await Harness.run(
+      interceptors, metadata: ["x-request-id": "r-1", "authorization": "Bearer secret-token-value"],
+      messages: ["a"], handler: Harness.unary { (m: String) in m })
+    _ = await Harness.run(
+      interceptors, metadata: ["x-request-id": "r-2"], messages: ["a"],
+      handler: Harness.unary { (_: String) -> String in throw RPCError(code: .permissionDenied, message: "no") })
     let entries = log.entries()
     XCTAssertEqual(entries.count, 2)
     XCTAssertEqual(entries[0]["request_id"] as? String, "r-1")
@@ -74,8 +77,9 @@ final class InterceptorTests: XCTestCase {
     let metrics = HostMetrics()
     let interceptors: [any ServerInterceptor] = [MetricsInterceptor(metrics: metrics)]
     for _ in 0..<3 { _ = await Harness.run(interceptors, messages: ["a"], handler: Harness.unary { (m: String) in m }) }
-    _ = await Harness.run(interceptors, messages: ["a"],
-                          handler: Harness.unary { (_: String) -> String in throw RPCError(code: .notFound, message: "") })
+    _ = await Harness.run(
+      interceptors, messages: ["a"],
+      handler: Harness.unary { (_: String) -> String in throw RPCError(code: .notFound, message: "") })
     let text = metrics.exposition()
     XCTAssertTrue(text.contains(#"rpc_server_requests_total{service="test.v1.Probe",method="Call",code="OK"} 3"#), text)
     XCTAssertTrue(text.contains(#"rpc_server_requests_total{service="test.v1.Probe",method="Call",code="NOT_FOUND"} 1"#), text)
@@ -87,15 +91,18 @@ final class InterceptorTests: XCTestCase {
 
   func testDefaultDeadlineCancelsSlowHandlers() async throws {
     let deadline = DeadlineInterceptor(fallback: .milliseconds(50))
-    let slow = await Harness.run([RequestIDInterceptor(), deadline], messages: ["a"], handler: Harness.unary { (m: String) -> String in
-      try await Task.sleep(for: .seconds(5))
-      return m
-    })
+    let slow = await Harness.run(
+      [RequestIDInterceptor(), deadline], messages: ["a"],
+      handler: Harness.unary { (m: String) -> String in
+        try await Task.sleep(for: .seconds(5))
+        return m
+      })
     XCTAssertEqual(slow.error?.code, .deadlineExceeded)
 
     // A caller's own deadline is recorded for propagation (GRPCCore enforces it).
     let budget = Collector<Double>()
-    _ = await Harness.run([RequestIDInterceptor(), deadline], metadata: ["grpc-timeout": "2S"], messages: ["a"],
+    _ = await Harness.run(
+      [RequestIDInterceptor(), deadline], metadata: ["grpc-timeout": "2S"], messages: ["a"],
       handler: Harness.unary { (m: String) -> String in
         let remaining = ContinuousClock.now.duration(to: ServiceContext.current!.call!.deadline!)
         try await budget.write(Double(remaining.components.seconds) + Double(remaining.components.attoseconds) / 1e18)
@@ -174,9 +181,11 @@ final class InterceptorTests: XCTestCase {
       quiz.require(true, "never", "not added")
     }
     v.add("after", "scope restored")
-    XCTAssertEqual(v.violations.map(\.field), [
-      "title", "quiz.questions[3].text", "quiz.questions[3].choices[1].text", "quiz.tags[1]", "after",
-    ])
+    XCTAssertEqual(
+      v.violations.map(\.field),
+      [
+        "title", "quiz.questions[3].text", "quiz.questions[3].choices[1].text", "quiz.tags[1]", "after",
+      ])
     XCTAssertEqual(v.scope, "")
     XCTAssertEqual(v.path("a", index: 0), "a[0]")
     v.at("outer") { XCTAssertEqual($0.path("inner"), "outer.inner") }
@@ -230,8 +239,10 @@ final class InterceptorTests: XCTestCase {
     let tracer = W3CTracer()
     let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     let inner = Collector<String>()
-    _ = await Harness.run([RequestIDInterceptor(), ServerTracingInterceptor(tracer: tracer)], metadata: ["traceparent": .string(parent)],
-      messages: ["a"], handler: Harness.unary { (m: String) -> String in
+    _ = await Harness.run(
+      [RequestIDInterceptor(), ServerTracingInterceptor(tracer: tracer)], metadata: ["traceparent": .string(parent)],
+      messages: ["a"],
+      handler: Harness.unary { (m: String) -> String in
         try await inner.write(ServiceContext.current?.traceContext?.traceParentHeaderValue ?? "none")
         return m
       })
@@ -244,8 +255,9 @@ final class InterceptorTests: XCTestCase {
     XCTAssertEqual(inner.items.first, "00-0af7651916cd43dd8448eb211c80319c-\(span.spanID)-01")
 
     // A malformed traceparent starts a fresh trace instead of failing the call.
-    let fresh = await Harness.run([ServerTracingInterceptor(tracer: tracer)], metadata: ["traceparent": "garbage"], messages: ["a"],
-                                  handler: Harness.unary { (m: String) in m })
+    let fresh = await Harness.run(
+      [ServerTracingInterceptor(tracer: tracer)], metadata: ["traceparent": "garbage"], messages: ["a"],
+      handler: Harness.unary { (m: String) in m })
     XCTAssertNil(fresh.error)
     XCTAssertEqual(tracer.sink.finished.count, 2)
     XCTAssertNil(tracer.sink.finished[1].parentSpanID)

@@ -10,7 +10,7 @@ import XCTest
 @testable import ServiceKit
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+  import FoundationNetworking
 #endif
 
 /// bench.v1.EchoService with knobs: it can fail with UNAVAILABLE, and its server stream
@@ -79,11 +79,13 @@ final class ServiceHostTests: XCTestCase {
     let log = CapturedLog()
     let databaseUp = NIOLockedValueBox(true)
     let probe = ProbeEcho()
-    let host = try self.makeHost(probe, log: log, dependencies: [
-      DependencyCheck(name: "database") {
-        if !databaseUp.withLockedValue({ $0 }) { throw RPCError(code: .unavailable, message: "connection refused") }
-      }
-    ])
+    let host = try self.makeHost(
+      probe, log: log,
+      dependencies: [
+        DependencyCheck(name: "database") {
+          if !databaseUp.withLockedValue({ $0 }) { throw RPCError(code: .unavailable, message: "connection refused") }
+        }
+      ])
     let running = Task { try await host.run() }
     defer { running.cancel() }
     let addresses = try await host.addresses()
@@ -190,8 +192,9 @@ final class ServiceHostTests: XCTestCase {
     XCTAssertLessThan(framed.received, 20)
     // HTTP/2: the interceptor's own timer does.
     let parts = addresses.grpc.split(separator: ":")
-    let h2 = await Self.streamOutcome(try HTTP2ClientTransport.Posix(
-      target: .ipv4(address: String(parts[0]), port: Int(parts[1])!), transportSecurity: .plaintext))
+    let h2 = await Self.streamOutcome(
+      try HTTP2ClientTransport.Posix(
+        target: .ipv4(address: String(parts[0]), port: Int(parts[1])!), transportSecurity: .plaintext))
     XCTAssertEqual(h2.code, .deadlineExceeded)
     XCTAssertLessThan(h2.received, 20)
     host.beginGracefulShutdown()

@@ -19,11 +19,14 @@ struct TestIssuer: Sendable {
 
   var jwks: String { PublishedJWKSet(keys: [PublishedJWK.es256(self.key.publicKey, kid: self.kid)!]).json() }
 
-  func claims(sub: String = "user-1", roles: [String] = ["user"], expiresIn: Int64 = 900, iss: String? = nil, aud: String? = nil,
-              clientID: String? = nil, nbf: Int64? = nil, internalService: Bool? = nil) -> AccessTokenClaims {
+  func claims(
+    sub: String = "user-1", roles: [String] = ["user"], expiresIn: Int64 = 900, iss: String? = nil, aud: String? = nil,
+    clientID: String? = nil, nbf: Int64? = nil, internalService: Bool? = nil
+  ) -> AccessTokenClaims {
     let now = Int64(Date().timeIntervalSince1970)
-    return AccessTokenClaims(sub: sub, iss: iss ?? self.issuer, aud: [aud ?? self.audience], exp: now + expiresIn, iat: now,
-                             nbf: nbf, jti: UUID().uuidString, clientID: clientID, roles: roles, internalService: internalService)
+    return AccessTokenClaims(
+      sub: sub, iss: iss ?? self.issuer, aud: [aud ?? self.audience], exp: now + expiresIn, iat: now,
+      nbf: nbf, jti: UUID().uuidString, clientID: clientID, roles: roles, internalService: internalService)
   }
 
   func sign(_ claims: AccessTokenClaims, typ: String = "at+jwt", kid: String? = nil) async throws -> String {

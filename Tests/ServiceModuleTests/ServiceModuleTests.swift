@@ -39,8 +39,15 @@ final class ServiceModuleTests: XCTestCase {
         try await withGRPCClient(transport: transport) { grpc in
           let echo = Bench_V1_EchoService.Client(wrapping: grpc)
           let authClient = Auth_V1_AuthService.Client(wrapping: authGRPC)
-          _ = try await authClient.register(.with { $0.email = "sam@example.com"; $0.password = "a good long password" })
-          let user = try await authClient.login(.with { $0.email = "sam@example.com"; $0.password = "a good long password" }).accessToken
+          _ = try await authClient.register(
+            .with {
+              $0.email = "sam@example.com"; $0.password = "a good long password"
+            })
+          let user = try await authClient.login(
+            .with {
+              $0.email = "sam@example.com"; $0.password = "a good long password"
+            }
+          ).accessToken
           let bearer: Metadata = ["authorization": .string("Bearer \(user)")]
 
           // A user token verified through the remote JWKS; the handler's write reached the
@@ -58,7 +65,11 @@ final class ServiceModuleTests: XCTestCase {
             try await echo.serverStream(.init(), metadata: bearer) { for try await _ in $0.messages {} }
           }
           let secret = try String(contentsOfFile: LocalSecretFile.clientSecretPath(dataDir: dir, service: "sample"), encoding: .utf8)
-          let serviceToken = try await authClient.clientCredentials(.with { $0.clientID = "sample"; $0.clientSecret = secret }).accessToken
+          let serviceToken = try await authClient.clientCredentials(
+            .with {
+              $0.clientID = "sample"; $0.clientSecret = secret
+            }
+          ).accessToken
           let count = try await echo.serverStream(.init(), metadata: ["authorization": .string("Bearer \(serviceToken)")]) { response in
             var payloads: [String] = []
             for try await message in response.messages { payloads.append(String(decoding: message.payload, as: UTF8.self)) }

@@ -99,9 +99,13 @@ final class DataMigrationTests: XCTestCase {
 
   static func progress(_ db: Database, service: String, name: String) async throws -> Progress? {
     try await db.read { uow -> Progress? in
-      guard let row = try await uow.sql.raw("""
-        SELECT cursor, batches, done_at_ms FROM data_migrations WHERE service = \(bind: service) AND name = \(bind: name)
-        """).first() else { return nil }
+      guard
+        let row = try await uow.sql.raw(
+          """
+          SELECT cursor, batches, done_at_ms FROM data_migrations WHERE service = \(bind: service) AND name = \(bind: name)
+          """
+        ).first()
+      else { return nil }
       let cursor: String? = try row.decodeNil(column: "cursor") ? nil : row.decode(column: "cursor", as: String.self)
       return Progress(
         cursor: cursor, batches: try row.decode(column: "batches", as: Int.self), done: try !row.decodeNil(column: "done_at_ms"))
@@ -210,12 +214,18 @@ final class DataMigrationTests: XCTestCase {
   func testDataMigrationListIsChecked() {
     let schema = [Migration(version: 1, name: "x") { _ in ["CREATE TABLE x (id TEXT)"] }]
     let batch: @Sendable (UnitOfWork, String?) async throws -> String? = { _, _ in nil }
-    XCTAssertThrowsError(try Migrator(service: "x", migrations: schema, dataMigrations: [
-      DataMigration(version: 1, name: "a", batch: batch), DataMigration(version: 1, name: "a", batch: batch),
-    ]), "a name twice")
-    XCTAssertThrowsError(try Migrator(service: "x", migrations: schema, dataMigrations: [
-      DataMigration(version: 2, name: "a", batch: batch)
-    ]), "after a migration that is not in the list")
+    XCTAssertThrowsError(
+      try Migrator(
+        service: "x", migrations: schema,
+        dataMigrations: [
+          DataMigration(version: 1, name: "a", batch: batch), DataMigration(version: 1, name: "a", batch: batch),
+        ]), "a name twice")
+    XCTAssertThrowsError(
+      try Migrator(
+        service: "x", migrations: schema,
+        dataMigrations: [
+          DataMigration(version: 2, name: "a", batch: batch)
+        ]), "after a migration that is not in the list")
     XCTAssertNoThrow(try Migrator(service: "x", migrations: schema, dataMigrations: [DataMigration(version: 1, name: "a", batch: batch)]))
   }
 }

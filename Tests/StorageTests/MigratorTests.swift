@@ -7,8 +7,10 @@ import XCTest
 final class MigratorTests: XCTestCase {
   static let migrations = [
     Migration(version: 1, name: "notes") { dialect in
-      ["CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT NOT NULL, created_at_ms BIGINT NOT NULL)",
-       "CREATE INDEX notes_created ON notes (created_at_ms)"]
+      [
+        "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT NOT NULL, created_at_ms BIGINT NOT NULL)",
+        "CREATE INDEX notes_created ON notes (created_at_ms)",
+      ]
     },
     Migration(version: 2, name: "tags") { _ in ["ALTER TABLE notes ADD COLUMN tag TEXT"] },
   ]

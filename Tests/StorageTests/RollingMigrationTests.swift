@@ -16,8 +16,10 @@ final class RollingMigrationTests: XCTestCase {
     version: 3, name: "notes.pinned", expandOnly: true,
     concurrentIndexes: [.init(name: "notes_pinned", table: "notes", columns: ["pinned", "created_at_ms"])]
   ) { _ in
-    ["ALTER TABLE notes ADD COLUMN pinned BIGINT NOT NULL DEFAULT 0",
-     "CREATE TABLE note_links (from_id TEXT NOT NULL, to_id TEXT NOT NULL, PRIMARY KEY (from_id, to_id))"]
+    [
+      "ALTER TABLE notes ADD COLUMN pinned BIGINT NOT NULL DEFAULT 0",
+      "CREATE TABLE note_links (from_id TEXT NOT NULL, to_id TEXT NOT NULL, PRIMARY KEY (from_id, to_id))",
+    ]
   }
   /// Contract: code that still writes `body` breaks.
   static let v4 = Migration(version: 4, name: "drop notes.body") { _ in ["ALTER TABLE notes DROP COLUMN body"] }
@@ -80,13 +82,15 @@ final class RollingMigrationTests: XCTestCase {
     try await TestDatabases.each { db in
       // A database made by the previous build: schema_migrations without `kind`, v1 applied.
       try await db.transaction { uow in
-        try await uow.write("""
+        try await uow.write(
+          """
           CREATE TABLE schema_migrations (
             service TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL, checksum TEXT NOT NULL,
             applied_at_ms BIGINT NOT NULL, PRIMARY KEY (service, version))
           """)
         try await uow.write("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT NOT NULL, created_at_ms BIGINT NOT NULL)")
-        try await uow.write("""
+        try await uow.write(
+          """
           INSERT INTO schema_migrations (service, version, name, checksum, applied_at_ms)
           VALUES (\(bind: "notes"), \(bind: 1), \(bind: "notes"), \(bind: Self.v1.checksum(for: uow.dialect)), \(bind: 1))
           """)
@@ -176,13 +180,19 @@ final class RollingMigrationTests: XCTestCase {
         statement)
     }
     let index = Migration.ConcurrentIndex(name: "t_c", table: "t", columns: ["c"])
-    XCTAssertThrowsError(try Migrator(service: "x", migrations: [
-      Migration(version: 1, name: "a", expandOnly: true, concurrentIndexes: [index]) { _ in [] },
-      Migration(version: 2, name: "b", expandOnly: true, concurrentIndexes: [index]) { _ in [] },
-    ]), "an index name twice")
-    XCTAssertThrowsError(try Migrator(service: "x", migrations: [
-      Migration(version: 1, name: "a", concurrentIndexes: [.init(name: "t_c", table: "t", columns: [])]) { _ in [] }
-    ]), "an index without columns")
+    XCTAssertThrowsError(
+      try Migrator(
+        service: "x",
+        migrations: [
+          Migration(version: 1, name: "a", expandOnly: true, concurrentIndexes: [index]) { _ in [] },
+          Migration(version: 2, name: "b", expandOnly: true, concurrentIndexes: [index]) { _ in [] },
+        ]), "an index name twice")
+    XCTAssertThrowsError(
+      try Migrator(
+        service: "x",
+        migrations: [
+          Migration(version: 1, name: "a", concurrentIndexes: [.init(name: "t_c", table: "t", columns: [])]) { _ in [] }
+        ]), "an index without columns")
   }
 
   func testChecksumsOfPlainMigrationsAreUnchanged() {
@@ -209,9 +219,11 @@ final class RollingMigrationTests: XCTestCase {
   /// nil: no such index.
   static func postgresIndexValid(_ db: Database, _ name: String) async throws -> Bool? {
     try await db.read { uow in
-      try await uow.sql.raw("""
+      try await uow.sql.raw(
+        """
         SELECT i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = \(bind: name)
-        """).first()?.decode(column: "valid", as: Bool.self)
+        """
+      ).first()?.decode(column: "valid", as: Bool.self)
     }
   }
 

@@ -32,7 +32,8 @@ final class SQLSafetyTests: XCTestCase {
         }
       }
       // A plain "\(x)" interpolation inside a SQL string literal.
-      for line in text.split(separator: "\n") where line.contains("SELECT ") || line.contains("INSERT INTO") || line.contains("UPDATE ") || line.contains("DELETE FROM") || line.contains(" WHERE ") {
+      for line in text.split(separator: "\n")
+      where line.contains("SELECT ") || line.contains("INSERT INTO") || line.contains("UPDATE ") || line.contains("DELETE FROM") || line.contains(" WHERE ") {
         if line.contains("\\(") && !line.contains("\\(bind:") && !line.contains("\\(ident:") && !line.contains("\\(unsafeRaw:") {
           problems.append("\(name): string interpolation in SQL: \(line.trimmingCharacters(in: .whitespaces))")
         }

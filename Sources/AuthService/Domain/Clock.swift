@@ -2,7 +2,7 @@ import Foundation
 
 /// The wall clock the auth service reads (token times, expiries, lockouts); tests inject
 /// their own. Durations between instants use `ContinuousClock` instead.
-public typealias WallClock = @Sendable () -> Date
+package typealias WallClock = @Sendable () -> Date
 
 extension Date {
   /// Epoch milliseconds: the unit every stored time is in (BIGINT on both databases).

@@ -4,9 +4,9 @@ import Foundation
 /// address"): a local part of `[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+`, `@`, then dot-separated
 /// labels `[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?`. Two rules of ours on top: at least
 /// two labels (no `a@localhost`), and RFC 5321's lengths (local part ≤ 64, whole ≤ 254).
-public enum EmailAddress {
+package enum EmailAddress {
   /// The address trimmed and lower-cased, or nil when it isn't one.
-  public static func normalize(_ raw: String) -> String? {
+  package static func normalize(_ raw: String) -> String? {
     let email = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
     guard (3...254).contains(email.utf8.count) else { return nil }
     let parts = email.utf8.split(separator: UInt8(ascii: "@"), omittingEmptySubsequences: false)

@@ -9,8 +9,8 @@ import Storage
 /// The auth service's signing keys: ES256 key pairs whose private halves are sealed with
 /// AES-GCM under a key-encryption key from the environment (or a file). The newest key
 /// signs; retired keys stay in the JWKS until every token they signed has expired.
-public final class KeyRing: Sendable {
-  public let accessTokenTTL: Duration
+package final class KeyRing: Sendable {
+  package let accessTokenTTL: Duration
   private let db: Database
   private let keys: any KeyRepository
   private let kek: SymmetricKey
@@ -29,9 +29,11 @@ public final class KeyRing: Sendable {
   ///   - keyEncryptionKey: any high-entropy secret; the AES key is derived from it (HKDF).
   ///   - cacheFor: how long one replica trusts its view of the keys (others may rotate).
   ///   - now: the wall clock key times are stored in (the auth service's, in tests a fake).
-  public init(db: Database, keys: any KeyRepository = SQLKeyRepository(), keyEncryptionKey: Secret,
-              accessTokenTTL: Duration = .seconds(900), cacheFor: Duration = .seconds(10),
-              now: @escaping WallClock = Date.init) {
+  package init(
+    db: Database, keys: any KeyRepository = SQLKeyRepository(), keyEncryptionKey: Secret,
+    accessTokenTTL: Duration = .seconds(900), cacheFor: Duration = .seconds(10),
+    now: @escaping WallClock = Date.init
+  ) {
     self.db = db
     self.keys = keys
     self.kek = HKDF<SHA256>.deriveKey(
@@ -43,7 +45,7 @@ public final class KeyRing: Sendable {
   }
 
   /// Makes the first key if there is none.
-  public func ensureKey() async throws {
+  package func ensureKey() async throws {
     let existing = try await self.db.read { uow in try await self.keys.signingKeys(retiredAfterMs: self.now().epochMs, in: uow) }
     if existing.isEmpty { _ = try await self.rotate() }
   }
@@ -51,12 +53,13 @@ public final class KeyRing: Sendable {
   /// A new key signs from now on; the previous ones are retired (still published until
   /// their tokens have expired). Returns the new `kid`.
   @discardableResult
-  public func rotate() async throws -> String {
+  package func rotate() async throws -> String {
     let key = P256.Signing.PrivateKey()
     let kid = "k-" + RandomTokens.id(bytes: 8)
     let sealed = try AES.GCM.seal(key.rawRepresentation, using: self.kek, authenticating: Data("signing-key:\(kid)".utf8))
     guard let combined = sealed.combined,
-          let jwk = PublishedJWK.es256(try ES256PublicKey(backing: key.publicKey), kid: kid) else {
+      let jwk = PublishedJWK.es256(try ES256PublicKey(backing: key.publicKey), kid: kid)
+    else {
       throw SigningKeyError.cannotSeal
     }
     let now = self.now().epochMs
@@ -72,16 +75,16 @@ public final class KeyRing: Sendable {
   }
 
   /// Opens the signing key with the key-encryption key (fails when it is the wrong one).
-  public func checkKeysOpen() async throws {
+  package func checkKeysOpen() async throws {
     self.cache.withLockedValue { $0 = nil }
     _ = try await self.current()
   }
 
   /// The RFC 7517 JWK Set of every key whose tokens may still be alive.
-  public func jwksJSON() async throws -> String { try await self.current().jwks }
+  package func jwksJSON() async throws -> String { try await self.current().jwks }
 
   /// Signs `claims` with the current key, header `typ: at+jwt` and its `kid`.
-  public func sign(_ claims: AccessTokenClaims) async throws -> String {
+  package func sign(_ claims: AccessTokenClaims) async throws -> String {
     let current = try await self.current()
     var header = JWTHeader()
     header.typ = "at+jwt"
@@ -108,19 +111,18 @@ public final class KeyRing: Sendable {
 }
 
 /// Why the key ring can't sign: both are faults of the deployment, not of the caller.
-public enum SigningKeyError: Error, Sendable, Hashable, RPCErrorConvertible {
+package enum SigningKeyError: Error, Sendable, Hashable, RPCErrorConvertible {
   /// No key in the database (`ensureKey` runs at start, so the data was removed).
   case noSigningKey
   /// A new key could not be sealed or published.
   case cannotSeal
 
-  public var rpcErrorCode: RPCError.Code { .internalError }
+  package var rpcErrorCode: RPCError.Code { .internalError }
 
-  public var rpcErrorMessage: String {
+  package var rpcErrorMessage: String {
     switch self {
     case .noSigningKey: "no signing key available"
     case .cannotSeal: "cannot store a new signing key"
     }
   }
 }
-

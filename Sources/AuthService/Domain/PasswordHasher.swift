@@ -7,16 +7,16 @@ import NIOConcurrencyHelpers
 import NIOPosix
 
 /// scrypt parameters, stored with every hash so they can be raised later.
-public struct ScryptParameters: Sendable, Hashable {
+package struct ScryptParameters: Sendable, Hashable {
   /// log2(N).
-  public var logN: Int
-  public var r: Int
-  public var p: Int
+  package var logN: Int
+  package var r: Int
+  package var p: Int
 
   /// OWASP's scrypt choice (N=2^17, r=8, p=1): 128 MiB and a few hundred ms per hash.
-  public static let production = ScryptParameters(logN: 17, r: 8, p: 1)
+  package static let production = ScryptParameters(logN: 17, r: 8, p: 1)
 
-  public init(logN: Int, r: Int, p: Int) {
+  package init(logN: Int, r: Int, p: Int) {
     self.logN = logN
     self.r = r
     self.p = p
@@ -25,19 +25,19 @@ public struct ScryptParameters: Sendable, Hashable {
   var memoryBytes: Int { 128 * (1 << self.logN) * self.r * self.p }
 }
 
-public enum PasswordHashError: Error, Sendable, Hashable, RPCErrorConvertible {
+package enum PasswordHashError: Error, Sendable, Hashable, RPCErrorConvertible {
   /// Too many hashes waiting already (a login flood); the caller should back off.
   case overloaded
   case unrecognizedHash
 
-  public var rpcErrorCode: RPCError.Code {
+  package var rpcErrorCode: RPCError.Code {
     switch self {
     case .overloaded: .resourceExhausted
     case .unrecognizedHash: .internalError
     }
   }
 
-  public var rpcErrorMessage: String {
+  package var rpcErrorMessage: String {
     switch self {
     case .overloaded: "too many sign-ins in progress; retry shortly"
     case .unrecognizedHash: "stored password hash is unreadable"
@@ -49,8 +49,8 @@ public enum PasswordHashError: Error, Sendable, Hashable, RPCErrorConvertible {
 /// users and upgraded on their next login). Hashing runs on NIO's thread pool, never on the
 /// cooperative pool, with at most `maxConcurrent` at once — each takes `memoryBytes` —
 /// and at most `maxWaiting` queued; beyond that callers get `overloaded`.
-public final class PasswordHasher: Sendable {
-  public let parameters: ScryptParameters
+package final class PasswordHasher: Sendable {
+  package let parameters: ScryptParameters
   private let maxConcurrent: Int
   private let maxWaiting: Int
   private let pool: NIOThreadPool
@@ -58,34 +58,35 @@ public final class PasswordHasher: Sendable {
   /// Verified against when the user doesn't exist, so both paths cost the same.
   private let dummyHash: String
 
-  public init(parameters: ScryptParameters = .production, maxConcurrent: Int = 2, maxWaiting: Int = 64, pool: NIOThreadPool = .singleton) {
+  package init(parameters: ScryptParameters = .production, maxConcurrent: Int = 2, maxWaiting: Int = 64, pool: NIOThreadPool = .singleton) {
     self.parameters = parameters
     self.maxConcurrent = max(1, maxConcurrent)
     self.maxWaiting = maxWaiting
     self.pool = pool
     self.slots = NIOLockedValueBox((0, []))
     let salt = Array(repeating: UInt8(0x5A), count: 16)
-    self.dummyHash = (try? Self.scrypt("not-a-real-password", salt: salt, parameters)).map {
-      Self.encode(parameters, salt: salt, hash: $0)
-    } ?? ""
+    self.dummyHash =
+      (try? Self.scrypt("not-a-real-password", salt: salt, parameters)).map {
+        Self.encode(parameters, salt: salt, hash: $0)
+      } ?? ""
   }
 
   /// A new hash in PHC-like form: `$scrypt$ln=17,r=8,p=1$<salt>$<hash>` (base64, no padding).
-  public func hash(_ password: String) async throws -> String {
+  package func hash(_ password: String) async throws -> String {
     let salt = SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) }
     let parameters = self.parameters
     let derived = try await self.run { try Self.scrypt(password, salt: salt, parameters) }
     return Self.encode(parameters, salt: salt, hash: derived)
   }
 
-  public struct Verification: Sendable, Hashable {
-    public var matches: Bool
+  package struct Verification: Sendable, Hashable {
+    package var matches: Bool
     /// The stored hash is weaker than today's parameters (or bcrypt): store a new one.
-    public var needsRehash: Bool
+    package var needsRehash: Bool
   }
 
   /// Checks `password` against `stored` in constant time.
-  public func verify(_ password: String, against stored: String) async throws -> Verification {
+  package func verify(_ password: String, against stored: String) async throws -> Verification {
     if stored.hasPrefix("$2a$") || stored.hasPrefix("$2b$") || stored.hasPrefix("$2y$") {
       let ok = try await self.run { Bcrypt.verify(password, hash: stored) }
       return Verification(matches: ok, needsRehash: true)
@@ -97,7 +98,7 @@ public final class PasswordHasher: Sendable {
   }
 
   /// Burns the same work as a real verification (unknown user), then answers false.
-  public func verifyAgainstDummy(_ password: String) async throws -> Bool {
+  package func verifyAgainstDummy(_ password: String) async throws -> Bool {
     _ = try await self.verify(password, against: self.dummyHash)
     return false
   }
@@ -167,7 +168,8 @@ public final class PasswordHasher: Sendable {
       values[String(kv[0])] = v
     }
     guard let ln = values["ln"], let r = values["r"], let p = values["p"], (1...24).contains(ln), (1...32).contains(r), (1...16).contains(p),
-          let salt = unb64(String(parts[2])), let hash = unb64(String(parts[3])), hash.count == 32 else { return nil }
+      let salt = unb64(String(parts[2])), let hash = unb64(String(parts[3])), hash.count == 32
+    else { return nil }
     return (ScryptParameters(logN: ln, r: r, p: p), salt, hash)
   }
 

@@ -1,8 +1,8 @@
 /// What a password must be to be accepted at registration.
-public enum PasswordPolicy {
-  public static let minLength = 10
+package enum PasswordPolicy {
+  package static let minLength = 10
   /// Long enough for any passphrase, short enough that hashing can't be abused (bytes).
-  public static let maxBytes = 1024
+  package static let maxBytes = 1024
 
   /// A small list of the most common passwords of policy length (from public breach top
   /// lists); a real deployment can add a bigger list, the rule stays the same.
@@ -18,7 +18,7 @@ public enum PasswordPolicy {
 
   /// What is wrong with `password` for the account `email` (already normalized); empty when
   /// it is acceptable.
-  public static func violations(_ password: String, email: String?) -> [String] {
+  package static func violations(_ password: String, email: String?) -> [String] {
     var problems: [String] = []
     if password.count < Self.minLength { problems.append("must be at least \(Self.minLength) characters") }
     if password.utf8.count > Self.maxBytes { problems.append("must be at most \(Self.maxBytes) bytes") }
@@ -31,6 +31,6 @@ public enum PasswordPolicy {
 }
 
 /// The roles a user can hold.
-public enum UserRoles {
-  public static let known: Set<String> = ["user", "author", "admin"]
+package enum UserRoles {
+  package static let known: Set<String> = ["user", "author", "admin"]
 }

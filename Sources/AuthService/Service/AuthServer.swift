@@ -12,17 +12,19 @@ public struct AuthOptions: ServiceOptions {
     ConfigKey("admin-emails", "Comma-separated emails that become admins when they register."),
     ConfigKey("auth-issuer", "The issuer of access tokens (default quizwire-auth)."),
     ConfigKey("auth-audience", "The audience of access tokens (default quizwire)."),
-    ConfigKey("internal-clients", "Comma-separated services registered as internal OAuth clients at start, secrets in <data-dir>/<name>-client.secret (quizwire up sets this)."),
+    ConfigKey(
+      "internal-clients",
+      "Comma-separated services registered as internal OAuth clients at start, secrets in <data-dir>/<name>-client.secret (quizwire up sets this)."),
     ConfigKey("auth-key-encryption-key", "Seals the signing keys at rest (required with PostgreSQL).", kind: .secret),
   ]
 
   /// Seals signing keys at rest; from QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY(_FILE). Without it a
   /// random key is kept in `<data-dir>/auth-kek.secret` (0600) — fine on one machine.
   public var keyEncryptionKey: Secret?
-  public var service = AuthService.Config()
+  package var service = AuthService.Config()
   /// Production parameters unless a test lowers them (not reachable from flags or env).
-  public var hashing = ScryptParameters.production
-  public var maxConcurrentHashes = 2
+  package var hashing = ScryptParameters.production
+  package var maxConcurrentHashes = 2
   /// Internal OAuth clients made (or re-keyed) at start from `<data-dir>/<name>-client.secret`.
   public var internalClients: [String] = []
 
@@ -91,8 +93,9 @@ public enum AuthModule: ServiceModule {
   /// The zero-setup key-encryption key: made once, kept next to the SQLite file, owner-only.
   public static func localKeyEncryptionKey(dataDir: String, dialect: SQLDialectKind) throws -> Secret {
     guard dialect == .sqlite else {
-      throw ConfigError(key: "auth-key-encryption-key", origin: nil,
-                        reason: "required with PostgreSQL (set QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY or QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY_FILE)")
+      throw ConfigError(
+        key: "auth-key-encryption-key", origin: nil,
+        reason: "required with PostgreSQL (set QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY or QUIZWIRE_AUTH_KEY_ENCRYPTION_KEY_FILE)")
     }
     return try LocalSecretFile.readOrCreate(
       path: URL(fileURLWithPath: dataDir).appendingPathComponent("auth-kek.secret").path, key: "data-dir")
@@ -104,11 +107,13 @@ public enum AuthModule: ServiceModule {
 public struct AuthServer: Sendable {
   public let host: ServiceHost
   public let database: Database
-  public let keyRing: KeyRing
-  public let service: AuthService
+  package let keyRing: KeyRing
+  package let service: AuthService
 
-  public static func make(options: AuthServerOptions, host config: ServiceHost.Config, logSink: LogSink = .standardOutput,
-                          logLevel: Logger.Level = .info) async throws -> AuthServer {
+  package static func make(
+    options: AuthServerOptions, host config: ServiceHost.Config, logSink: LogSink = .standardOutput,
+    logLevel: Logger.Level = .info
+  ) async throws -> AuthServer {
     var hostConfig = config
     AuthModule.configureHost(&hostConfig)
     var service: AuthService?
@@ -127,9 +132,9 @@ public struct AuthServerOptions: Sendable {
   public var databaseURL: Secret?
   public var poolSize = 10
   public var keyEncryptionKey: Secret?
-  public var service = AuthService.Config()
-  public var hashing = ScryptParameters.production
-  public var maxConcurrentHashes = 2
+  package var service = AuthService.Config()
+  package var hashing = ScryptParameters.production
+  package var maxConcurrentHashes = 2
   public var internalClients: [String] = []
 
   public init(dataDir: String) { self.dataDir = dataDir }

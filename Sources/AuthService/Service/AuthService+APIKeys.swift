@@ -6,7 +6,7 @@ import ServiceKit
 import Storage
 
 extension AuthService {
-  public func createAPIKey(request: Auth_V1_CreateAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CreateAPIKeyResponse {
+  package func createAPIKey(request: Auth_V1_CreateAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CreateAPIKeyResponse {
     let principal = try Self.currentPrincipal()
     guard principal.kind == .user, principal.delegatedClient == nil else {
       self.audit.record("api_key.create", target: "-", outcome: .denied)
@@ -28,13 +28,13 @@ extension AuthService {
     }
   }
 
-  public func listAPIKeys(request: Auth_V1_ListAPIKeysRequest, context: ServerContext) async throws -> Auth_V1_ListAPIKeysResponse {
+  package func listAPIKeys(request: Auth_V1_ListAPIKeysRequest, context: ServerContext) async throws -> Auth_V1_ListAPIKeysResponse {
     let owner = try await self.ownerID(of: try Self.currentPrincipal())
     let records = try await self.db.read { uow in try await self.keys.apiKeys(ownerID: owner, in: uow) }
     return .with { $0.apiKeys = records.map(Self.message) }
   }
 
-  public func revokeAPIKey(request: Auth_V1_RevokeAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_RevokeAPIKeyResponse {
+  package func revokeAPIKey(request: Auth_V1_RevokeAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_RevokeAPIKeyResponse {
     try await self.audit.recording("api_key.revoke", target: request.id) { () async throws -> Void in
       let owner = try await self.ownerID(of: try Self.currentPrincipal())
       let revoked = try await self.db.transaction { uow in
@@ -46,7 +46,7 @@ extension AuthService {
     return .init()
   }
 
-  public func rotateAPIKey(request: Auth_V1_RotateAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CreateAPIKeyResponse {
+  package func rotateAPIKey(request: Auth_V1_RotateAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CreateAPIKeyResponse {
     let principal = try Self.currentPrincipal()
     // Like creating one: only a signed-in user, not a key minting its own successor.
     guard principal.kind == .user, principal.delegatedClient == nil else {
@@ -61,7 +61,8 @@ extension AuthService {
     do {
       rotated = try await self.db.transaction { uow -> (APIKeyRecord, String) in
         guard let old = try await self.keys.apiKey(id: request.id, in: uow), old.ownerID == owner, old.revokedAtMs == nil,
-              old.expiresAtMs.map({ $0 > now }) ?? true else { throw RPCError(code: .notFound, message: "no such active API key") }
+          old.expiresAtMs.map({ $0 > now }) ?? true
+        else { throw RPCError(code: .notFound, message: "no such active API key") }
         // The successor keeps the old key's lifetime: rotating never extends a key.
         let fresh = Self.newKey(ownerID: owner, name: old.name, scopes: old.scopes, rate: old.rateLimitPerSecond, expiresAtMs: old.expiresAtMs, nowMs: now)
         try await self.keys.insert(fresh.0, in: uow)
@@ -81,7 +82,7 @@ extension AuthService {
     }
   }
 
-  public func checkAPIKey(request: Auth_V1_CheckAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CheckAPIKeyResponse {
+  package func checkAPIKey(request: Auth_V1_CheckAPIKeyRequest, context: ServerContext) async throws -> Auth_V1_CheckAPIKeyResponse {
     guard let (record, user) = try await self.lookUpAPIKey(request.key) else { return .with { $0.valid = false } }
     return .with {
       $0.valid = true
@@ -100,9 +101,10 @@ extension AuthService {
     let now = self.nowMs()
     let found = try await self.db.read { uow -> (APIKeyRecord, UserRecord)? in
       guard let record = try await self.keys.apiKey(id: String(parts[1]), in: uow),
-            RandomTokens.equalDigests(record.secretHash, RandomTokens.digest(String(parts[2]))),
-            record.revokedAtMs == nil, record.expiresAtMs.map({ $0 > now }) ?? true,
-            let user = try await self.users.find(id: record.ownerID, in: uow) else { return nil }
+        RandomTokens.equalDigests(record.secretHash, RandomTokens.digest(String(parts[2]))),
+        record.revokedAtMs == nil, record.expiresAtMs.map({ $0 > now }) ?? true,
+        let user = try await self.users.find(id: record.ownerID, in: uow)
+      else { return nil }
       return (record, user)
     }
     // Coarse last-use tracking: a write per minute per key at most, so checks stay reads.
@@ -137,11 +139,11 @@ extension AuthService {
 }
 
 /// API keys checked by the auth service itself (its own interceptor), without a network hop.
-public struct LocalAPIKeyChecker: APIKeyChecker {
+package struct LocalAPIKeyChecker: APIKeyChecker {
   let service: AuthService
-  public init(service: AuthService) { self.service = service }
+  package init(service: AuthService) { self.service = service }
 
-  public func principal(forAPIKey key: String) async throws -> Principal? {
+  package func principal(forAPIKey key: String) async throws -> Principal? {
     guard let (record, _) = try await self.service.lookUpAPIKey(key) else { return nil }
     // A key acts within its scopes, not with its owner's roles (an admin's quiz:read key
     // must not be an admin key).

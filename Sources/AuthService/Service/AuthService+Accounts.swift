@@ -7,17 +7,18 @@ import ServiceKit
 import Storage
 
 extension AuthService {
-  public func getMe(request: Auth_V1_GetMeRequest, context: ServerContext) async throws -> Auth_V1_User {
+  package func getMe(request: Auth_V1_GetMeRequest, context: ServerContext) async throws -> Auth_V1_User {
     let principal = try Self.currentPrincipal()
     // Only users (and their API keys) have an account; services and clients act for themselves.
     guard principal.kind == .user || principal.kind == .apiKey,
-          let user = try await self.db.read({ uow in try await self.users.find(id: self.ownerID(of: principal), in: uow) }) else {
+      let user = try await self.db.read({ uow in try await self.users.find(id: self.ownerID(of: principal), in: uow) })
+    else {
       throw RPCError(code: .notFound, message: "no user for this principal")
     }
     return Self.message(user)
   }
 
-  public func listUsers(request: Auth_V1_ListUsersRequest, context: ServerContext) async throws -> Auth_V1_ListUsersResponse {
+  package func listUsers(request: Auth_V1_ListUsersRequest, context: ServerContext) async throws -> Auth_V1_ListUsersResponse {
     // Limit and cursor are validated (AuthValidation); the clamp only keeps a host without
     // interceptors from asking the database for a negative page.
     let after = request.cursor.isEmpty ? nil : UserCursor.decode(request.cursor)
@@ -31,7 +32,7 @@ extension AuthService {
     }
   }
 
-  public func setRoles(request: Auth_V1_SetRolesRequest, context: ServerContext) async throws -> Auth_V1_User {
+  package func setRoles(request: Auth_V1_SetRolesRequest, context: ServerContext) async throws -> Auth_V1_User {
     let roles = Set(request.roles)
     let details = ["roles": roles.sorted().joined(separator: ",")]
     return try await self.audit.recording("user.set_roles", target: request.userID, details: details) { () async throws -> Auth_V1_User in
@@ -65,10 +66,11 @@ extension AuthService {
   func storeRefreshToken(for user: UserRecord, clientID: String?, scope: String, familyID: String?, in uow: UnitOfWork) async throws -> IssuedRefresh {
     let refresh = "rt_" + RandomTokens.random()
     let now = self.nowMs()
-    try await self.tokens.insert(RefreshTokenRecord(
-      id: "rt-" + RandomTokens.id(), tokenHash: RandomTokens.digest(refresh), familyID: familyID ?? "f-" + RandomTokens.id(), userID: user.id,
-      clientID: clientID, scope: scope, expiresAtMs: now + self.config.refreshTokenTTL.components.seconds * 1000,
-      usedAtMs: nil, revokedAtMs: nil, createdAtMs: now), in: uow)
+    try await self.tokens.insert(
+      RefreshTokenRecord(
+        id: "rt-" + RandomTokens.id(), tokenHash: RandomTokens.digest(refresh), familyID: familyID ?? "f-" + RandomTokens.id(), userID: user.id,
+        clientID: clientID, scope: scope, expiresAtMs: now + self.config.refreshTokenTTL.components.seconds * 1000,
+        usedAtMs: nil, revokedAtMs: nil, createdAtMs: now), in: uow)
     // A token a client holds on the user's behalf acts within its scope, never with the
     // user's roles (an app approved for quiz:read must not be able to act as an admin).
     let roles = clientID == nil ? user.roles.sorted() : []
@@ -121,9 +123,11 @@ extension AuthService {
     case .issued(let issued): return try await self.tokenResponse(issued)
     case .refused: throw invalid
     case .reused(let family, let user):
-      self.logger.warning("security: refresh token reused; token family revoked", metadata: [
-        "event": "refresh_token_reuse", "family_id": .string(family), "user_id": .string(user),
-      ])
+      self.logger.warning(
+        "security: refresh token reused; token family revoked",
+        metadata: [
+          "event": "refresh_token_reuse", "family_id": .string(family), "user_id": .string(user),
+        ])
       throw invalid
     }
   }

@@ -50,7 +50,7 @@ enum OAuthError: Error, Hashable, RPCErrorConvertible {
 }
 
 extension AuthService {
-  public func registerClient(request: Auth_V1_RegisterClientRequest, context: ServerContext) async throws -> Auth_V1_RegisterClientResponse {
+  package func registerClient(request: Auth_V1_RegisterClientRequest, context: ServerContext) async throws -> Auth_V1_RegisterClientResponse {
     // Fields are validated (AuthValidation).
     let clientID = "cl_" + RandomTokens.id()
     let secret = request.confidential ? "cs_" + RandomTokens.random() : ""
@@ -85,9 +85,10 @@ extension AuthService {
       do {
         let change = try await self.db.transaction { uow -> Change in
           guard let existing = try await self.clients.find(clientID: clientID, in: uow) else {
-            try await self.clients.insert(OAuthClientRecord(
-              clientID: clientID, secretHash: digest, name: name, redirectURIs: [], grantTypes: ["client_credentials"], scopes: [],
-              createdAtMs: self.nowMs(), isInternal: true), in: uow)
+            try await self.clients.insert(
+              OAuthClientRecord(
+                clientID: clientID, secretHash: digest, name: name, redirectURIs: [], grantTypes: ["client_credentials"], scopes: [],
+                createdAtMs: self.nowMs(), isInternal: true), in: uow)
             return .created
           }
           var wanted = existing
@@ -110,7 +111,7 @@ extension AuthService {
     }
   }
 
-  public func clientCredentials(request: Auth_V1_ClientCredentialsRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
+  package func clientCredentials(request: Auth_V1_ClientCredentialsRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
     let client = try await self.authenticateClient(id: request.clientID, secret: request.clientSecret, requireSecret: true)
     guard client.grantTypes.contains("client_credentials") else { throw OAuthError.unauthorizedClient("client_credentials not allowed for this client") }
     let scope = try Self.grantedScope(requested: request.scope, allowed: client.scopes)
@@ -128,7 +129,7 @@ extension AuthService {
     }
   }
 
-  public func authorize(request: Auth_V1_AuthorizeRequest, context: ServerContext) async throws -> Auth_V1_AuthorizeResponse {
+  package func authorize(request: Auth_V1_AuthorizeRequest, context: ServerContext) async throws -> Auth_V1_AuthorizeResponse {
     let principal = try Self.currentPrincipal()
     guard principal.kind == .user, principal.delegatedClient == nil else {
       throw RPCError(code: .permissionDenied, message: "only a signed-in user can authorize a client")
@@ -147,10 +148,11 @@ extension AuthService {
     let code = "ac_" + RandomTokens.random()
     let now = self.nowMs()
     try await self.db.transaction { uow in
-      try await self.tokens.insert(AuthCodeRecord(
-        codeHash: RandomTokens.digest(code), clientID: client.clientID, userID: principal.subject, redirectURI: request.redirectUri,
-        codeChallenge: request.codeChallenge, scope: scope, expiresAtMs: now + self.config.authCodeTTL.components.seconds * 1000,
-        usedAtMs: nil, familyID: nil, createdAtMs: now), in: uow)
+      try await self.tokens.insert(
+        AuthCodeRecord(
+          codeHash: RandomTokens.digest(code), clientID: client.clientID, userID: principal.subject, redirectURI: request.redirectUri,
+          codeChallenge: request.codeChallenge, scope: scope, expiresAtMs: now + self.config.authCodeTTL.components.seconds * 1000,
+          usedAtMs: nil, familyID: nil, createdAtMs: now), in: uow)
     }
     return .with {
       $0.code = code
@@ -158,7 +160,7 @@ extension AuthService {
     }
   }
 
-  public func exchangeCode(request: Auth_V1_ExchangeCodeRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
+  package func exchangeCode(request: Auth_V1_ExchangeCodeRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
     let client = try await self.authenticateClient(id: request.clientID, secret: request.clientSecret, requireSecret: false)
     guard request.code.hasPrefix("ac_"), request.code.utf8.count < 200 else { throw OAuthError.invalidGrant("unknown code") }
     let hash = RandomTokens.digest(request.code)
@@ -183,18 +185,21 @@ extension AuthService {
     case .issued(let issued): return try await self.tokenResponse(issued)
     case .refused(let why): throw OAuthError.invalidGrant(why)
     case .replayed(let family):
-      self.logger.warning("security: authorization code used twice; its tokens revoked", metadata: [
-        "event": "auth_code_replay", "client_id": .string(client.clientID), "family_id": .string(family ?? "-"),
-      ])
+      self.logger.warning(
+        "security: authorization code used twice; its tokens revoked",
+        metadata: [
+          "event": "auth_code_replay", "client_id": .string(client.clientID), "family_id": .string(family ?? "-"),
+        ])
       throw OAuthError.invalidGrant("code already used")
     }
   }
 
-  public func introspectToken(request: Auth_V1_IntrospectTokenRequest, context: ServerContext) async throws -> Auth_V1_IntrospectTokenResponse {
+  package func introspectToken(request: Auth_V1_IntrospectTokenRequest, context: ServerContext) async throws -> Auth_V1_IntrospectTokenResponse {
     if request.token.hasPrefix("rt_") {
       let now = self.nowMs()
       guard let token = try await self.db.read({ uow in try await self.tokens.find(tokenHash: RandomTokens.digest(request.token), in: uow) }),
-            token.usedAtMs == nil, token.revokedAtMs == nil, token.expiresAtMs > now else { return .with { $0.active = false } }
+        token.usedAtMs == nil, token.revokedAtMs == nil, token.expiresAtMs > now
+      else { return .with { $0.active = false } }
       return .with {
         $0.active = true
         $0.sub = token.userID
@@ -216,7 +221,7 @@ extension AuthService {
     }
   }
 
-  public func revokeToken(request: Auth_V1_RevokeTokenRequest, context: ServerContext) async throws -> Auth_V1_RevokeTokenResponse {
+  package func revokeToken(request: Auth_V1_RevokeTokenRequest, context: ServerContext) async throws -> Auth_V1_RevokeTokenResponse {
     // RFC 7009: unknown tokens are not an error. Access tokens live 15 minutes and are not
     // tracked server-side; revoking the refresh family ends the session.
     if request.token.hasPrefix("rt_") {
@@ -229,7 +234,7 @@ extension AuthService {
     return .init()
   }
 
-  public func rotateSigningKey(request: Auth_V1_RotateSigningKeyRequest, context: ServerContext) async throws -> Auth_V1_RotateSigningKeyResponse {
+  package func rotateSigningKey(request: Auth_V1_RotateSigningKeyRequest, context: ServerContext) async throws -> Auth_V1_RotateSigningKeyResponse {
     let kid: String
     do {
       kid = try await self.keyRing.rotate()
@@ -243,7 +248,8 @@ extension AuthService {
 
   func authenticateClient(id: String, secret: String, requireSecret: Bool) async throws -> OAuthClientRecord {
     guard Self.isValidClientID(id),
-          let client = try await self.db.read({ uow in try await self.clients.find(clientID: id, in: uow) }) else {
+      let client = try await self.db.read({ uow in try await self.clients.find(clientID: id, in: uow) })
+    else {
       throw OAuthError.invalidClient
     }
     if let stored = client.secretHash {

@@ -10,19 +10,19 @@ import Storage
 /// OAuth 2.0 logic. Input rules live in AuthValidation.swift (checked by the validation
 /// interceptor); errors carry their own status (`RPCErrorConvertible`). Callers learn no more
 /// than they need (unknown user and wrong password read the same).
-public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
-  public struct Config: Sendable {
-    public var issuer = "quizwire-auth"
-    public var audience = "quizwire"
-    public var accessTokenTTL: Duration = .seconds(900)
-    public var refreshTokenTTL: Duration = .seconds(30 * 24 * 3600)
-    public var authCodeTTL: Duration = .seconds(60)
+package struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
+  package struct Config: Sendable {
+    package var issuer = "quizwire-auth"
+    package var audience = "quizwire"
+    package var accessTokenTTL: Duration = .seconds(900)
+    package var refreshTokenTTL: Duration = .seconds(30 * 24 * 3600)
+    package var authCodeTTL: Duration = .seconds(60)
     /// Consecutive failed logins before the account is locked for `lockout`.
-    public var maxFailedLogins = 5
-    public var lockout: Duration = .seconds(900)
+    package var maxFailedLogins = 5
+    package var lockout: Duration = .seconds(900)
     /// Emails that get the admin role when they register (bootstrapping the first admin).
-    public var adminEmails: Set<String> = []
-    public init() {}
+    package var adminEmails: Set<String> = []
+    package init() {}
   }
 
   let config: Config
@@ -44,10 +44,12 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
   /// - Parameters:
   ///   - audit: where security-relevant actions are recorded (JSON lines labelled "audit").
   ///   - now: the wall clock; tests pass a fake one. Give the `KeyRing` the same.
-  public init(config: Config, db: Database, hasher: PasswordHasher, keyRing: KeyRing, logger: Logger,
-              audit: AuditLog = AuditLog(), now: @escaping WallClock = Date.init,
-              users: any UserRepository = SQLUserRepository(), tokens: any TokenRepository = SQLTokenRepository(),
-              keys: any KeyRepository = SQLKeyRepository(), clients: any ClientRepository = SQLClientRepository()) {
+  package init(
+    config: Config, db: Database, hasher: PasswordHasher, keyRing: KeyRing, logger: Logger,
+    audit: AuditLog = AuditLog(), now: @escaping WallClock = Date.init,
+    users: any UserRepository = SQLUserRepository(), tokens: any TokenRepository = SQLTokenRepository(),
+    keys: any KeyRepository = SQLKeyRepository(), clients: any ClientRepository = SQLClientRepository()
+  ) {
     self.config = config
     self.db = db
     self.hasher = hasher
@@ -68,23 +70,24 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
   func nowMs() -> Int64 { self.now().epochMs }
 
   /// Who may call what, declared next to the handlers.
-  public static var policies: AccessPolicies {
+  package static var policies: AccessPolicies {
     typealias M = Auth_V1_AuthService.Method
-    return AccessPolicies([
-      M.Register.descriptor: .public, M.Login.descriptor: .public, M.Refresh.descriptor: .public,
-      M.Logout.descriptor: .public, M.GetJWKS.descriptor: .public,
-      M.ClientCredentials.descriptor: .public, M.ExchangeCode.descriptor: .public,
-      M.GetMe.descriptor: .authenticated, M.CreateAPIKey.descriptor: .authenticated, M.ListAPIKeys.descriptor: .authenticated,
-      M.RevokeAPIKey.descriptor: .authenticated, M.RotateAPIKey.descriptor: .authenticated, M.Authorize.descriptor: .authenticated,
-      M.ListUsers.descriptor: .anyRole(["admin"]), M.SetRoles.descriptor: .anyRole(["admin"]),
-      M.RegisterClient.descriptor: .anyRole(["admin"]), M.RotateSigningKey.descriptor: .anyRole(["admin"]),
-      M.IntrospectToken.descriptor: .servicesOnly, M.RevokeToken.descriptor: .servicesOnly, M.CheckAPIKey.descriptor: .servicesOnly,
-    ], fallback: .authenticated)
+    return AccessPolicies(
+      [
+        M.Register.descriptor: .public, M.Login.descriptor: .public, M.Refresh.descriptor: .public,
+        M.Logout.descriptor: .public, M.GetJWKS.descriptor: .public,
+        M.ClientCredentials.descriptor: .public, M.ExchangeCode.descriptor: .public,
+        M.GetMe.descriptor: .authenticated, M.CreateAPIKey.descriptor: .authenticated, M.ListAPIKeys.descriptor: .authenticated,
+        M.RevokeAPIKey.descriptor: .authenticated, M.RotateAPIKey.descriptor: .authenticated, M.Authorize.descriptor: .authenticated,
+        M.ListUsers.descriptor: .anyRole(["admin"]), M.SetRoles.descriptor: .anyRole(["admin"]),
+        M.RegisterClient.descriptor: .anyRole(["admin"]), M.RotateSigningKey.descriptor: .anyRole(["admin"]),
+        M.IntrospectToken.descriptor: .servicesOnly, M.RevokeToken.descriptor: .servicesOnly, M.CheckAPIKey.descriptor: .servicesOnly,
+      ], fallback: .authenticated)
   }
 
   // MARK: Users
 
-  public func register(request: Auth_V1_RegisterRequest, context: ServerContext) async throws -> Auth_V1_RegisterResponse {
+  package func register(request: Auth_V1_RegisterRequest, context: ServerContext) async throws -> Auth_V1_RegisterResponse {
     // The validation interceptor has checked the request; this guard only keeps a host run
     // without interceptors from going further with bad input.
     guard let email = EmailAddress.normalize(request.email) else { throw request.fieldViolations.error() }
@@ -105,11 +108,12 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
     return .with { $0.user = Self.message(user) }
   }
 
-  public func login(request: Auth_V1_LoginRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
+  package func login(request: Auth_V1_LoginRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
     let refused = RPCError(code: .unauthenticated, message: "email or password is incorrect")
     // Not a validated message: any malformed sign-in must read like a wrong password.
     guard let email = EmailAddress.normalize(request.email), !request.password.isEmpty,
-          request.password.utf8.count <= PasswordPolicy.maxBytes else {
+      request.password.utf8.count <= PasswordPolicy.maxBytes
+    else {
       _ = try await self.hasher.verifyAgainstDummy(request.password)
       throw refused
     }
@@ -151,11 +155,11 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
     return try await self.tokenResponse(issued)
   }
 
-  public func refresh(request: Auth_V1_RefreshRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
+  package func refresh(request: Auth_V1_RefreshRequest, context: ServerContext) async throws -> Auth_V1_TokenResponse {
     try await self.rotateRefreshToken(request.refreshToken, clientID: nil)
   }
 
-  public func logout(request: Auth_V1_LogoutRequest, context: ServerContext) async throws -> Auth_V1_LogoutResponse {
+  package func logout(request: Auth_V1_LogoutRequest, context: ServerContext) async throws -> Auth_V1_LogoutResponse {
     let hash = RandomTokens.digest(request.refreshToken)
     try await self.db.transaction { uow in
       if let token = try await self.tokens.find(tokenHash: hash, in: uow) {
@@ -166,7 +170,7 @@ public struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
     return .init()
   }
 
-  public func getJWKS(request: Auth_V1_GetJWKSRequest, context: ServerContext) async throws -> Auth_V1_GetJWKSResponse {
+  package func getJWKS(request: Auth_V1_GetJWKSRequest, context: ServerContext) async throws -> Auth_V1_GetJWKSResponse {
     let json = try await self.keyRing.jwksJSON()
     return .with { $0.jwksJson = json }
   }

@@ -2,10 +2,10 @@ import Storage
 
 /// The auth service's schema, forward-only. Times are epoch milliseconds (BIGINT) so the
 /// same SQL and comparisons work on both databases; secrets are stored as SHA-256 hex.
-public enum AuthMigrations {
-  public static let service = "auth"
+package enum AuthMigrations {
+  package static let service = "auth"
 
-  public static var all: [Migration] {
+  package static var all: [Migration] {
     [
       Migration(version: 1, name: "users, tokens, keys, clients") { dialect in
         let blob = dialect == .postgres ? "BYTEA" : "BLOB"
@@ -60,7 +60,7 @@ public enum AuthMigrations {
         [
           dialect == .postgres
             ? "ALTER TABLE oauth_clients ADD COLUMN internal BOOLEAN NOT NULL DEFAULT false"
-            : "ALTER TABLE oauth_clients ADD COLUMN internal INTEGER NOT NULL DEFAULT 0",
+            : "ALTER TABLE oauth_clients ADD COLUMN internal INTEGER NOT NULL DEFAULT 0"
         ]
       },
     ]

@@ -3,17 +3,17 @@ import Storage
 
 /// A refresh token, stored by the SHA-256 of its value. Tokens of one login chain share a
 /// family; reuse of a rotated token revokes the family.
-public struct RefreshTokenRecord: Sendable, Hashable, Decodable {
-  public var id: String
-  public var tokenHash: String
-  public var familyID: String
-  public var userID: String
-  public var clientID: String?
-  public var scope: String
-  public var expiresAtMs: Int64
-  public var usedAtMs: Int64?
-  public var revokedAtMs: Int64?
-  public var createdAtMs: Int64
+package struct RefreshTokenRecord: Sendable, Hashable, Decodable {
+  package var id: String
+  package var tokenHash: String
+  package var familyID: String
+  package var userID: String
+  package var clientID: String?
+  package var scope: String
+  package var expiresAtMs: Int64
+  package var usedAtMs: Int64?
+  package var revokedAtMs: Int64?
+  package var createdAtMs: Int64
 
   // Columns by name; sql-kit's snake-casing would make `familyID` "family_iD", so
   // acronyms name their column.
@@ -24,18 +24,18 @@ public struct RefreshTokenRecord: Sendable, Hashable, Decodable {
 }
 
 /// A single-use OAuth authorization code, stored by its SHA-256.
-public struct AuthCodeRecord: Sendable, Hashable, Decodable {
-  public var codeHash: String
-  public var clientID: String
-  public var userID: String
-  public var redirectURI: String
-  public var codeChallenge: String
-  public var scope: String
-  public var expiresAtMs: Int64
-  public var usedAtMs: Int64?
+package struct AuthCodeRecord: Sendable, Hashable, Decodable {
+  package var codeHash: String
+  package var clientID: String
+  package var userID: String
+  package var redirectURI: String
+  package var codeChallenge: String
+  package var scope: String
+  package var expiresAtMs: Int64
+  package var usedAtMs: Int64?
   /// The refresh-token family issued from this code (revoked if the code is replayed).
-  public var familyID: String?
-  public var createdAtMs: Int64
+  package var familyID: String?
+  package var createdAtMs: Int64
 
   enum CodingKeys: String, CodingKey {
     case codeHash, codeChallenge, scope, expiresAtMs, usedAtMs, createdAtMs
@@ -43,7 +43,7 @@ public struct AuthCodeRecord: Sendable, Hashable, Decodable {
   }
 }
 
-public protocol TokenRepository: Sendable {
+package protocol TokenRepository: Sendable {
   func insert(_ token: RefreshTokenRecord, in uow: UnitOfWork) async throws
   func find(tokenHash: String, in uow: UnitOfWork) async throws -> RefreshTokenRecord?
   /// Marks a token used if it was not yet; false when someone else used it first.
@@ -58,66 +58,80 @@ public protocol TokenRepository: Sendable {
   func consume(codeHash: String, familyID: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool
 }
 
-public struct SQLTokenRepository: TokenRepository {
-  public init() {}
+package struct SQLTokenRepository: TokenRepository {
+  package init() {}
 
-  public func insert(_ t: RefreshTokenRecord, in uow: UnitOfWork) async throws {
-    try await uow.write("""
+  package func insert(_ t: RefreshTokenRecord, in uow: UnitOfWork) async throws {
+    try await uow.write(
+      """
       INSERT INTO refresh_tokens (id, token_hash, family_id, user_id, client_id, scope, expires_at_ms, used_at_ms, revoked_at_ms, created_at_ms)
       VALUES (\(bind: t.id), \(bind: t.tokenHash), \(bind: t.familyID), \(bind: t.userID), \(bind: t.clientID), \(bind: t.scope),
               \(bind: t.expiresAtMs), \(bind: t.usedAtMs), \(bind: t.revokedAtMs), \(bind: t.createdAtMs))
       """)
   }
 
-  public func find(tokenHash: String, in uow: UnitOfWork) async throws -> RefreshTokenRecord? {
-    let rows = try await uow.sql.raw("""
+  package func find(tokenHash: String, in uow: UnitOfWork) async throws -> RefreshTokenRecord? {
+    let rows = try await uow.sql.raw(
+      """
       SELECT id, token_hash, family_id, user_id, client_id, scope, expires_at_ms, used_at_ms, revoked_at_ms, created_at_ms
       FROM refresh_tokens WHERE token_hash = \(bind: tokenHash)
-      """).all()
+      """
+    ).all()
     return try rows.first?.decode(model: RefreshTokenRecord.self, keyDecodingStrategy: .convertFromSnakeCase)
   }
 
-  public func markUsed(id: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool {
+  package func markUsed(id: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool {
     // The IS NULL guard makes this the single winner when two refreshes race.
-    let rows = try await uow.sql.raw("""
+    let rows = try await uow.sql.raw(
+      """
       UPDATE refresh_tokens SET used_at_ms = \(bind: nowMs) WHERE id = \(bind: id) AND used_at_ms IS NULL RETURNING id
-      """).all()
+      """
+    ).all()
     return !rows.isEmpty
   }
 
-  public func revokeFamily(_ familyID: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Int {
-    try await uow.sql.raw("""
+  package func revokeFamily(_ familyID: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Int {
+    try await uow.sql.raw(
+      """
       UPDATE refresh_tokens SET revoked_at_ms = \(bind: nowMs) WHERE family_id = \(bind: familyID) AND revoked_at_ms IS NULL RETURNING id
-      """).all().count
+      """
+    ).all().count
   }
 
-  public func revokeAll(userID: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Int {
-    try await uow.sql.raw("""
+  package func revokeAll(userID: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Int {
+    try await uow.sql.raw(
+      """
       UPDATE refresh_tokens SET revoked_at_ms = \(bind: nowMs) WHERE user_id = \(bind: userID) AND revoked_at_ms IS NULL RETURNING id
-      """).all().count
+      """
+    ).all().count
   }
 
-  public func insert(_ c: AuthCodeRecord, in uow: UnitOfWork) async throws {
-    try await uow.write("""
+  package func insert(_ c: AuthCodeRecord, in uow: UnitOfWork) async throws {
+    try await uow.write(
+      """
       INSERT INTO auth_codes (code_hash, client_id, user_id, redirect_uri, code_challenge, scope, expires_at_ms, used_at_ms, family_id, created_at_ms)
       VALUES (\(bind: c.codeHash), \(bind: c.clientID), \(bind: c.userID), \(bind: c.redirectURI), \(bind: c.codeChallenge),
               \(bind: c.scope), \(bind: c.expiresAtMs), \(bind: c.usedAtMs), \(bind: c.familyID), \(bind: c.createdAtMs))
       """)
   }
 
-  public func find(codeHash: String, in uow: UnitOfWork) async throws -> AuthCodeRecord? {
-    let rows = try await uow.sql.raw("""
+  package func find(codeHash: String, in uow: UnitOfWork) async throws -> AuthCodeRecord? {
+    let rows = try await uow.sql.raw(
+      """
       SELECT code_hash, client_id, user_id, redirect_uri, code_challenge, scope, expires_at_ms, used_at_ms, family_id, created_at_ms
       FROM auth_codes WHERE code_hash = \(bind: codeHash)
-      """).all()
+      """
+    ).all()
     return try rows.first?.decode(model: AuthCodeRecord.self, keyDecodingStrategy: .convertFromSnakeCase)
   }
 
-  public func consume(codeHash: String, familyID: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool {
-    let rows = try await uow.sql.raw("""
+  package func consume(codeHash: String, familyID: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool {
+    let rows = try await uow.sql.raw(
+      """
       UPDATE auth_codes SET used_at_ms = \(bind: nowMs), family_id = \(bind: familyID)
       WHERE code_hash = \(bind: codeHash) AND used_at_ms IS NULL RETURNING code_hash
-      """).all()
+      """
+    ).all()
     return !rows.isEmpty
   }
 }

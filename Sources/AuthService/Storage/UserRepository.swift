@@ -2,19 +2,19 @@ import SQLKit
 import Storage
 
 /// A stored user. `roles` is a set of "user", "author", "admin".
-public struct UserRecord: Sendable, Hashable {
-  public var id: String
-  public var email: String
-  public var displayName: String
-  public var passwordHash: String
-  public var roles: Set<String>
-  public var failedLogins: Int
-  public var lockedUntilMs: Int64
-  public var createdAtMs: Int64
-  public var updatedAtMs: Int64
+package struct UserRecord: Sendable, Hashable {
+  package var id: String
+  package var email: String
+  package var displayName: String
+  package var passwordHash: String
+  package var roles: Set<String>
+  package var failedLogins: Int
+  package var lockedUntilMs: Int64
+  package var createdAtMs: Int64
+  package var updatedAtMs: Int64
 }
 
-public protocol UserRepository: Sendable {
+package protocol UserRepository: Sendable {
   func insert(_ user: UserRecord, in uow: UnitOfWork) async throws
   func find(id: String, in uow: UnitOfWork) async throws -> UserRecord?
   func find(email: String, in uow: UnitOfWork) async throws -> UserRecord?
@@ -29,65 +29,72 @@ public protocol UserRepository: Sendable {
 }
 
 /// The one implementation, on SQLKit; runs on SQLite and PostgreSQL alike.
-public struct SQLUserRepository: UserRepository {
-  public init() {}
+package struct SQLUserRepository: UserRepository {
+  package init() {}
 
   /// Every read selects the same columns, decoded by name into `UserRow`.
   static let select: SQLQueryString = """
     SELECT id, email, display_name, password_hash, roles, failed_logins, locked_until_ms, created_at_ms, updated_at_ms FROM users
     """
 
-  public func insert(_ u: UserRecord, in uow: UnitOfWork) async throws {
-    try await uow.write("""
+  package func insert(_ u: UserRecord, in uow: UnitOfWork) async throws {
+    try await uow.write(
+      """
       INSERT INTO users (id, email, display_name, password_hash, roles, failed_logins, locked_until_ms, created_at_ms, updated_at_ms)
       VALUES (\(bind: u.id), \(bind: u.email), \(bind: u.displayName), \(bind: u.passwordHash), \(bind: UserRow.encode(u.roles)),
               \(bind: u.failedLogins), \(bind: u.lockedUntilMs), \(bind: u.createdAtMs), \(bind: u.updatedAtMs))
       """)
   }
 
-  public func find(id: String, in uow: UnitOfWork) async throws -> UserRecord? {
+  package func find(id: String, in uow: UnitOfWork) async throws -> UserRecord? {
     try await Self.users(Self.select + " WHERE id = \(bind: id)", in: uow).first
   }
 
-  public func find(email: String, in uow: UnitOfWork) async throws -> UserRecord? {
+  package func find(email: String, in uow: UnitOfWork) async throws -> UserRecord? {
     try await Self.users(Self.select + " WHERE email = \(bind: email)", in: uow).first
   }
 
-  public func list(after: (createdAtMs: Int64, id: String)?, limit: Int, in uow: UnitOfWork) async throws -> [UserRecord] {
+  package func list(after: (createdAtMs: Int64, id: String)?, limit: Int, in uow: UnitOfWork) async throws -> [UserRecord] {
     if let after {
-      return try await Self.users(Self.select + """
-         WHERE created_at_ms > \(bind: after.createdAtMs) OR (created_at_ms = \(bind: after.createdAtMs) AND id > \(bind: after.id))
-        ORDER BY created_at_ms, id LIMIT \(bind: limit)
-        """, in: uow)
+      return try await Self.users(
+        Self.select + """
+           WHERE created_at_ms > \(bind: after.createdAtMs) OR (created_at_ms = \(bind: after.createdAtMs) AND id > \(bind: after.id))
+          ORDER BY created_at_ms, id LIMIT \(bind: limit)
+          """, in: uow)
     }
     return try await Self.users(Self.select + " ORDER BY created_at_ms, id LIMIT \(bind: limit)", in: uow)
   }
 
-  public func setRoles(id: String, roles: Set<String>, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool {
-    let rows = try await uow.sql.raw("""
+  package func setRoles(id: String, roles: Set<String>, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool {
+    let rows = try await uow.sql.raw(
+      """
       UPDATE users SET roles = \(bind: UserRow.encode(roles)), updated_at_ms = \(bind: nowMs) WHERE id = \(bind: id) RETURNING id
-      """).all()
+      """
+    ).all()
     return !rows.isEmpty
   }
 
-  public func setPasswordHash(id: String, hash: String, nowMs: Int64, in uow: UnitOfWork) async throws {
+  package func setPasswordHash(id: String, hash: String, nowMs: Int64, in uow: UnitOfWork) async throws {
     try await uow.write("UPDATE users SET password_hash = \(bind: hash), updated_at_ms = \(bind: nowMs) WHERE id = \(bind: id)")
   }
 
-  public func recordLogin(id: String, failedLogins: Int, lockedUntilMs: Int64, in uow: UnitOfWork) async throws {
-    try await uow.write("""
+  package func recordLogin(id: String, failedLogins: Int, lockedUntilMs: Int64, in uow: UnitOfWork) async throws {
+    try await uow.write(
+      """
       UPDATE users SET failed_logins = \(bind: failedLogins), locked_until_ms = \(bind: lockedUntilMs) WHERE id = \(bind: id)
       """)
   }
 
-  public func recordFailedLogin(id: String, maxFailures: Int, lockUntilMs: Int64, in uow: UnitOfWork) async throws -> Bool {
+  package func recordFailedLogin(id: String, maxFailures: Int, lockUntilMs: Int64, in uow: UnitOfWork) async throws -> Bool {
     // Both SET expressions read the row's old values, on SQLite and PostgreSQL alike.
-    let rows = try await uow.sql.raw("""
+    let rows = try await uow.sql.raw(
+      """
       UPDATE users SET
         locked_until_ms = CASE WHEN failed_logins + 1 >= \(bind: maxFailures) THEN \(bind: lockUntilMs) ELSE locked_until_ms END,
         failed_logins = CASE WHEN failed_logins + 1 >= \(bind: maxFailures) THEN 0 ELSE failed_logins + 1 END
       WHERE id = \(bind: id) RETURNING locked_until_ms
-      """).all()
+      """
+    ).all()
     return try rows.first?.decode(column: "locked_until_ms", as: Int64.self) == lockUntilMs
   }
 

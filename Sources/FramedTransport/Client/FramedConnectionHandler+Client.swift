@@ -8,7 +8,10 @@ extension FramedConnectionHandler {
     guard let stream = handle as? FramedStream<ClientInbound> else { return }
     let limit = self.machine.peerSettings.maxHeaderListSize
     guard headers.readableBytes <= limit else {
-      stream.fail(RPCError(code: .resourceExhausted, message: "request headers of \(headers.readableBytes) bytes exceed the server's limit of \(limit) bytes (MAX_HEADER_LIST_SIZE)"))
+      stream.fail(
+        RPCError(
+          code: .resourceExhausted,
+          message: "request headers of \(headers.readableBytes) bytes exceed the server's limit of \(limit) bytes (MAX_HEADER_LIST_SIZE)"))
       return
     }
     switch self.machine.openStream(endStream: endStream) {

@@ -88,7 +88,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   private func start(context: ChannelHandlerContext) {
     guard !self.started else { return }
     self.started = true
-    if self.role == .client { self.writePrefaceAndSettings() ; self.flush() }
+    if self.role == .client { self.writePrefaceAndSettings(); self.flush() }
     self.handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.config.handshakeTimeout) { [weak self] in
       guard let self, !self.machine.peerSettingsReceived else { return }
       self.connectionError(ConnectionError(.settingsTimeout, "no preface and SETTINGS within \(self.config.handshakeTimeout)"))
@@ -234,9 +234,12 @@ final class FramedConnectionHandler: ChannelInboundHandler {
       if self.role == .server {
         self.serverRejectOversized(id: id, size: size)
       } else {
-        self.streamGone(id: id, error: RPCError(
-          code: .resourceExhausted,
-          message: "response message of at least \(size) bytes exceeds the client's limit of \(self.config.settings.maxMessageSize) bytes (MAX_MESSAGE_SIZE)"))
+        self.streamGone(
+          id: id,
+          error: RPCError(
+            code: .resourceExhausted,
+            message: "response message of at least \(size) bytes exceeds the client's limit of \(self.config.settings.maxMessageSize) bytes (MAX_MESSAGE_SIZE)")
+        )
       }
     case .pingAck(let opaque):
       self.keepalive?.ackReceived(opaque: opaque, at: .now())

@@ -18,9 +18,10 @@ extension FramedConnectionHandler {
     } catch {
       switch error {
       case .tooLarge(let limit):
-        return .failure(RPCError(
-          code: .resourceExhausted,
-          message: "\(what) message decompresses to more than the \(whose)'s limit of \(limit) bytes (MAX_MESSAGE_SIZE)"))
+        return .failure(
+          RPCError(
+            code: .resourceExhausted,
+            message: "\(what) message decompresses to more than the \(whose)'s limit of \(limit) bytes (MAX_MESSAGE_SIZE)"))
       case .corrupt(let reason):
         return .failure(RPCError(code: .internalError, message: reason))
       }

@@ -5,9 +5,10 @@ import WireProtos
 
 /// What a server connection needs from its transport to start calls.
 struct ServerCallbacks: Sendable {
-  typealias StreamHandler = @Sendable (
-    RPCStream<ServerTransportInbound, ServerTransportOutbound>, ServerContext
-  ) async -> Void
+  typealias StreamHandler =
+    @Sendable (
+      RPCStream<ServerTransportInbound, ServerTransportOutbound>, ServerContext
+    ) async -> Void
   var streamHandler: StreamHandler
   /// Encodings this server decodes (and answers with).
   var encodings: EncodingSet

@@ -54,7 +54,8 @@ enum WireMapping {
   /// The rules of docs/protocol.md §5.4 for what we send.
   static func checkOutgoing(key: String, value: Metadata.Value) throws(RPCError) {
     guard isValidKey(key) else {
-      throw RPCError(code: .internalError, message: "metadata key \"\(key.prefix(64))\" can't be sent: keys are [0-9a-z_.-], at most 255 bytes, and grpc- keys are reserved")
+      throw RPCError(
+        code: .internalError, message: "metadata key \"\(key.prefix(64))\" can't be sent: keys are [0-9a-z_.-], at most 255 bytes, and grpc- keys are reserved")
     }
     if case .string(let text) = value, key.hasSuffix("-bin") || !text.utf8.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) {
       throw RPCError(code: .internalError, message: "metadata \"\(key)\" needs a binary value (-bin key) or printable ASCII text")

@@ -38,8 +38,9 @@ public struct FrameDecoder: Sendable {
       return .preface(version: version)
     }
 
-    guard let (length32, rawType, rawFlags, rawStream) = buffer.getMultipleIntegers(
-      at: buffer.readerIndex, as: (UInt32, UInt8, UInt8, UInt32).self)
+    guard
+      let (length32, rawType, rawFlags, rawStream) = buffer.getMultipleIntegers(
+        at: buffer.readerIndex, as: (UInt32, UInt8, UInt8, UInt32).self)
     else { return nil }
     let length = Int(length32)
     let flags = FrameFlags(rawValue: rawFlags)
@@ -61,8 +62,9 @@ public struct FrameDecoder: Sendable {
       throw ConnectionError(.protocolError, "unknown frame type 0x\(String(rawType, radix: 16))")
     }
 
-    try Self.validateHeader(type: type, flags: flags, length: length, streamID: streamID,
-                            maxFrameSize: self.maxFrameSize, maxHeaderListSize: self.maxHeaderListSize)
+    try Self.validateHeader(
+      type: type, flags: flags, length: length, streamID: streamID,
+      maxFrameSize: self.maxFrameSize, maxHeaderListSize: self.maxHeaderListSize)
 
     guard buffer.readableBytes >= WireLimits.frameHeaderLength + length else { return nil }
     buffer.moveReaderIndex(forwardBy: WireLimits.frameHeaderLength)

@@ -80,8 +80,9 @@ public struct AuthInterceptor: ServerInterceptor {
         let claims = try await verifier.verify(token)
         let kind = Self.kind(of: claims)
         let scopes = Set((claims.scope ?? "").split(separator: " ").map(String.init))
-        return Principal(kind: kind, subject: claims.sub, roles: Set(claims.roles ?? []), scopes: scopes,
-                         delegatedClient: kind == .user ? claims.clientID : nil)
+        return Principal(
+          kind: kind, subject: claims.sub, roles: Set(claims.roles ?? []), scopes: scopes,
+          delegatedClient: kind == .user ? claims.clientID : nil)
       }
       if let apiKey {
         guard let checker = self.apiKeys else { throw AuthFailure.invalidAPIKey }
@@ -97,10 +98,12 @@ public struct AuthInterceptor: ServerInterceptor {
       return nil
     } catch let failure as AuthFailure {
       // The precise reason is for operators; the caller gets the coarse one.
-      self.logger.notice("credential refused", metadata: [
-        "method": .string(method.fullyQualifiedMethod), "reason": .string(failure.description),
-        "request_id": .string(ServiceContext.current?.call?.requestID ?? "-"),
-      ])
+      self.logger.notice(
+        "credential refused",
+        metadata: [
+          "method": .string(method.fullyQualifiedMethod), "reason": .string(failure.description),
+          "request_id": .string(ServiceContext.current?.call?.requestID ?? "-"),
+        ])
       throw failure.rpcError
     } catch {
       throw RPCError(code: .unauthenticated, message: "invalid credentials")

@@ -32,11 +32,13 @@ public struct RemoteAuthConfig: Sendable {
   /// Fails naming `auth-target` or `client-secret` when they are missing.
   public init(layers: ConfigLayers, service: String) throws {
     guard let (text, _) = layers.raw("auth-target") else {
-      throw ConfigError(key: "auth-target", origin: nil, reason: "required: \(service) verifies callers through the auth service (give --auth-target host:port[,host:port])")
+      throw ConfigError(
+        key: "auth-target", origin: nil, reason: "required: \(service) verifies callers through the auth service (give --auth-target host:port[,host:port])")
     }
     let targets = try ServiceTargets.parse(text, key: "auth-target")
     guard let secret = try layers.secret("client-secret") else {
-      throw ConfigError(key: "client-secret", origin: nil, reason: "required: set QUIZWIRE_CLIENT_SECRET or QUIZWIRE_CLIENT_SECRET_FILE (quizwire up does this itself)")
+      throw ConfigError(
+        key: "client-secret", origin: nil, reason: "required: set QUIZWIRE_CLIENT_SECRET or QUIZWIRE_CLIENT_SECRET_FILE (quizwire up does this itself)")
     }
     self.init(targets: targets, clientID: layers.string("client-id", default: service), clientSecret: secret)
     self.issuer = layers.string("auth-issuer", default: self.issuer)
@@ -63,10 +65,11 @@ public struct RemoteAuth: Sendable {
     self.client = client
     let auth = Auth_V1_AuthService.Client(wrapping: client.client)
     self.credentials = ClientCredentialsToken { [clientID = config.clientID, secret = config.clientSecret] in
-      let answer = try await auth.clientCredentials(.with {
-        $0.clientID = clientID
-        $0.clientSecret = secret.reveal()
-      })
+      let answer = try await auth.clientCredentials(
+        .with {
+          $0.clientID = clientID
+          $0.clientSecret = secret.reveal()
+        })
       return (answer.accessToken, .seconds(answer.expiresIn))
     }
     var verifierConfig = TokenVerifier.Config(issuer: config.issuer, audience: config.audience)

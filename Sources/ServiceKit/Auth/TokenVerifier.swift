@@ -24,8 +24,10 @@ public struct AccessTokenClaims: JWTPayload, Sendable, Equatable {
     case internalService = "internal"
   }
 
-  public init(sub: String, iss: String, aud: [String], exp: Int64, iat: Int64, nbf: Int64? = nil, jti: String,
-              clientID: String? = nil, roles: [String]? = nil, scope: String? = nil, internalService: Bool? = nil) {
+  public init(
+    sub: String, iss: String, aud: [String], exp: Int64, iat: Int64, nbf: Int64? = nil, jti: String,
+    clientID: String? = nil, roles: [String]? = nil, scope: String? = nil, internalService: Bool? = nil
+  ) {
     self.sub = sub
     self.iss = iss
     self.aud = AudienceClaim(value: aud)
@@ -108,9 +110,10 @@ public final class TokenVerifier: Sendable {
     for jwk in set.keys {
       // Only signing keys we know how to check; anything else is skipped, not guessed at.
       guard let kid = jwk.kid, jwk.use == nil || jwk.use == "sig",
-            jwk.kty == "EC", jwk.crv == "P-256", jwk.alg == "ES256",
-            let x = jwk.x, let y = jwk.y,
-            let key = try? ES256PublicKey(parameters: (x: x, y: y)) else { continue }
+        jwk.kty == "EC", jwk.crv == "P-256", jwk.alg == "ES256",
+        let x = jwk.x, let y = jwk.y,
+        let key = try? ES256PublicKey(parameters: (x: x, y: y))
+      else { continue }
       let collection = JWTKeyCollection()
       await collection.add(ecdsa: key, kid: JWKIdentifier(string: kid))
       keys[kid] = Key(alg: "ES256", collection: collection)

@@ -32,9 +32,10 @@ public struct ServiceClientConfig: Sendable {
       let policy = RetryPolicy(
         maxAttempts: self.maxAttempts, initialBackoff: self.initialBackoff, maxBackoff: self.maxBackoff,
         backoffMultiplier: 2, retryableStatusCodes: [.unavailable, .resourceExhausted])
-      methods.append(MethodConfig(
-        names: self.idempotentMethods.map { MethodConfig.Name(service: $0.service.fullyQualifiedService, method: $0.method) },
-        timeout: self.defaultTimeout, executionPolicy: .retry(policy)))
+      methods.append(
+        MethodConfig(
+          names: self.idempotentMethods.map { MethodConfig.Name(service: $0.service.fullyQualifiedService, method: $0.method) },
+          timeout: self.defaultTimeout, executionPolicy: .retry(policy)))
     }
     return ServiceConfig(methodConfig: methods)
   }
@@ -49,8 +50,10 @@ public final class ServiceClient: Service, Sendable {
   public let transport: FramedClientTransport
 
   /// - Parameter interceptors: run after propagation and metrics (e.g. `BearerTokenInterceptor`).
-  public init(_ config: ServiceClientConfig, tracer: W3CTracer = W3CTracer(), metrics: HostMetrics? = nil,
-              interceptors extra: [any ClientInterceptor] = []) throws {
+  public init(
+    _ config: ServiceClientConfig, tracer: W3CTracer = W3CTracer(), metrics: HostMetrics? = nil,
+    interceptors extra: [any ClientInterceptor] = []
+  ) throws {
     let targets = try config.replicas.map { text in
       guard let target = FramedTarget(text) else { throw ConfigError(key: "replicas", origin: nil, reason: "\"\(text)\" is not host:port") }
       return target

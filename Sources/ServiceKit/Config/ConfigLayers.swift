@@ -46,8 +46,10 @@ public struct ConfigLayers: Sendable {
   ///   - environment: the process environment (tests pass their own).
   ///   - filePath: an optional JSON config file; `QUIZWIRE_CONFIG` names one when nil.
   ///   - flags: command-line values by kebab-case key.
-  public init(environment: [String: String] = ProcessInfo.processInfo.environment, filePath: String? = nil,
-              flags: [String: String] = [:]) throws {
+  public init(
+    environment: [String: String] = ProcessInfo.processInfo.environment, filePath: String? = nil,
+    flags: [String: String] = [:]
+  ) throws {
     self.environment = environment
     self.flags = flags
     let path = filePath ?? environment["QUIZWIRE_CONFIG"]
@@ -137,7 +139,8 @@ public struct ConfigLayers: Sendable {
       throw ConfigError(key: key, origin: .flag, reason: "secrets are read only from the environment or a file named by \(Self.environmentName(key))_FILE")
     }
     if self.file[key] != nil, let path = self.filePath {
-      throw ConfigError(key: key, origin: .file(path), reason: "secrets are read only from the environment or a file named by \(Self.environmentName(key))_FILE")
+      throw ConfigError(
+        key: key, origin: .file(path), reason: "secrets are read only from the environment or a file named by \(Self.environmentName(key))_FILE")
     }
     let name = Self.environmentName(key)
     if let value = self.environment[name] {

@@ -96,7 +96,8 @@ public enum LocalSecretFile {
   public static func readOrCreate(path: String, key: String) throws -> Secret {
     if FileManager.default.fileExists(atPath: path) {
       guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
-            !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+        !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+      else {
         throw ConfigError(key: key, origin: nil, reason: "\(path) exists but is unreadable or empty; restore it or remove it")
       }
       return Secret(text.trimmingCharacters(in: .whitespacesAndNewlines))

@@ -35,7 +35,9 @@ public final class Readiness: Sendable {
 
   /// Records one round of dependency results.
   public func update(failing: [String: String]) {
-    self.apply { $0.failing = failing; $0.checked = true }
+    self.apply {
+      $0.failing = failing; $0.checked = true
+    }
   }
 
   /// Readiness goes false for good: the host is draining.

@@ -40,8 +40,10 @@ public enum ServiceAssembly {
     let options = try M.Options(layers: layers)
     let storage = M.migrations.isEmpty ? nil : try StorageOptions(layers: layers)
     let remoteAuth = M.dependsOn.contains("auth") ? try RemoteAuthConfig(layers: layers, service: M.name) : nil
-    return try await self.host(M.self, options: options, layers: layers, host: config, storage: storage, remoteAuth: remoteAuth,
-                               logSink: logSink, logLevel: level).host
+    return try await self.host(
+      M.self, options: options, layers: layers, host: config, storage: storage, remoteAuth: remoteAuth,
+      logSink: logSink, logLevel: level
+    ).host
   }
 
   /// A module's host and database from typed settings (tests, in-process use).
@@ -75,13 +77,14 @@ public enum ServiceAssembly {
         // First in, last out: the database outlives every other piece.
         lifecycle.append(DatabaseLifecycle(database: database))
         readiness.insert(DependencyCheck(name: "database") { try await database.ping() }, at: 0)
-        let migrator = try Migrator(service: M.name, migrations: M.migrations)
-        steps.append(BeforeServingStep("migrations") {
-          let applied = try await migrator.migrate(database)
-          if !applied.isEmpty {
-            logger.notice("migrations applied", metadata: ["versions": .string(applied.map(String.init).joined(separator: ","))])
-          }
-        })
+        let migrator = try Migrator(service: M.name, migrations: M.migrations, dataMigrations: M.dataMigrations)
+        steps.append(
+          BeforeServingStep("migrations") {
+            let applied = try await migrator.migrate(database)
+            if !applied.isEmpty {
+              logger.notice("migrations applied", metadata: ["versions": .string(applied.map(String.init).joined(separator: ","))])
+            }
+          })
       }
       if let remoteAuth {
         lifecycle.append(remoteAuth.client)

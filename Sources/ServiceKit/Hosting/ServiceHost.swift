@@ -73,6 +73,8 @@ public final class ServiceHost: Service, Sendable {
   private let framedTransport: FramedServerTransport
   private let grpcTransport: HTTP2ServerTransport.Posix
   private let adminPort = AsyncValue<Result<Int, any Error>>()
+  /// Set once the before-serving steps are done (or failed): `addresses()` waits for it.
+  private let started = AsyncValue<Result<Void, any Error>>()
   private let draining = NIOLockedValueBox(false)
   private let drainSignal = AsyncStream<Void>.makeStream()
 
@@ -127,12 +129,13 @@ public final class ServiceHost: Service, Sendable {
     var deadlines = config.methodDeadlines
     deadlines[Grpc_Health_V1_Health.Method.Watch.descriptor] = deadlines[Grpc_Health_V1_Health.Method.Watch.descriptor] ?? .seconds(24 * 3600)
     if config.interceptors {
-      interceptors = ServerInterceptorStack(
-        service: name, logger: self.logger, metrics: self.metrics, tracer: self.tracer, policies: policies,
-        verifier: security.verifier, apiKeys: security.apiKeys,
-        rateLimiter: config.rateLimit.map { RateLimiter(defaultLimit: $0) },
-        deadlines: DeadlineInterceptor(fallback: config.defaultDeadline, defaults: deadlines)
-      ).interceptors
+      interceptors =
+        ServerInterceptorStack(
+          service: name, logger: self.logger, metrics: self.metrics, tracer: self.tracer, policies: policies,
+          verifier: security.verifier, apiKeys: security.apiKeys,
+          rateLimiter: config.rateLimit.map { RateLimiter(defaultLimit: $0) },
+          deadlines: DeadlineInterceptor(fallback: config.defaultDeadline, defaults: deadlines)
+        ).interceptors
     }
     let all = services + [HealthService(store: self.health)]
     self.framedServer = GRPCServer(transport: self.framedTransport, services: all, interceptors: interceptors)
@@ -149,14 +152,18 @@ public final class ServiceHost: Service, Sendable {
         do {
           try await step.run()
         } catch {
-          self.logger.critical("cannot start: \(step.name) failed", metadata: [
-            "service": .string(self.name), "step": .string(step.name), "error": .string("\(error)"),
-          ])
+          self.logger.critical(
+            "cannot start: \(step.name) failed",
+            metadata: [
+              "service": .string(self.name), "step": .string(step.name), "error": .string("\(error)"),
+            ])
           throw HostStartError(service: self.name, step: step.name, underlying: error)
         }
       }
+      self.started.set(.success(()))
       try await self.serve(failingWith: lifecycle)
     } catch {
+      self.started.set(.failure(error))
       await lifecycle.stop()
       throw error
     }
@@ -228,10 +235,12 @@ public final class ServiceHost: Service, Sendable {
       let before = self.readiness.snapshot.failing
       self.readiness.update(failing: failing)
       if failing != before {
-        self.logger.notice("readiness", metadata: [
-          "ready": .stringConvertible(self.readiness.isReady),
-          "failing": .string(failing.keys.sorted().joined(separator: ",")),
-        ])
+        self.logger.notice(
+          "readiness",
+          metadata: [
+            "ready": .stringConvertible(self.readiness.isReady),
+            "failing": .string(failing.keys.sorted().joined(separator: ",")),
+          ])
       }
       try? await Task.sleep(for: self.config.readinessInterval)
     }
@@ -239,6 +248,7 @@ public final class ServiceHost: Service, Sendable {
 
   /// The bound addresses; waits until every listener is up.
   public func addresses() async throws -> ListenAddresses {
+    try await self.started.get().get()
     let framed = try await self.framedTransport.listeningAddress
     let grpc = try await self.grpcTransport.listeningAddress
     let g = grpc.ipv4.map { "\($0.host):\($0.port)" } ?? grpc.ipv6.map { "[\($0.host)]:\($0.port)" } ?? "\(grpc)"

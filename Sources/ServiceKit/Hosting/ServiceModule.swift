@@ -26,6 +26,8 @@ public protocol ServiceModule: Sendable {
   static var dependsOn: [String] { get }
   /// Its schema, applied before serving. Empty: the service has no database.
   static var migrations: [Migration] { get }
+  /// Backfills run in batches after the schema steps (resumable; see `DataMigration`).
+  static var dataMigrations: [DataMigration] { get }
   /// Who may call each method; methods not listed get the fallback.
   static var policies: AccessPolicies { get }
   /// Host defaults that differ for this service (deadlines, rate limit, handler placement).
@@ -38,6 +40,7 @@ public protocol ServiceModule: Sendable {
 extension ServiceModule {
   public static var dependsOn: [String] { [] }
   public static var migrations: [Migration] { [] }
+  public static var dataMigrations: [DataMigration] { [] }
   public static var policies: AccessPolicies { AccessPolicies(fallback: .authenticated) }
   public static func configureHost(_ config: inout ServiceHost.Config) {}
   /// Every method this module serves, from the generated catalogue.
@@ -135,8 +138,10 @@ public struct ModuleParts: Sendable {
   /// Runs once migrations are applied and before the listeners open (key bootstrap …).
   public var beforeServing: [BeforeServingStep]
 
-  public init(services: [any RegistrableRPCService], security: ServiceHost.Security? = nil, readiness: [DependencyCheck] = [],
-              lifecycle: [any Service] = [], beforeServing: [BeforeServingStep] = []) {
+  public init(
+    services: [any RegistrableRPCService], security: ServiceHost.Security? = nil, readiness: [DependencyCheck] = [],
+    lifecycle: [any Service] = [], beforeServing: [BeforeServingStep] = []
+  ) {
     self.services = services
     self.security = security
     self.readiness = readiness

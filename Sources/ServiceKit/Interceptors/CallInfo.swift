@@ -24,8 +24,10 @@ public struct Principal: Sendable, Hashable, CustomStringConvertible {
   /// scopes and must not manage the user's account.
   public var delegatedClient: String?
 
-  public init(kind: Kind, subject: String, roles: Set<String> = [], scopes: Set<String> = [], rateLimit: RateLimit? = nil,
-              delegatedClient: String? = nil) {
+  public init(
+    kind: Kind, subject: String, roles: Set<String> = [], scopes: Set<String> = [], rateLimit: RateLimit? = nil,
+    delegatedClient: String? = nil
+  ) {
     self.kind = kind
     self.subject = subject
     self.roles = roles

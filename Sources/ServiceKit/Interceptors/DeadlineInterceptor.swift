@@ -67,7 +67,8 @@ enum DeadlineRunner {
 public enum GRPCTimeout {
   public static func parse(_ text: String) -> Duration? {
     guard let unit = text.last, (2...9).contains(text.count), text.dropLast().allSatisfy(\.isASCII), text.dropLast().allSatisfy(\.isNumber),
-          let value = Int64(text.dropLast()) else { return nil }
+      let value = Int64(text.dropLast())
+    else { return nil }
     switch unit {
     case "H": return .seconds(value * 3600)
     case "M": return .seconds(value * 60)

@@ -29,8 +29,10 @@ public struct ServerInterceptorStack: Sendable {
   public var rateLimiter: RateLimiter?
   public var deadlines: DeadlineInterceptor
 
-  public init(service: String, logger: Logger, metrics: HostMetrics, tracer: W3CTracer, policies: AccessPolicies,
-              verifier: TokenVerifier?, apiKeys: (any APIKeyChecker)?, rateLimiter: RateLimiter?, deadlines: DeadlineInterceptor) {
+  public init(
+    service: String, logger: Logger, metrics: HostMetrics, tracer: W3CTracer, policies: AccessPolicies,
+    verifier: TokenVerifier?, apiKeys: (any APIKeyChecker)?, rateLimiter: RateLimiter?, deadlines: DeadlineInterceptor
+  ) {
     self.service = service
     self.logger = logger
     self.metrics = metrics

@@ -34,7 +34,8 @@ public final class RateLimiter: Sendable {
     let limit = limit ?? self.defaultLimit
     return self.state.withLockedValue { state in
       state.tick &+= 1
-      var entry = state.buckets.removeValue(forKey: key)
+      var entry =
+        state.buckets.removeValue(forKey: key)
         ?? (TokenBucket(capacity: max(1, limit.burst), ratePerSecond: limit.perSecond), 0)
       if entry.bucket.capacity != max(1, limit.burst) || entry.bucket.ratePerSecond != limit.perSecond {
         // The limit for this key changed (an API key was edited): start from the new one.
@@ -76,9 +77,10 @@ public struct RateLimitInterceptor: ServerInterceptor {
       return try await next(request, context)
     case .denied(let retryAfter):
       let ms = max(1, Int(retryAfter.inMilliseconds.rounded(.up)))
-      var error = RPCError(GoogleRPCStatus(
-        code: .resourceExhausted, message: "rate limit exceeded; retry after \(ms) ms",
-        details: [.retryInfo(delay: .milliseconds(ms))]))
+      var error = RPCError(
+        GoogleRPCStatus(
+          code: .resourceExhausted, message: "rate limit exceeded; retry after \(ms) ms",
+          details: [.retryInfo(delay: .milliseconds(ms))]))
       error.metadata.addString(String(ms), forKey: Self.retryAfterKey)
       throw error
     }

@@ -38,8 +38,10 @@ public struct AuditLog: Sendable {
 
   /// Writes one event. The actor is the current call's principal (`by` overrides it, e.g.
   /// "system" for start-up work outside any call); the request id is the current call's.
-  public func record(_ action: String, target: String, outcome: Outcome = .success, details: [String: String] = [:],
-                     by who: String? = nil) {
+  public func record(
+    _ action: String, target: String, outcome: Outcome = .success, details: [String: String] = [:],
+    by who: String? = nil
+  ) {
     let call = ServiceContext.current?.call
     var metadata: Logger.Metadata = [
       "event": "audit",
@@ -56,8 +58,10 @@ public struct AuditLog: Sendable {
 
   /// Runs `body` and records its outcome: success when it returns, denied or failed (see
   /// `Outcome.init(_:)`) when it throws, and rethrows.
-  public func recording<T>(_ action: String, target: String, details: [String: String] = [:],
-                           _ body: () async throws -> T) async throws -> T {
+  public func recording<T>(
+    _ action: String, target: String, details: [String: String] = [:],
+    _ body: () async throws -> T
+  ) async throws -> T {
     let result: T
     do {
       result = try await body()

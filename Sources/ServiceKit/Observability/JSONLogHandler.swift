@@ -28,8 +28,10 @@ public struct JSONLogHandler: LogHandler {
   private let label: String
   private let sink: LogSink
 
-  public init(label: String, level: Logger.Level = .info, sink: LogSink = .standardOutput,
-              metadataProvider: Logger.MetadataProvider? = nil) {
+  public init(
+    label: String, level: Logger.Level = .info, sink: LogSink = .standardOutput,
+    metadataProvider: Logger.MetadataProvider? = nil
+  ) {
     self.label = label
     self.logLevel = level
     self.sink = sink

@@ -55,10 +55,11 @@ public struct MetricsInterceptor: ServerInterceptor {
     inFlight.increment()
     let start = ContinuousClock.now
     var request = request
-    request.messages = RPCAsyncSequence(wrapping: request.messages.map { message -> Input in
-      received.increment()
-      return message
-    })
+    request.messages = RPCAsyncSequence(
+      wrapping: request.messages.map { message -> Input in
+        received.increment()
+        return message
+      })
     let response = try await CallObservation.run(request: request, context: context, next: next) { code in
       inFlight.decrement()
       let dimensions = base + [("code", AccessLogInterceptor.name(of: code))]

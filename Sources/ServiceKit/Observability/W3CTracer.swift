@@ -145,14 +145,17 @@ public final class W3CSpan: Tracing.Span {
 
   public func end<Instant: TracerInstant>(at instant: @autoclosure () -> Instant) {
     let end = instant().nanosecondsSinceEpoch
-    guard let state = self.state.withLockedValue({ s -> State? in
-      guard !s.ended else { return nil }
-      s.ended = true
-      return s
-    }) else { return }
-    self.sink.record(FinishedSpan(
-      operationName: state.operationName, kind: self.kind, traceID: self.trace.traceID.description,
-      spanID: self.trace.spanID.description, parentSpanID: self.parentSpanID, startNanos: self.start, endNanos: end,
-      status: state.status, attributes: state.attributes, errors: state.errors))
+    guard
+      let state = self.state.withLockedValue({ s -> State? in
+        guard !s.ended else { return nil }
+        s.ended = true
+        return s
+      })
+    else { return }
+    self.sink.record(
+      FinishedSpan(
+        operationName: state.operationName, kind: self.kind, traceID: self.trace.traceID.description,
+        spanID: self.trace.spanID.description, parentSpanID: self.parentSpanID, startNanos: self.start, endNanos: end,
+        status: state.status, attributes: state.attributes, errors: state.errors))
   }
 }
