@@ -181,6 +181,16 @@ let package = Package(
       ],
       swiftSettings: settings
     ),
+    // Hostile and bursty clients against real sockets and real `quizwire serve` processes
+    // (RSS, descriptors, CPU are process-wide): docs/services.md, "Resilience".
+    .testTarget(
+      name: "ResilienceTests",
+      dependencies: [
+        "ServiceKit", "AuthService", "BenchService", "FramedTransport", "FramedWire", "WireProtos", "Storage", "TestSupport",
+        "QuizwireProtos", grpcCore, grpcProtobuf, grpcHTTP2, nioCore, nioPosix, logging, sqlKit,
+      ],
+      swiftSettings: settings
+    ),
     // The executable as a user runs it (real processes and signals).
     .testTarget(name: "QuizwireCLITests", swiftSettings: settings),
     .testTarget(

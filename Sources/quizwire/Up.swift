@@ -60,10 +60,10 @@ struct Up: AsyncParsableCommand {
         env["QUIZWIRE_CLIENT_SECRET"] = nil
         env["QUIZWIRE_CLIENT_SECRET_FILE"] = path
       }
-      if module.name == "auth" {
-        if !internalClients.isEmpty { flags["internal-clients"] = internalClients.joined(separator: ",") }
-        if let adminEmails { flags["admin-emails"] = adminEmails }
-      }
+      // What `up` hands out goes to whichever module reads it (today: auth).
+      let reads = Set(ServiceAssembly.keys(of: module).map(\.name))
+      if reads.contains("internal-clients"), !internalClients.isEmpty { flags["internal-clients"] = internalClients.joined(separator: ",") }
+      if reads.contains("admin-emails"), let adminEmails { flags["admin-emails"] = adminEmails }
       hosts.append(try await ServiceAssembly.host(module, layers: try ConfigLayers(environment: env, flags: flags)))
     }
     FileHandle.standardError.write(Data("quizwire up: serving \(modules.map { $0.name }.joined(separator: ", ")); Ctrl-C drains and exits\n".utf8))
