@@ -77,13 +77,23 @@ public struct LoadGenerator: Sendable {
   public func run<T: ClientTransport>(client: GRPCClient<T>, transportName: String, progress: LoadProgress = LoadProgress()) async -> LoadReport {
     let echo = Bench_V1_EchoService.Client(wrapping: client)
     let payload = Data(repeating: 0x51, count: self.options.payloadSize)
+    return await self.drive(method: self.options.method.rawValue, transportName: transportName, progress: progress) { began, deadline, tally in
+      await self.oneCall(echo: echo, payload: payload, began: began, deadline: deadline, tally: &tally, progress: progress)
+    }
+  }
+
+  /// One call as the loops see it: when it was due, the run's deadline, the worker's tally.
+  typealias Call = @Sendable (ContinuousClock.Instant, ContinuousClock.Instant?, inout Tally) async -> Void
+
+  /// The closed or open loop around `call`, bounded by duration and request count.
+  func drive(method: String, transportName: String, progress: LoadProgress, _ call: @escaping Call) async -> LoadReport {
     let start = ContinuousClock.now
     let deadline = self.options.duration.map { start + $0 }
     let budget = SharedCounter(self.options.requests ?? Int.max)
     let options = self.options
     let tally: Tally
     if let rate = options.rate {
-      tally = await self.openLoop(rate: rate, echo: echo, payload: payload, start: start, deadline: deadline, budget: budget, progress: progress)
+      tally = await self.openLoop(rate: rate, start: start, deadline: deadline, budget: budget, progress: progress, call)
     } else {
       tally = await withTaskGroup(of: Tally.self) { group in
         for _ in 0..<max(1, options.concurrency) {
@@ -92,8 +102,7 @@ public struct LoadGenerator: Sendable {
             while !progress.isStopped {
               if let deadline, ContinuousClock.now >= deadline { break }
               if !budget.take() { break }
-              let began = ContinuousClock.now
-              await self.oneCall(echo: echo, payload: payload, began: began, deadline: deadline, tally: &t, progress: progress)
+              await call(ContinuousClock.now, deadline, &t)
             }
             return t
           }
@@ -105,15 +114,15 @@ public struct LoadGenerator: Sendable {
     }
     let elapsed = ContinuousClock.now - start
     return LoadReport(
-      method: options.method.rawValue, transport: transportName,
+      method: method, transport: transportName,
       mode: options.rate.map { "open loop \(Int($0))/s" } ?? "closed loop c=\(options.concurrency)",
       calls: tally.calls, messages: tally.messages, elapsed: elapsed, bytes: tally.bytes, errors: tally.errors,
       latency: tally.latency, interrupted: progress.isStopped)
   }
 
-  private func openLoop<T: ClientTransport>(
-    rate: Double, echo: Bench_V1_EchoService.Client<T>, payload: Data, start: ContinuousClock.Instant,
-    deadline: ContinuousClock.Instant?, budget: SharedCounter, progress: LoadProgress
+  private func openLoop(
+    rate: Double, start: ContinuousClock.Instant, deadline: ContinuousClock.Instant?, budget: SharedCounter, progress: LoadProgress,
+    _ call: @escaping Call
   ) async -> Tally {
     let schedule = OpenLoopSchedule(rate: rate)
     let inFlight = SharedCounter(0)
@@ -135,7 +144,7 @@ public struct LoadGenerator: Sendable {
         group.addTask {
           var t = Tally()
           // Measured from when the call was due, not from when it could start.
-          await self.oneCall(echo: echo, payload: payload, began: due, deadline: deadline, tally: &t, progress: progress)
+          await call(due, deadline, &t)
           _ = inFlight.add(-1)
           return t
         }
@@ -208,12 +217,17 @@ public struct LoadGenerator: Sendable {
       tally.latency.record(ContinuousClock.now - began)
       tally.calls += 1
       progress.calls.add(1, ordering: .relaxed)
-    } catch let error as RPCError {
-      tally.errors["\(error.code)", default: 0] += 1
-      progress.errors.add(1, ordering: .relaxed)
     } catch {
-      tally.errors["UNKNOWN", default: 0] += 1
-      progress.errors.add(1, ordering: .relaxed)
+      tally.failed(error, progress: progress)
     }
+  }
+}
+
+extension LoadGenerator.Tally {
+  /// A failed call, counted by its gRPC status name.
+  mutating func failed(_ error: any Error, progress: LoadProgress) {
+    let name = (error as? RPCError).map { "\($0.code)" } ?? "UNKNOWN"
+    self.errors[name, default: 0] += 1
+    progress.errors.add(1, ordering: .relaxed)
   }
 }

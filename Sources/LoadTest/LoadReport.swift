@@ -45,7 +45,9 @@ public struct LoadReport: Codable, Sendable, Equatable {
     self.calls = calls
     self.messages = messages
     self.elapsed_s = (seconds * 1000).rounded() / 1000
-    self.calls_per_s = (Double(calls) / seconds).rounded()
+    // Slow methods (Register: a few calls/s) keep two decimals; fast ones whole calls.
+    let rate = Double(calls) / seconds
+    self.calls_per_s = rate >= 100 ? rate.rounded() : (rate * 100).rounded() / 100
     self.messages_per_s = (Double(messages) / seconds).rounded()
     self.bytes = bytes
     self.errors = errors
@@ -63,12 +65,15 @@ public struct LoadReport: Codable, Sendable, Equatable {
     return String(decoding: (try? encoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
   }
 
+  /// Whole calls per second, or two decimals below 100 (as in the JSON).
+  static func rate(_ value: Double) -> String { value >= 100 ? String(Int(value)) : String(format: "%.2f", value) }
+
   /// A short human summary.
   public var summary: String {
     let errorText = self.errors.isEmpty ? "0" : self.errors.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
     return """
       \(self.method) over \(self.transport) (\(self.mode)): \(self.calls) calls, \(self.messages) messages in \(self.elapsed_s) s\(self.interrupted ? " (interrupted)" : "")
-        \(Int(self.calls_per_s)) calls/s, \(Int(self.messages_per_s)) messages/s, \(self.bytes) payload bytes
+        \(Self.rate(self.calls_per_s)) calls/s, \(Int(self.messages_per_s)) messages/s, \(self.bytes) payload bytes
         latency µs: p50 \(self.latency.p50_us)  p90 \(self.latency.p90_us)  p99 \(self.latency.p99_us)  p99.9 \(self.latency.p999_us)  max \(self.latency.max_us)
         errors: \(errorText)
       """

@@ -8,16 +8,19 @@ import LoadTest
 
 struct Load: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Drive bench.v1.EchoService with unary calls or streams and report latency percentiles.",
+    abstract: "Drive bench.v1.EchoService (or auth sign-ups) and report throughput and latency percentiles.",
     discussion: """
       Closed loop (--concurrency) or open loop (--rate, latencies measured from each call's due time).
       Every run stops at --duration or --requests; Ctrl-C prints the partial report.
       Example: quizwire load --framed 127.0.0.1:7400 --method bench.v1.EchoService/Unary --concurrency 64 --duration 30s
+      \(LoadGenerator.registerMethod) signs up a new account per call (load-<run>-<n>@example.com):
+      quizwire load --framed 127.0.0.1:7410 --method \(LoadGenerator.registerMethod) --concurrency 16 --duration 30s
       """)
 
   @Option(help: "Target over the framed wire (host:port).") var framed: String?
   @Option(help: "Target over gRPC/HTTP2 (host:port).") var grpc: String?
-  @Option(help: "Method: \(LoadMethod.allCases.map(\.rawValue).joined(separator: ", "))") var method = LoadMethod.unary.rawValue
+  @Option(help: "Method: \((LoadMethod.allCases.map(\.rawValue) + [LoadGenerator.registerMethod]).joined(separator: ", "))")
+  var method = LoadMethod.unary.rawValue
   @Option(help: "Calls in flight (closed loop).") var concurrency = 1
   @Option(help: "Calls started per second (open loop).") var rate: Double?
   @Option(help: "How long to run, e.g. 30s, 500ms, 2m.") var duration = "10s"
@@ -29,7 +32,9 @@ struct Load: AsyncParsableCommand {
 
   func validate() throws {
     guard (framed == nil) != (grpc == nil) else { throw ValidationError("give exactly one of --framed or --grpc") }
-    guard LoadMethod(rawValue: method) != nil else { throw ValidationError("unknown --method \(method)") }
+    guard LoadMethod(rawValue: method) != nil || method == LoadGenerator.registerMethod else {
+      throw ValidationError("unknown --method \(method)")
+    }
     guard (1...100_000).contains(concurrency), (0...(64 << 20)).contains(payloadSize), (1...10_000_000).contains(messagesPerStream) else {
       throw ValidationError("--concurrency must be 1...100000, --payload-size 0...67108864, --messages-per-stream 1...10000000")
     }
@@ -53,7 +58,7 @@ struct Load: AsyncParsableCommand {
 
   func run() async throws {
     var options = LoadOptions()
-    options.method = LoadMethod(rawValue: method)!
+    options.method = LoadMethod(rawValue: method) ?? .unary
     options.concurrency = concurrency
     options.rate = rate
     options.duration = try Self.parseDuration(duration)
@@ -70,13 +75,11 @@ struct Load: AsyncParsableCommand {
     if let framed {
       guard let target = FramedTarget(framed) else { throw ValidationError("--framed takes host:port") }
       let transport = try FramedClientTransport(config: .init(targets: [target]))
-      report = try await withGRPCClient(transport: transport) {
-        await LoadGenerator(options: options).run(client: $0, transportName: "framed", progress: progress)
-      }
+      report = try await withGRPCClient(transport: transport) { await self.run(options, client: $0, transportName: "framed", progress: progress) }
     } else {
       guard let grpc, let target = FramedTarget(grpc) else { throw ValidationError("--grpc takes host:port") }
       let transport = try HTTP2ClientTransport.Posix(target: target.resolvableTarget, transportSecurity: .plaintext)
-      report = try await withGRPCClient(transport: transport) { await LoadGenerator(options: options).run(client: $0, transportName: "h2", progress: progress) }
+      report = try await withGRPCClient(transport: transport) { await self.run(options, client: $0, transportName: "h2", progress: progress) }
     }
     if ticker != nil { FileHandle.standardError.write("\n".data(using: .utf8)!) }
     if let histogramOut {
@@ -86,6 +89,14 @@ struct Load: AsyncParsableCommand {
     print(report.summary)
     if json { print(report.jsonLine()) }
     if report.calls == 0 { throw ExitCode(1) }
+  }
+
+  func run<T: ClientTransport>(_ options: LoadOptions, client: GRPCClient<T>, transportName: String, progress: LoadProgress) async -> LoadReport {
+    let generator = LoadGenerator(options: options)
+    if self.method == LoadGenerator.registerMethod {
+      return await generator.runRegister(client: client, transportName: transportName, progress: progress)
+    }
+    return await generator.run(client: client, transportName: transportName, progress: progress)
   }
 
   /// A live "rate, errors, elapsed" line on stderr, only when it is a terminal.

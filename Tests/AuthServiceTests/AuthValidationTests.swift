@@ -80,7 +80,18 @@ final class AuthValidationTests: XCTestCase {
     let down = RPCError(StorageError.unavailable("connection refused to db.internal:5432"))
     XCTAssertEqual(down.code, .unavailable)
     XCTAssertEqual(down.message, "database unavailable")
-    XCTAssertEqual(RPCError(PasswordHashError.overloaded).code, .resourceExhausted)
+    // Contention is RESOURCE_EXHAUSTED with a RetryInfo detail and retry-after-ms, never
+    // UNAVAILABLE (that would open callers' breakers).
+    for (error, ms) in [
+      (RPCError(PasswordHashError.overloaded(retryAfter: .milliseconds(1500))), 1500),
+      (RPCError(StorageError.busy("writer: 512 already waiting", retryAfter: .milliseconds(250))), 250),
+    ] {
+      XCTAssertEqual(error.code, .resourceExhausted)
+      XCTAssertTrue(error.message.contains("retry after \(ms) ms"), error.message)
+      XCTAssertFalse(error.message.contains("512"), "no internals in the message: \(error.message)")
+      XCTAssertEqual(try error.unpackGoogleRPCStatus()?.details.first?.retryInfo?.delay, .milliseconds(ms))
+      XCTAssertEqual(error.metadata[stringValues: StorageError.retryAfterKey].first(where: { _ in true }), String(ms))
+    }
     XCTAssertEqual(RPCError(SigningKeyError.noSigningKey).code, .internalError)
     XCTAssertEqual(RPCError(AuthFailure.expired).code, .unauthenticated)
     let oauth = RPCError(OAuthError.invalidGrant("code expired"))

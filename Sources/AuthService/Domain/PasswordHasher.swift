@@ -3,8 +3,9 @@ import CryptoExtras
 import Foundation
 import GRPCCore
 import HummingbirdBcrypt
-import NIOConcurrencyHelpers
+import Logging
 import NIOPosix
+import Storage
 
 /// scrypt parameters, stored with every hash so they can be raised later.
 package struct ScryptParameters: Sendable, Hashable {
@@ -26,8 +27,9 @@ package struct ScryptParameters: Sendable, Hashable {
 }
 
 package enum PasswordHashError: Error, Sendable, Hashable, RPCErrorConvertible {
-  /// Too many hashes waiting already (a login flood); the caller should back off.
-  case overloaded
+  /// Too many hashes waiting already (a sign-up or login flood); the caller should back off
+  /// for `retryAfter`.
+  case overloaded(retryAfter: Duration)
   case unrecognizedHash
 
   package var rpcErrorCode: RPCError.Code {
@@ -39,36 +41,59 @@ package enum PasswordHashError: Error, Sendable, Hashable, RPCErrorConvertible {
 
   package var rpcErrorMessage: String {
     switch self {
-    case .overloaded: "too many sign-ins in progress; retry shortly"
+    case .overloaded(let retryAfter): "too many sign-ins in progress; retry after \(retryAfter.retryMilliseconds) ms"
     case .unrecognizedHash: "stored password hash is unreadable"
     }
+  }
+
+  /// A `google.rpc.RetryInfo` detail and `retry-after-ms`, as for a busy database.
+  package var rpcErrorMetadata: Metadata {
+    guard case .overloaded(let retryAfter) = self else { return [:] }
+    return StorageError.retryMetadata(code: .resourceExhausted, message: self.rpcErrorMessage, retryAfter: retryAfter)
   }
 }
 
 /// Hashes and verifies passwords with scrypt (bcrypt hashes are accepted for imported
-/// users and upgraded on their next login). Hashing runs on NIO's thread pool, never on the
-/// cooperative pool, with at most `maxConcurrent` at once — each takes `memoryBytes` —
-/// and at most `maxWaiting` queued; beyond that callers get `overloaded`.
+/// users and upgraded on their next login). Hashing runs on threads of its own — never the
+/// cooperative pool, never NIO's shared blocking pool, whose threads the database and file
+/// I/O need — with at most `maxConcurrent` at once (each takes `memoryBytes`). Up to
+/// `maxWaiting` more wait in line as suspended tasks, leaving it if their call is cancelled;
+/// beyond that callers get `overloaded` (RESOURCE_EXHAUSTED with RetryInfo).
 package final class PasswordHasher: Sendable {
   package let parameters: ScryptParameters
-  private let maxConcurrent: Int
-  private let maxWaiting: Int
-  private let pool: NIOThreadPool
-  private let slots: NIOLockedValueBox<(running: Int, waiters: [CheckedContinuation<Void, Never>])>
+  private let threads: NIOThreadPool
+  /// Hands out the threads in arrival order; its snapshot is the queue depth on `/metrics`.
+  package let gate: BoundedGate
+  private let contention: ContentionLog?
   /// Verified against when the user doesn't exist, so both paths cost the same.
   private let dummyHash: String
 
-  package init(parameters: ScryptParameters = .production, maxConcurrent: Int = 2, maxWaiting: Int = 64, pool: NIOThreadPool = .singleton) {
+  /// - Parameters:
+  ///   - maxConcurrent: hashes at once, each on its own thread (more than the cores only
+  ///     adds memory, not speed).
+  ///   - maxWaiting: hashes that may wait in line; beyond that callers are refused.
+  ///   - logger: where refusals are logged (a warning per second at most).
+  package init(
+    parameters: ScryptParameters = .production, maxConcurrent: Int = 2, maxWaiting: Int = 64, logger: Logger? = nil
+  ) {
     self.parameters = parameters
-    self.maxConcurrent = max(1, maxConcurrent)
-    self.maxWaiting = maxWaiting
-    self.pool = pool
-    self.slots = NIOLockedValueBox((0, []))
+    let permits = max(1, maxConcurrent)
+    self.threads = NIOThreadPool(numberOfThreads: permits)
+    self.threads.start()
+    // A queued hash waits as long as its call lets it (the default deadline is 30 s);
+    // cancellation takes it out of the line sooner.
+    self.gate = BoundedGate(name: "password_hashing", limits: .init(permits: permits, maxWaiting: maxWaiting, waitTimeout: .seconds(30)))
+    self.contention = logger.map { ContentionLog(logger: $0) }
     let salt = Array(repeating: UInt8(0x5A), count: 16)
     self.dummyHash =
       (try? Self.scrypt("not-a-real-password", salt: salt, parameters)).map {
         Self.encode(parameters, salt: salt, hash: $0)
       } ?? ""
+  }
+
+  deinit {
+    // Nothing can be queued any more (no references are left): just let the threads go.
+    self.threads.shutdownGracefully { _ in }
   }
 
   /// A new hash in PHC-like form: `$scrypt$ln=17,r=8,p=1$<salt>$<hash>` (base64, no padding).
@@ -104,47 +129,14 @@ package final class PasswordHasher: Sendable {
   }
 
   private func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await self.acquire()
-    defer { self.release() }
-    return try await self.pool.runIfActive(work)
-  }
-
-  private func acquire() async throws {
-    enum Step { case go, wait, refuse }
-    let step: Step = self.slots.withLockedValue { s in
-      if s.running < self.maxConcurrent {
-        s.running += 1
-        return .go
-      }
-      return s.waiters.count < self.maxWaiting ? .wait : .refuse
+    do {
+      return try await self.gate.withPermit { try await self.threads.runIfActive(work) }
+    } catch let refusal as BoundedGate.Refusal {
+      self.contention?.warn(
+        "password hashing saturated; call refused with RESOURCE_EXHAUSTED", cause: "password_hashing_\(refusal.reason.rawValue)",
+        metadata: ["waiting": .stringConvertible(refusal.waiting), "retry_after_ms": .stringConvertible(refusal.retryAfter.retryMilliseconds)])
+      throw PasswordHashError.overloaded(retryAfter: refusal.retryAfter)
     }
-    switch step {
-    case .go: return
-    case .refuse: throw PasswordHashError.overloaded
-    case .wait:
-      await withCheckedContinuation { c in
-        let resumeNow = self.slots.withLockedValue { s -> Bool in
-          if s.running < self.maxConcurrent {
-            s.running += 1
-            return true
-          }
-          s.waiters.append(c)
-          return false
-        }
-        if resumeNow { c.resume() }
-      }
-    }
-  }
-
-  private func release() {
-    let next = self.slots.withLockedValue { s -> CheckedContinuation<Void, Never>? in
-      if s.waiters.isEmpty {
-        s.running -= 1
-        return nil
-      }
-      return s.waiters.removeFirst()  // the slot passes straight to the next waiter
-    }
-    next?.resume()
   }
 
   static func scrypt(_ password: String, salt: [UInt8], _ p: ScryptParameters) throws -> [UInt8] {

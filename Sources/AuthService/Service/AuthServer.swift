@@ -63,7 +63,7 @@ public enum AuthModule: ServiceModule {
     let keyRing = KeyRing(db: database, keyEncryptionKey: kek, accessTokenTTL: options.service.accessTokenTTL)
     let service = AuthService(
       config: options.service, db: database,
-      hasher: PasswordHasher(parameters: options.hashing, maxConcurrent: options.maxConcurrentHashes),
+      hasher: PasswordHasher(parameters: options.hashing, maxConcurrent: options.maxConcurrentHashes, logger: context.logger),
       keyRing: keyRing, logger: context.logger, audit: AuditLog(sink: context.logSink))
     let internalClients = try options.internalClients.map { name in
       (name, try LocalSecretFile.readOrCreate(path: LocalSecretFile.clientSecretPath(dataDir: storage.dataDir, service: name), key: "internal-clients"))

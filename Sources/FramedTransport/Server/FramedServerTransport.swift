@@ -5,6 +5,12 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
 /// A GRPCCore `ServerTransport` that speaks the Quizwire framed wire over TCP (optionally TLS).
 ///
 /// Each accepted connection runs one `FramedConnectionHandler`; each call runs in its own task.
@@ -25,6 +31,9 @@ public final class FramedServerTransport: ServerTransport, Sendable {
     /// cheaper per message (no thread hops), but a handler that blocks or computes for long
     /// then stalls every connection on that loop: only for services that never do (bench echo).
     public var runHandlersOnEventLoop = false
+    /// Connections held at once; more are closed as soon as they are accepted. nil: a share of
+    /// the process's descriptor limit (`ConnectionLimiter.automaticLimit`).
+    public var maxConnections: Int?
 
     public init(host: String = "127.0.0.1", port: Int = 0) {
       self.host = host
@@ -44,12 +53,15 @@ public final class FramedServerTransport: ServerTransport, Sendable {
   }
 
   public let config: Config
+  /// Open and refused connections; caps them at `config.maxConnections`.
+  public let connections: ConnectionLimiter
   private let group: any EventLoopGroup
   private let state = NIOLockedValueBox(State())
   private let sslContext: NIOSSLContext?
 
   public init(config: Config, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
     self.config = config
+    self.connections = ConnectionLimiter(limit: config.maxConnections)
     self.group = eventLoopGroup
     self.sslContext = try config.tls.map { try NIOSSLContext(configuration: $0) }
   }
@@ -78,9 +90,13 @@ public final class FramedServerTransport: ServerTransport, Sendable {
     let callbacks = ServerCallbacks(streamHandler: streamHandler, encodings: self.config.encodings, runOnEventLoop: self.config.runHandlersOnEventLoop)
     let config = self.config.connection
     let sslContext = self.sslContext
+    let limiter = self.connections
     let bootstrap = ServerBootstrap(group: self.group)
       .serverChannelOption(.backlog, value: 256)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .serverChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture { try limiter.configure(serverChannel: channel) }
+      }
       .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
       .childChannelInitializer { [weak self] channel in
         channel.eventLoop.makeCompletedFuture {
@@ -114,6 +130,8 @@ public final class FramedServerTransport: ServerTransport, Sendable {
     }
     for w in waiters { w.resume(returning: serverChannel.localAddress!) }
     if shutDownAlready { self.beginGracefulShutdown() }
+    self.connections.listenerOpened()
+    defer { self.connections.listenerClosed() }
 
     await withTaskCancellationHandler {
       try? await serverChannel.closeFuture.get()
@@ -172,4 +190,176 @@ public final class FramedServerTransport: ServerTransport, Sendable {
     server?.close(promise: nil)
     for c in connections { c.channel.close(promise: nil) }
   }
+}
+
+/// One listener's connections: counts them, closes those beyond the limit as soon as they are
+/// accepted (before any handler or buffer is set up for them), and keeps accepting from
+/// spinning when the process is out of descriptors (see `AcceptGate`).
+public final class ConnectionLimiter: Sendable {
+  /// Descriptors left to everything else (admin port, database, files) by the automatic limit.
+  public static let reservedDescriptors = 256
+  /// The automatic limit never exceeds this (each connection costs memory too).
+  public static let automaticCeiling = 10_000
+
+  private struct Counts {
+    var open = 0
+    var rejected = 0
+    var shed = 0
+    var acceptErrors = 0
+    var lastAcceptError: String?
+  }
+
+  private static let listening = NIOLockedValueBox(0)
+  private let counts = NIOLockedValueBox(Counts())
+  /// The configured limit; nil follows `automaticLimit`.
+  public let configuredLimit: Int?
+
+  public init(limit: Int?) {
+    self.configuredLimit = limit
+  }
+
+  /// The limit in force now.
+  public var limit: Int { self.configuredLimit ?? Self.automaticLimit }
+  /// Connections open now.
+  public var open: Int { self.counts.withLockedValue { $0.open } }
+  /// Connections closed as soon as they were accepted because the limit was reached, since start.
+  public var rejected: Int { self.counts.withLockedValue { $0.rejected } }
+  /// Connections closed as soon as they were accepted because the process was out of
+  /// descriptors, since start.
+  public var shed: Int { self.counts.withLockedValue { $0.shed } }
+  /// Failed accepts (out of descriptors or memory, aborted handshakes), since start.
+  public var acceptErrors: Int { self.counts.withLockedValue { $0.acceptErrors } }
+  /// The last accept error, e.g. "EMFILE".
+  public var lastAcceptError: String? { self.counts.withLockedValue { $0.lastAcceptError } }
+
+  /// The process's soft descriptor limit less a reserve, shared by every listener that is
+  /// listening, at most `automaticCeiling`: the listeners together can't run the process out
+  /// of descriptors.
+  public static var automaticLimit: Int {
+    let listeners = Self.listening.withLockedValue { $0 }
+    let share = (Self.descriptorLimit - Self.reservedDescriptors) / max(2, listeners)
+    return min(Self.automaticCeiling, max(16, share))
+  }
+
+  /// The soft RLIMIT_NOFILE.
+  public static var descriptorLimit: Int {
+    var limit = rlimit()
+    #if canImport(Glibc)
+      guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+    #else
+      guard getrlimit(RLIMIT_NOFILE, &limit) == 0 else { return 1024 }
+    #endif
+    return Int(clamping: limit.rlim_cur)
+  }
+
+  /// Adds the limit and the descriptor-exhaustion handling to a listening channel; call it
+  /// from the bootstrap's `serverChannelInitializer`, so it sits before the bootstrap's own
+  /// accept handlers.
+  public func configure(serverChannel: any Channel) throws {
+    try serverChannel.pipeline.syncOperations.addHandler(AcceptGate(limiter: self))
+  }
+
+  /// Call once the listener is bound, and `listenerClosed()` once it stops: the automatic
+  /// limit is shared among the listeners open at the time.
+  public func listenerOpened() { Self.listening.withLockedValue { $0 += 1 } }
+  public func listenerClosed() { Self.listening.withLockedValue { $0 -= 1 } }
+
+  fileprivate func admit(_ channel: any Channel) -> Bool {
+    let limit = self.limit
+    let admitted = self.counts.withLockedValue { c -> Bool in
+      guard c.open < limit else { return false }
+      c.open += 1
+      return true
+    }
+    if admitted {
+      channel.closeFuture.whenComplete { [self] _ in self.counts.withLockedValue { $0.open -= 1 } }
+    }
+    return admitted
+  }
+
+  fileprivate func refuse(_ channel: any Channel, shedding: Bool) {
+    self.counts.withLockedValue {
+      if shedding { $0.shed += 1 } else { $0.rejected += 1 }
+    }
+    channel.close(promise: nil)
+  }
+
+  fileprivate func acceptFailed(_ name: String) {
+    self.counts.withLockedValue {
+      $0.acceptErrors += 1
+      $0.lastAcceptError = name
+    }
+  }
+}
+
+/// The listening channel's gate: closes accepted connections beyond the limit before they are
+/// set up, and sheds connections while the process is out of descriptors.
+///
+/// NIO retries a failed accept as soon as the listening socket polls readable again, which is
+/// at once while connections wait in the backlog: on EMFILE the loop spins at 100 % CPU. NIO's
+/// `AcceptBackoffHandler` can't stop that (a failed accept leaves the read pending, so the
+/// socket stays registered for reading). So the gate holds a spare descriptor. On EMFILE or
+/// ENFILE it frees it; the next accept succeeds, and every connection accepted until the
+/// backlog is empty is closed at once (a clean close for the client, instead of hanging in the
+/// backlog); then it takes the spare back.
+private final class AcceptGate: ChannelInboundHandler {
+  typealias InboundIn = any Channel
+  typealias InboundOut = any Channel
+
+  private let limiter: ConnectionLimiter
+  private var spare: Int32 = -1
+  private var shedding = false
+  /// The spare was freed during this read: taking it back now would take the very descriptor
+  /// the next accept needs.
+  private var freedThisRead = false
+
+  init(limiter: ConnectionLimiter) { self.limiter = limiter }
+
+  func handlerAdded(context: ChannelHandlerContext) { self.spare = Self.openSpare() }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    if self.spare >= 0 { close(self.spare) }
+    self.spare = -1
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let child = Self.unwrapInboundIn(data)
+    if self.shedding {
+      self.limiter.refuse(child, shedding: true)
+    } else if self.limiter.admit(child) {
+      context.fireChannelRead(data)
+    } else {
+      self.limiter.refuse(child, shedding: false)
+    }
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    if self.freedThisRead {
+      self.freedThisRead = false
+    } else if self.shedding {
+      if self.spare < 0 { self.spare = Self.openSpare() }
+      // Without the spare the next EMFILE could not be shed: keep shedding until it is back.
+      if self.spare >= 0 { self.shedding = false }
+    }
+    context.fireChannelReadComplete()
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    guard let error = error as? IOError else { return context.fireErrorCaught(error) }
+    switch error.errnoCode {
+    case EMFILE, ENFILE:
+      self.limiter.acceptFailed(error.errnoCode == EMFILE ? "EMFILE" : "ENFILE")
+      self.shedding = true
+      if self.spare >= 0 {
+        close(self.spare)
+        self.spare = -1
+        self.freedThisRead = true
+      }
+    default:
+      // Aborted handshakes and the like: nothing to wait for, NIO goes on accepting.
+      self.limiter.acceptFailed("errno \(error.errnoCode)")
+    }
+  }
+
+  private static func openSpare() -> Int32 { open("/dev/null", O_RDONLY | O_CLOEXEC) }
 }

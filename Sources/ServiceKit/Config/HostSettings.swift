@@ -11,7 +11,14 @@ extension ServiceHost.Config {
     ConfigKey("grpc-port", "gRPC over HTTP/2 port (0 picks a free one)."),
     ConfigKey("admin-port", "Admin HTTP port for /metrics /livez /readyz (0 picks a free one)."),
     ConfigKey("max-concurrent-streams", "Streams one client may have open on a framed connection (default 1024)."),
-    ConfigKey("grace", "Seconds in-flight calls get to finish on shutdown (default 10)."),
+    ConfigKey(
+      "max-connections",
+      "Connections each RPC listener holds at once; more are closed at once (default: the descriptor limit less 256, shared by the listeners, at most 10000)."
+    ),
+    ConfigKey("grpc-max-idle", "Seconds a gRPC/HTTP2 connection may go without calls before it is closed, 0 for never (default 300)."),
+    ConfigKey("grpc-max-age", "Seconds after which a gRPC/HTTP2 connection is asked to go away (GOAWAY), 0 for never (default 3600)."),
+    ConfigKey(
+      "grace", "Seconds in-flight calls get to finish on shutdown (default 10)."),
     ConfigKey("rate-limit", "Calls per second allowed per principal, 0 for no limit (default 500)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
     ConfigKey("interceptors", "The standard interceptors; --no-interceptors measures what they cost.", kind: .toggle),
@@ -32,12 +39,24 @@ extension ServiceHost.Config {
     c.adminPort = try layers.int("admin-port", default: c.adminPort ?? 0, in: 0...65535)
     c.framed.connection.settings.maxConcurrentStreams = try layers.int(
       "max-concurrent-streams", default: c.framed.connection.settings.maxConcurrentStreams, in: 1...1_000_000)
+    if layers.raw("max-connections") != nil {
+      c.maxConnections = try layers.int("max-connections", default: 0, in: 1...1_000_000)
+    }
+    c.grpc.maxIdle = try Self.optionalSeconds(layers, "grpc-max-idle", default: c.grpc.maxIdle)
+    c.grpc.maxAge = try Self.optionalSeconds(layers, "grpc-max-age", default: c.grpc.maxAge)
     let grace = try layers.double("grace", default: Double(c.grace.components.seconds), in: 0...3600)
     c.grace = .milliseconds(Int64(grace * 1000))
     let rate = try layers.double("rate-limit", default: c.rateLimit?.perSecond ?? 0, in: 0...10_000_000)
     c.rateLimit = rate > 0 ? RateLimit(perSecond: rate, burst: max(1, rate * 2)) : nil
     c.interceptors = try layers.bool("interceptors", default: c.interceptors)
     self = c
+  }
+
+  /// Seconds as a duration; 0 means none.
+  private static func optionalSeconds(_ layers: ConfigLayers, _ key: String, default value: Duration?) throws -> Duration? {
+    let fallback = value.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 } ?? 0
+    let seconds = try layers.double(key, default: fallback, in: 0...(30 * 24 * 3600))
+    return seconds > 0 ? .milliseconds(Int64(seconds * 1000)) : nil
   }
 }
 

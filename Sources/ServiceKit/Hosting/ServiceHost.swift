@@ -5,6 +5,7 @@ import GRPCNIOTransportHTTP2
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import QuizwireProtos
 import ServiceLifecycle
 
@@ -43,6 +44,11 @@ public final class ServiceHost: Service, Sendable {
     public var readinessInterval: Duration = .seconds(2)
     /// Framed-wire server settings (limits, TLS, handler placement).
     public var framed = FramedServerTransport.Config()
+    /// Connections each RPC listener holds at once; more are closed as soon as they are
+    /// accepted. nil: a share of the descriptor limit (`ConnectionLimiter.automaticLimit`).
+    public var maxConnections: Int?
+    /// gRPC/HTTP2 connection management: idle and age limits, keepalive.
+    public var grpc = GRPCConnections()
     public init() {}
   }
 
@@ -69,9 +75,11 @@ public final class ServiceHost: Service, Sendable {
   private let lifecycle: [any Service]
   private let beforeServing: [BeforeServingStep]
   private let framedServer: GRPCServer<FramedServerTransport>
-  private let grpcServer: GRPCServer<HTTP2ServerTransport.Posix>
-  private let framedTransport: FramedServerTransport
-  private let grpcTransport: HTTP2ServerTransport.Posix
+  private let grpcServer: GRPCServer<PacedServerTransport<HTTP2ServerTransport.Custom<HTTP2Listener>>>
+  let framedTransport: FramedServerTransport
+  private let grpcTransport: HTTP2ServerTransport.Custom<HTTP2Listener>
+  private let saturation: SaturationMetrics
+  let grpcConnections: ConnectionLimiter
   private let adminPort = AsyncValue<Result<Int, any Error>>()
   /// Set once the before-serving steps are done (or failed): `addresses()` waits for it.
   private let started = AsyncValue<Result<Void, any Error>>()
@@ -113,15 +121,23 @@ public final class ServiceHost: Service, Sendable {
     framedConfig.host = config.host
     framedConfig.port = config.framedPort
     framedConfig.connection.drainGrace = TimeAmount(config.grace)
-    self.framedTransport = try FramedServerTransport(config: framedConfig)
-    self.grpcTransport = HTTP2ServerTransport.Posix(
-      address: .ipv4(host: config.host, port: config.grpcPort),
-      transportSecurity: .plaintext,
-      config: .defaults {
-        $0.compression.enabledAlgorithms = .all
-        // Same stream limit on both listeners, so they compare fairly.
-        $0.http2.maxConcurrentStreams = config.framed.connection.settings.maxConcurrentStreams
-      })
+    framedConfig.maxConnections = config.maxConnections
+    let loops = MultiThreadedEventLoopGroup.singleton
+    self.framedTransport = try FramedServerTransport(config: framedConfig, eventLoopGroup: loops)
+    let grpcConnections = ConnectionLimiter(limit: config.maxConnections)
+    self.grpcConnections = grpcConnections
+    let handshakeTimeouts = EventCounter()
+    let listener = HTTP2Listener(
+      host: config.host, port: config.grpcPort, eventLoopGroup: loops, limiter: grpcConnections,
+      handshakeTimeout: config.framed.connection.handshakeTimeout, handshakeTimeouts: handshakeTimeouts,
+      goAwayPingTimeout: config.framed.connection.drainPingTimeout)
+    self.grpcTransport = HTTP2ServerTransport.Custom(listenerFactory: listener, config: Self.grpcTransportConfig(config))
+    self.saturation = SaturationMetrics(
+      registry: self.metrics.registry, loops: Array(loops.makeIterator()),
+      listeners: [
+        .init(name: "framed", limiter: self.framedTransport.connections),
+        .init(name: "grpc", limiter: grpcConnections, handshakeTimeouts: handshakeTimeouts),
+      ])
     var interceptors: [any ServerInterceptor] = []
     // Probes must reach health without credentials, and Watch streams live long.
     var policies = security.policies
@@ -139,13 +155,16 @@ public final class ServiceHost: Service, Sendable {
     }
     let all = services + [HealthService(store: self.health)]
     self.framedServer = GRPCServer(transport: self.framedTransport, services: all, interceptors: interceptors)
-    self.grpcServer = GRPCServer(transport: self.grpcTransport, services: all, interceptors: interceptors)
+    self.grpcServer = GRPCServer(
+      transport: PacedServerTransport(base: self.grpcTransport, loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator())),
+      services: all, interceptors: interceptors)
   }
 
   /// Serves until drained (graceful shutdown of the enclosing `ServiceGroup`, or
   /// `beginGracefulShutdown()`), or until the task is cancelled. Starts the lifecycle
   /// services and runs the before-serving steps first; stops the lifecycle services last.
   public func run() async throws {
+    DescriptorLimit.raiseOnce(logger: self.logger)
     let lifecycle = LifecycleServices(self.lifecycle, logger: self.logger)
     do {
       for step in self.beforeServing {
@@ -174,20 +193,28 @@ public final class ServiceHost: Service, Sendable {
     // The admin port must keep answering during the drain (readiness says 503 then), so it
     // runs outside the lifecycle's graceful-shutdown tree and is stopped after the RPC
     // listeners finished.
+    // Stopped gracefully, not cancelled: a cancelled Hummingbird server logs an error.
+    let adminStop = AsyncStream<Void>.makeStream()
     let admin: Task<Void, any Error>? = self.config.adminPort.map { port in
-      let server = AdminServer(host: self.config.host, port: port, metrics: self.metrics, readiness: self.readiness, logger: self.logger)
+      let server = AdminServer(
+        host: self.config.host, port: port, metrics: self.metrics, saturation: self.saturation, readiness: self.readiness,
+        logger: self.logger)
       let box = self.adminPort
       return Task.detached {
         do {
-          try await server.run { box.set(.success($0)) }
+          try await server.run(until: adminStop.stream) { box.set(.success($0)) }
         } catch {
           box.set(.failure(error))  // e.g. the port is taken: `run` fails below
           throw error
         }
       }
     }
-    defer { admin?.cancel() }
+    defer { adminStop.continuation.finish() }
     if admin != nil { _ = try await self.adminPort.get().get() }
+    self.saturation.lag.start()
+    defer { self.saturation.lag.stop() }
+    let watch = Task { await self.watchListeners() }
+    defer { watch.cancel() }
     try await withGracefulShutdownHandler {
       try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await self.framedServer.serve() }
@@ -214,7 +241,7 @@ public final class ServiceHost: Service, Sendable {
       self.beginGracefulShutdown()
     }
     if let admin {
-      admin.cancel()
+      adminStop.continuation.finish()
       _ = await admin.result
     }
     self.logger.info("drained", metadata: ["service": .string(self.name)])
@@ -250,7 +277,9 @@ public final class ServiceHost: Service, Sendable {
   public func addresses() async throws -> ListenAddresses {
     try await self.started.get().get()
     let framed = try await self.framedTransport.listeningAddress
-    let grpc = try await self.grpcTransport.listeningAddress
+    guard let grpc = await self.grpcTransport.listeningAddress else {
+      throw RPCError(code: .unavailable, message: "\(self.name): the gRPC listener is not listening")
+    }
     let g = grpc.ipv4.map { "\($0.host):\($0.port)" } ?? grpc.ipv6.map { "[\($0.host)]:\($0.port)" } ?? "\(grpc)"
     var admin: String?
     if self.config.adminPort != nil { admin = "\(self.config.host):\(try await self.adminPort.get().get())" }

@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCProtobuf
 import NIOConcurrencyHelpers
+import QuizwireProtos
 import ServiceContextModule
 
 /// A rate: `perSecond` on average with bursts up to `burst`.
@@ -59,6 +60,8 @@ public final class RateLimiter: Sendable {
 /// Per-principal rate limiting. Runs after authentication so the key is the principal (API
 /// keys carry their own limit); anonymous callers are limited by peer address. A denied call
 /// gets RESOURCE_EXHAUSTED with `retry-after-ms` in trailing metadata and a RetryInfo detail.
+/// Health checks (`grpc.health.v1.Health`) count in a bucket of their own per caller: a retry
+/// flood from an address must not starve that address's probes (a load balancer's, say).
 public struct RateLimitInterceptor: ServerInterceptor {
   public static let retryAfterKey = "retry-after-ms"
   public let limiter: RateLimiter
@@ -71,7 +74,8 @@ public struct RateLimitInterceptor: ServerInterceptor {
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
     let principal = ServiceContext.current?.call?.principal
-    let key = principal.map { $0.description } ?? "peer:" + Self.host(of: context.remotePeer)
+    var key = principal.map { $0.description } ?? "peer:" + Self.host(of: context.remotePeer)
+    if context.descriptor.service == Grpc_Health_V1_Health.descriptor { key = "health:" + key }
     switch self.limiter.take(key: key, limit: principal?.rateLimit) {
     case .allowed:
       return try await next(request, context)
