@@ -1,6 +1,9 @@
 import AuthService
 import FramedTransport
 import Foundation
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
 import GRPCCore
 import Logging
 import ServiceLifecycle
@@ -79,6 +82,14 @@ final class ServiceModuleTests: XCTestCase {
         }
       }
       XCTAssertTrue(sample.readiness.isReady, "ready: database and remote JWKS in hand")
+      // Saturation is visible: the database's connection gates on the module's /metrics, the
+      // password-hashing queue on auth's.
+      let sampleAdmin = try await sample.addresses().admin
+      let sampleMetrics = try await metricsText(try XCTUnwrap(sampleAdmin))
+      XCTAssertTrue(sampleMetrics.contains("db_pool_in_use"), sampleMetrics)
+      let authAdmin = try await auth.host.addresses().admin
+      let authMetrics = try await metricsText(try XCTUnwrap(authAdmin))
+      XCTAssertTrue(authMetrics.contains("password_hash_waiting"), authMetrics)
       XCTAssertFalse(log.rawLines().joined().contains(secret: dir), "no secret in the module's log")
     } catch {
       sample.beginGracefulShutdown()
@@ -146,6 +157,11 @@ final class StoppedFlag: Service, @unchecked Sendable {
     try? await gracefulShutdown()
     self.value = true
   }
+}
+
+private func metricsText(_ admin: String) async throws -> String {
+  let (data, _) = try await URLSession.shared.data(from: URL(string: "http://\(admin)/metrics")!)
+  return String(decoding: data, as: UTF8.self)
 }
 
 private func assertCode(_ code: RPCError.Code, file: StaticString = #filePath, line: UInt = #line, _ body: () async throws -> Void) async {

@@ -61,9 +61,10 @@ public enum AuthModule: ServiceModule {
     let options = context.options
     let kek = try options.keyEncryptionKey ?? localKeyEncryptionKey(dataDir: storage.dataDir, dialect: database.dialect)
     let keyRing = KeyRing(db: database, keyEncryptionKey: kek, accessTokenTTL: options.service.accessTokenTTL)
+    let hasher = PasswordHasher(parameters: options.hashing, maxConcurrent: options.maxConcurrentHashes, logger: context.logger)
     let service = AuthService(
       config: options.service, db: database,
-      hasher: PasswordHasher(parameters: options.hashing, maxConcurrent: options.maxConcurrentHashes, logger: context.logger),
+      hasher: hasher,
       keyRing: keyRing, logger: context.logger, audit: AuditLog(sink: context.logSink))
     let internalClients = try options.internalClients.map { name in
       (name, try LocalSecretFile.readOrCreate(path: LocalSecretFile.clientSecretPath(dataDir: storage.dataDir, service: name), key: "internal-clients"))
@@ -87,7 +88,8 @@ public enum AuthModule: ServiceModule {
             try await service.ensureInternalClient(clientID: name, name: name, secret: secret.reveal())
           }
         },
-      ])
+      ],
+      gates: [(prefix: "password_hash", gate: hasher.gate)])
   }
 
   /// The zero-setup key-encryption key: made once, kept next to the SQLite file, owner-only.

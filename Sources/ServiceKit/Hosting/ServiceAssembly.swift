@@ -96,6 +96,9 @@ public enum ServiceAssembly {
       let host = try ServiceHost(
         name: name, services: parts.services, security: security, dependencies: readiness, lifecycle: lifecycle,
         beforeServing: steps, config: config, logSink: logSink, logLevel: logLevel)
+      // Saturation shows on /metrics: the database's connection gates and the module's own.
+      if let database { host.metrics.observe(database) }
+      for (prefix, gate) in parts.gates { host.metrics.observe(gate, prefix: prefix) }
       return (host, database)
     } catch {
       // Nothing runs yet: the database is the only thing open.

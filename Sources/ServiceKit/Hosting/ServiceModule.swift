@@ -137,11 +137,15 @@ public struct ModuleParts: Sendable {
   public var lifecycle: [any Service]
   /// Runs once migrations are applied and before the listeners open (key bootstrap …).
   public var beforeServing: [BeforeServingStep]
+  /// Bounded queues of the module's own (e.g. password hashing), exported on `/metrics` as
+  /// `<prefix>_size`, `_in_use`, `_waiting` … (the database's are exported by the assembly).
+  public var gates: [(prefix: String, gate: BoundedGate)]
 
   public init(
     services: [any RegistrableRPCService], security: ServiceHost.Security? = nil, readiness: [DependencyCheck] = [],
-    lifecycle: [any Service] = [], beforeServing: [BeforeServingStep] = []
+    lifecycle: [any Service] = [], beforeServing: [BeforeServingStep] = [], gates: [(prefix: String, gate: BoundedGate)] = []
   ) {
+    self.gates = gates
     self.services = services
     self.security = security
     self.readiness = readiness
