@@ -298,33 +298,28 @@ public final class ConnectionLimiter: Sendable {
 /// NIO retries a failed accept as soon as the listening socket polls readable again, which is
 /// at once while connections wait in the backlog: on EMFILE the loop spins at 100 % CPU. NIO's
 /// `AcceptBackoffHandler` can't stop that (a failed accept leaves the read pending, so the
-/// socket stays registered for reading). So the gate holds a spare descriptor. On EMFILE or
-/// ENFILE it frees it; the next accept succeeds, and every connection accepted until the
-/// backlog is empty is closed at once (a clean close for the client, instead of hanging in the
-/// backlog); then it takes the spare back.
+/// socket stays registered for reading). So the process keeps a `DescriptorReserve`. On EMFILE
+/// or ENFILE a gate frees one of its descriptors; the next accept succeeds, and every
+/// connection any listener accepts while the reserve is short is closed at once (a clean close
+/// for the client, instead of hanging in the backlog); then the reserve is taken back.
 private final class AcceptGate: ChannelInboundHandler {
   typealias InboundIn = any Channel
   typealias InboundOut = any Channel
 
   private let limiter: ConnectionLimiter
-  private var spare: Int32 = -1
-  private var shedding = false
-  /// The spare was freed during this read: taking it back now would take the very descriptor
-  /// the next accept needs.
+  /// A descriptor was freed during this read: taking it back now would take the very
+  /// descriptor the next accept needs.
   private var freedThisRead = false
 
   init(limiter: ConnectionLimiter) { self.limiter = limiter }
 
-  func handlerAdded(context: ChannelHandlerContext) { self.spare = Self.openSpare() }
+  func handlerAdded(context: ChannelHandlerContext) { DescriptorReserve.shared.retain() }
 
-  func handlerRemoved(context: ChannelHandlerContext) {
-    if self.spare >= 0 { close(self.spare) }
-    self.spare = -1
-  }
+  func handlerRemoved(context: ChannelHandlerContext) { DescriptorReserve.shared.release() }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let child = Self.unwrapInboundIn(data)
-    if self.shedding {
+    if DescriptorReserve.shared.isShedding {
       self.limiter.refuse(child, shedding: true)
     } else if self.limiter.admit(child) {
       context.fireChannelRead(data)
@@ -336,10 +331,8 @@ private final class AcceptGate: ChannelInboundHandler {
   func channelReadComplete(context: ChannelHandlerContext) {
     if self.freedThisRead {
       self.freedThisRead = false
-    } else if self.shedding {
-      if self.spare < 0 { self.spare = Self.openSpare() }
-      // Without the spare the next EMFILE could not be shed: keep shedding until it is back.
-      if self.spare >= 0 { self.shedding = false }
+    } else {
+      DescriptorReserve.shared.refillIfShedding()
     }
     context.fireChannelReadComplete()
   }
@@ -349,17 +342,79 @@ private final class AcceptGate: ChannelInboundHandler {
     switch error.errnoCode {
     case EMFILE, ENFILE:
       self.limiter.acceptFailed(error.errnoCode == EMFILE ? "EMFILE" : "ENFILE")
-      self.shedding = true
-      if self.spare >= 0 {
-        close(self.spare)
-        self.spare = -1
-        self.freedThisRead = true
-      }
+      if DescriptorReserve.shared.free() { self.freedThisRead = true }
     default:
       // Aborted handshakes and the like: nothing to wait for, NIO goes on accepting.
       self.limiter.acceptFailed("errno \(error.errnoCode)")
     }
   }
+}
 
-  private static func openSpare() -> Int32 { open("/dev/null", O_RDONLY | O_CLOEXEC) }
+/// Descriptors held back for the moment the process runs out, shared by every listener.
+///
+/// One reserve for the process, not one per listener: listeners accept on different threads,
+/// so a descriptor one gate frees may be taken by another listener's accept. While the reserve
+/// is short every listener sheds what it accepts, so whichever accept takes the freed
+/// descriptor closes that connection again and the backlogs drain. Two descriptors, so a
+/// descriptor taken by something else (a file opened on another thread) still leaves one.
+final class DescriptorReserve: Sendable {
+  static let shared = DescriptorReserve()
+  private static let size = 2
+
+  private struct State {
+    var users = 0
+    var spares: [Int32] = []
+    var shedding = false
+  }
+  private let state = NIOLockedValueBox(State())
+
+  /// True while connections must be closed as soon as they are accepted.
+  var isShedding: Bool { self.state.withLockedValue { $0.shedding } }
+
+  /// A listener opened: the reserve is filled while any listener is open.
+  func retain() {
+    self.state.withLockedValue {
+      $0.users += 1
+      Self.fill(&$0)
+    }
+  }
+
+  /// A listener closed: the last one out gives the reserve back.
+  func release() {
+    self.state.withLockedValue {
+      $0.users -= 1
+      guard $0.users <= 0 else { return }
+      for fd in $0.spares { close(fd) }
+      $0.spares = []
+      $0.shedding = false
+    }
+  }
+
+  /// The process is out of descriptors: start shedding and free one reserved descriptor.
+  /// Returns whether one was freed.
+  func free() -> Bool {
+    self.state.withLockedValue {
+      $0.shedding = true
+      guard let fd = $0.spares.popLast() else { return false }
+      close(fd)
+      return true
+    }
+  }
+
+  /// Takes freed descriptors back; shedding ends once the reserve is whole again.
+  func refillIfShedding() {
+    self.state.withLockedValue {
+      guard $0.shedding else { return }
+      Self.fill(&$0)
+      if $0.spares.count == Self.size { $0.shedding = false }
+    }
+  }
+
+  private static func fill(_ state: inout State) {
+    while state.spares.count < Self.size {
+      let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+      guard fd >= 0 else { return }
+      state.spares.append(fd)
+    }
+  }
 }
