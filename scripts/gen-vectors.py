@@ -711,8 +711,8 @@ def build():
         frame(MESSAGE, 0, 0x80000001), "connection", PROTOCOL_ERROR, ctx_open)
     inv("invalid_preface_bad_magic",
         "A client preface with the wrong magic (the first 8 bytes of an HTTP/2 preface, "
-        "\"PRI * HT\"). The server closes the socket; it MAY first write its preface and "
-        "GOAWAY(0, PROTOCOL_ERROR).",
+        "\"PRI * HT\"). The server writes its preface, then GOAWAY(0, PROTOCOL_ERROR) "
+        "instead of SETTINGS, and closes; it does not wait for all 8 bytes.",
         b"PRI * HT", "connection", PROTOCOL_ERROR, ctx_pre)
     inv("invalid_preface_version_2",
         "A client preface asking for version 2. A version-1 server answers with its preface "
@@ -922,7 +922,13 @@ def doc_section(V):
     block("Server → client", ["preface_server", "settings_server", "unary_response_headers",
                               "unary_response_message", "unary_response_trailers"],
           "Empty `ResponseHeaders` and OK `Trailers` encode to zero bytes: such frames are just "
-          "their 10-byte header.")
+          "their 10-byte header. The server side of this section is what the Swift server sends "
+          "when started with `--no-interceptors` (`quizwire serve bench --no-interceptors`), but "
+          "for SETTINGS, where it lists all seven settings (any subset is allowed, §4.3). With "
+          "the standard interceptors, its response HEADERS also carry `x-request-id` (the "
+          "request's `r1` on stream 1; a generated id on stream 3, whose request has none), so "
+          "`unary_response_headers` and `stream_response_headers` are then longer. Both are "
+          "conforming; clients MUST NOT expect these exact server bytes.")
     out.append("### Then a server-streaming call: `bench.v1.EchoService/ServerStream`, stream 3\n")
     block("Client → server", ["stream_request_headers", "stream_request_message"])
     block("Server → client", ["stream_response_headers", "stream_response_message_0",

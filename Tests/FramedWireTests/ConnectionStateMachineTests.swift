@@ -207,6 +207,35 @@ final class ConnectionStateMachineTests: XCTestCase {
     XCTAssertNil(goAway)
   }
 
+  /// §11.4: a client's GOAWAY changes nothing on the server — HEADERS after it open streams, and
+  /// only the server's own final GOAWAY makes it close once idle.
+  func testServerKeepsServingAfterAClientGoAway() {
+    var (_, m) = WireTest.handshakenServer()
+    guard case .goAway(0, .noError, _, let refused) = m.receive(.frame(.goAway(lastStreamID: 0, code: .noError, debug: "")), now: now) else {
+      return XCTFail("expected the GOAWAY to be reported")
+    }
+    XCTAssertEqual(refused, [], "a server has no streams of its own to refuse")
+    XCTAssertFalse(m.closesWhenIdle, "the client closes, not the server")
+    guard case .requestHeaders(1, _, false) = m.receive(.frame(.headers(streamID: 1, endStream: false, payload: WireTest.requestHeaders())), now: now)
+    else {
+      return XCTFail("HEADERS after a client GOAWAY are not policed")
+    }
+    _ = m.beginDrain(pingOpaque: 1)
+    XCTAssertFalse(m.closesWhenIdle, "not before the final GOAWAY: HEADERS may still be in flight")
+    XCTAssertEqual(m.finishDrain(), .goAway(lastStreamID: 1, code: .noError, debug: "draining"))
+    XCTAssertTrue(m.closesWhenIdle)
+  }
+
+  func testClientClosesWhenIdleAfterEitherGoAway() {
+    var received = handshakenClient()
+    XCTAssertFalse(received.closesWhenIdle)
+    _ = received.receive(.frame(.goAway(lastStreamID: 0, code: .noError, debug: "")), now: now)
+    XCTAssertTrue(received.closesWhenIdle)
+    var sent = handshakenClient()
+    _ = sent.closeGracefully()
+    XCTAssertTrue(sent.closesWhenIdle)
+  }
+
   func testPingsAreEchoedAndFloodsEndTheConnection() {
     var (_, m) = WireTest.handshakenServer()
     let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)

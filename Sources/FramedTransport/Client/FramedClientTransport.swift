@@ -131,7 +131,8 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     let stream = FramedStream<RPCResponsePart<FramedBytes>>(
       connection: connection.commands,
       creditThreshold: min(16 * 1024, self.config.connection.settings.initialStreamWindow / 4),
-      writeLimit: max(64 * 1024, peer.initialStreamWindow))
+      // A peer's huge window must not mean a huge queue here.
+      writeLimit: min(max(64 * 1024, peer.initialStreamWindow), self.config.connection.maxQueuedBytes))
     let writer = ClientStreamWriter(
       stream: stream, descriptor: descriptor, encoding: usable,
       sender: MessageSender(

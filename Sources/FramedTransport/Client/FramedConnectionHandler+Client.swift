@@ -35,6 +35,13 @@ extension FramedConnectionHandler {
       self.clientFail(id: id, RPCError(code: .internalError, message: "server used unknown message encoding \"\(headers.messageEncoding.prefix(64))\""))
       return
     }
+    // Only what our SETTINGS ACCEPT_ENCODINGS offered may come back (docs/protocol.md §7.3).
+    guard self.config.settings.acceptEncodings.contains(encoding.bit) else {
+      self.clientFail(
+        id: id,
+        RPCError(code: .internalError, message: "server used message encoding \"\(encoding.rawValue)\", which this client's ACCEPT_ENCODINGS does not include"))
+      return
+    }
     switch WireMapping.metadata(headers.metadata) {
     case .success(let md):
       self.inboundEncodings[id] = encoding
@@ -55,6 +62,7 @@ extension FramedConnectionHandler {
   func clientReceivedTrailers(id: UInt32, _ trailers: Trailers) {
     self.inboundEncodings.removeValue(forKey: id)
     guard let stream = self.clientStreams.removeValue(forKey: id) else { return }
+    stream.releaseQueued()  // the machine dropped any request output still queued
     let (status, metadata) = WireMapping.status(from: trailers)
     stream.statusCode = status.code
     stream.push(.status(status, metadata), credit: 0)

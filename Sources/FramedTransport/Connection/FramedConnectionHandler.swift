@@ -70,6 +70,10 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
     self.outbound = context.channel.allocator.buffer(capacity: 16 * 1024)
+    // Both bound what a peer that stops reading can make us hold: the channel turns unwritable
+    // past `high` and the send scheduler stops; writers stop at the budget.
+    try? context.channel.syncOptions?.setOption(.writeBufferWaterMark, value: self.config.writeBufferWaterMark)
+    self.commands.setBudget(self.config.maxQueuedBytes)
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     self.commands.setSink { batch in bound.value.perform(batch) }
     if context.channel.isActive { self.start(context: context) }
@@ -136,7 +140,9 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     for (_, s) in clientStreams {
       s.fail(RPCError(code: .unavailable, message: "\(reason) before the call completed"))
     }
+    self.machine.discardQueuedSends()
     self.status.markClosed(reason: reason)
+    HeapTrim.connectionClosed(peakQueuedBytes: self.commands.peakQueuedBytes)
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -152,8 +158,9 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   /// Sends GOAWAY for a connection error and closes.
   func connectionError(_ error: ConnectionError) {
     guard !self.closing else { return }
-    if error.code == .unsupportedVersion, self.role == .server {
-      // Our preface tells the client which version we speak; the GOAWAY says why we stop.
+    if self.role == .server, !self.machine.peerPrefaceReceived {
+      // Not written yet (it answers a valid client preface): the peer reads a preface before
+      // any frame, and ours says which version we speak (docs/protocol.md §2.3 step 7).
       Preface.write(into: &self.outbound)
     }
     if case .connectionError(_, let goAway?) = self.machine.connectionError(error) {
@@ -170,9 +177,13 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     let out = self.outbound
     self.outbound.clear()
     self.tearDown(reason: reason)
-    let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    // ... but not for longer than `closeTimeout`: a peer that stopped reading must not hold
+    // the connection (and a drain waiting for it) open forever.
+    let channel = context.channel
+    let deadline = context.eventLoop.scheduleTask(in: self.config.closeTimeout) { channel.close(promise: nil) }
     context.writeAndFlush(Self.wrapOutboundOut(out)).whenComplete { _ in
-      loopBound.value.close(promise: nil)
+      deadline.cancel()
+      channel.close(promise: nil)
     }
   }
 
@@ -269,57 +280,10 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     self.closeIfDrained()
   }
 
-  // MARK: Outbound
-
-  /// Runs the send scheduler while the socket takes more, then writes and flushes once.
-  /// Re-entrant calls (a write can fire `channelWritabilityChanged` synchronously) only mark
-  /// that another pass is due, so the same bytes are never written twice.
-  func flush() {
-    guard let context = self.context else { return }
-    if self.flushing {
-      self.flushAgain = true
-      return
-    }
-    self.flushing = true
-    defer { self.flushing = false }
-    repeat {
-      self.flushAgain = false
-      if context.channel.isWritable, self.machine.hasPendingSends {
-        self.machine.writePending(into: &self.outbound, byteLimit: self.config.writeBatchBytes, events: &self.sendEvents)
-        self.processSendEvents()
-      }
-      guard self.outbound.readableBytes > 0 else { break }
-      // Hand the buffer over and start a fresh one; once the socket took the bytes (usually
-      // synchronously) the old storage is ours alone again and is reused without allocating.
-      var out = ByteBuffer()
-      swap(&out, &self.outbound)
-      context.writeAndFlush(Self.wrapOutboundOut(out), promise: nil)
-      if self.outbound.readableBytes == 0 {
-        out.clear()
-        self.outbound = out
-      }
-    } while self.flushAgain || (self.machine.hasPendingSends && context.channel.isWritable && self.context != nil)
-  }
-
-  private func processSendEvents() {
-    guard !self.sendEvents.isEmpty else { return }
-    for event in self.sendEvents {
-      switch event {
-      case .sent(let id, let bytes):
-        if self.role == .server { self.serverStreams[id]?.sent(bytes) } else { self.clientStreams[id]?.sent(bytes) }
-      case .closed(let id):
-        self.deadlineTimers.removeValue(forKey: id)?.cancel()
-        self.inboundEncodings.removeValue(forKey: id)
-        self.serverStreams.removeValue(forKey: id)?.finish()
-      }
-    }
-    self.sendEvents.removeAll(keepingCapacity: true)
-    self.closeIfDrained()
-  }
-
   /// Performs a batch of call commands, then writes once.
   func perform(_ batch: Deque<StreamCommand>) {
     guard !self.closing else { return }
+    var dropped = 0
     for command in batch {
       switch command {
       case .open(let stream, let headers, let endStream):
@@ -330,7 +294,8 @@ final class FramedConnectionHandler: ChannelInboundHandler {
         }
       case .message(let stream, let bytes, let compressed, let endStream):
         if !self.machine.queueMessage(streamID: stream.streamID, bytes, compressed: compressed, endStream: endStream) {
-          stream.sent(bytes.readableBytes)  // the stream is gone: release the writer's accounting
+          // The stream is gone: release the writer's accounting.
+          dropped += stream.sent(WriteBudget.cost(message: bytes.readableBytes))
         }
       case .halfClose(let stream):
         _ = self.machine.queueHalfClose(streamID: stream.streamID)
@@ -357,6 +322,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
         self.serverEnforceDeadline(id: stream.streamID, timeout: timeout)
       }
     }
+    self.commands.release(dropped)
     self.flush()
   }
 
@@ -382,13 +348,12 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     self.keepalive = k
   }
 
-  /// Closes once a GOAWAY was exchanged and no stream is left.
+  /// Closes once no stream is left after a GOAWAY that ends the connection (client: either
+  /// side's; server: its own final one — a client's GOAWAY changes nothing, §11.4).
   func closeIfDrained() {
-    guard !self.closing, self.machine.isGoingAway, self.machine.openStreamCount == 0,
+    guard !self.closing, self.machine.closesWhenIdle, self.machine.openStreamCount == 0,
       self.serverStreams.isEmpty, self.clientStreams.isEmpty
     else { return }
-    // Server: only after the final GOAWAY (not the first "soon" one).
-    if self.role == .server, self.machine.goAwaySent == WireLimits.maxStreamID { return }
     self.closeAfterFlush(reason: "drained")
   }
 }

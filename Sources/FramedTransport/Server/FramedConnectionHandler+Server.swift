@@ -26,7 +26,8 @@ extension FramedConnectionHandler {
     let stream = FramedStream<ServerInbound>(
       connection: self.commands,
       creditThreshold: min(16 * 1024, self.config.settings.initialStreamWindow / 4),
-      writeLimit: max(64 * 1024, peer.initialStreamWindow)
+      // A peer's huge window must not mean a huge queue here.
+      writeLimit: min(max(64 * 1024, peer.initialStreamWindow), self.config.maxQueuedBytes)
     )
     stream.streamID = id
     self.serverStreams[id] = stream
@@ -154,29 +155,43 @@ extension FramedConnectionHandler {
   /// Phase one of the two-phase GOAWAY; phase two on the PING ACK or after a timeout.
   func beginDrain() {
     guard self.role == .server, !self.closing else { return }
+    guard self.machine.peerSettingsReceived else {
+      // No stream can exist before the handshake: refuse the connection now, readably —
+      // preface (if not sent yet), then GOAWAY(0, NO_ERROR) (docs/protocol.md §11.2).
+      self.connectionError(ConnectionError(.noError, "server is shutting down"))
+      return
+    }
     let frames = self.machine.beginDrain(pingOpaque: Self.drainPingOpaque)
     guard !frames.isEmpty, let loop = self.context?.eventLoop else { return }
     self.status.markDraining()
     for f in frames { FrameEncoder.encode(f, into: &self.outbound) }
     self.flush()
     self.drainTimer = loop.assumeIsolated().scheduleTask(in: self.config.drainPingTimeout) { [weak self] in self?.finishDrain() }
-    self.graceTimer = loop.assumeIsolated().scheduleTask(in: self.config.drainGrace) { [weak self] in
-      guard let self else { return }
-      // Grace is over: cancel what is left and close.
-      for (id, _) in self.serverStreams {
-        self.answerImmediately(id: id, code: .unavailable, message: "server shut down before the call completed")
-      }
-      self.closeAfterFlush(reason: "drain grace period over")
-    }
   }
 
+  /// Phase two: the final GOAWAY, which starts this connection's grace period.
   func finishDrain() {
+    // Only after phase one, and once: a stray PING ACK carrying our opaque changes nothing.
+    guard self.role == .server, !self.closing, self.machine.goAwaySent == WireLimits.maxStreamID, let loop = self.context?.eventLoop else { return }
     self.drainTimer?.cancel()
     self.drainTimer = nil
     guard let goAway = self.machine.finishDrain() else { return }
     FrameEncoder.encode(goAway, into: &self.outbound)
+    // Counted from here, not from the start of the drain (§11.2 step 4): only now does the
+    // client know which of its calls still run, and each of them gets the whole grace.
+    // Scheduled before the flush, which may already close (and so cancel it).
+    self.graceTimer = loop.assumeIsolated().scheduleTask(in: self.config.drainGrace) { [weak self] in self?.drainGraceExpired() }
     self.flush()
     self.closeIfDrained()
+  }
+
+  /// Grace is over: each call still open ends with TRAILERS(UNAVAILABLE) (RST(CANCEL) if a
+  /// response message is half-sent), its handler is cancelled, and the connection closes.
+  private func drainGraceExpired() {
+    for (id, _) in self.serverStreams {
+      self.answerImmediately(id: id, code: .unavailable, message: "server shut down before the call completed")
+    }
+    self.closeAfterFlush(reason: "drain grace period over")
   }
 
   static func descriptor(fromPath path: String) -> MethodDescriptor? {

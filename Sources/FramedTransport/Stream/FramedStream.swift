@@ -15,8 +15,18 @@ final class FramedStream<Inbound: Sendable>: Sendable {
     var error: RPCError?
     /// Credit consumed by the reader and not yet handed back to the connection.
     var unreportedCredit = 0
-    /// Outbound message bytes queued on the connection and not yet written.
+    /// Cost (`WriteBudget`) of the output queued on the connection and not yet written.
     var queuedBytes = 0
+    /// `fail` handed `queuedBytes` back to the connection's budget: later `sent` are not counted.
+    var released = false
+    /// The epoch of the last `.wait` admission; the connection lists the stream until it
+    /// resumes it with a later one (`resumedEpoch`).
+    var listedAt: UInt64?
+    var resumedEpoch: UInt64 = 0
+    /// The current write waits for the connection's queue (see `WriteBudget.Admission.wait`).
+    var connectionBlocked = false
+    /// Cost of the message queued last: output beyond it is what a blocked writer waits for.
+    var lastCost = 0
     var writer: UnsafeContinuation<Void, any Error>?
     /// Loop-assigned stream id (client streams get theirs when HEADERS go out).
     var streamID: UInt32 = 0
@@ -38,7 +48,7 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   /// Hands consumed credit back to the connection (batched by `creditThreshold`).
   let connection: ConnectionCommands
   let creditThreshold: Int
-  /// Outbound bytes a writer may have queued before it waits.
+  /// Output (its `WriteBudget` cost) a writer may have queued on this stream before it waits.
   let writeLimit: Int
 
   init(connection: ConnectionCommands, creditThreshold: Int, writeLimit: Int) {
@@ -97,30 +107,69 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   /// Fails the call: buffered input is dropped, the reader and writer throw `error`, and a
   /// server handler is cancelled.
   func fail(_ error: RPCError) {
-    let (reader, writer, handle, task) = self.state.withLockedValue { s in
+    let (reader, writer, handle, task, queued) = self.state.withLockedValue { s in
       if s.error == nil { s.error = error }
       s.buffer.removeAll()
       let r = s.reader, w = s.writer
       s.reader = nil
       s.writer = nil
       s.cancelRequested = true
-      return (r, w, s.cancellation, s.task)
+      return (r, w, s.cancellation, s.task, Self.takeQueued(&s))
     }
+    self.connection.release(queued)
     reader?.resume(throwing: error)
     writer?.resume(throwing: error)
     handle?.cancel()
     task?.cancel()
   }
 
-  /// `bytes` of our queued output left for the socket.
-  func sent(_ bytes: Int) {
-    let writer: UnsafeContinuation<Void, any Error>? = self.state.withLockedValue { s in
+  /// The connection dropped this stream's queued output (or will): stop counting it against
+  /// the connection's budget, and anything written from now on too.
+  func releaseQueued() {
+    self.connection.release(self.state.withLockedValue { Self.takeQueued(&$0) })
+  }
+
+  /// What `releaseQueued` releases; exactly once per stream.
+  private static func takeQueued(_ s: inout State) -> Int {
+    defer {
+      s.released = true
+      s.queuedBytes = 0
+    }
+    return s.released ? 0 : s.queuedBytes
+  }
+
+  /// `bytes` of our queued output left for the socket (or were dropped); see `StreamHandle`.
+  @discardableResult
+  func sent(_ bytes: Int) -> Int {
+    let (writer, counted): (UnsafeContinuation<Void, any Error>?, Int) = self.state.withLockedValue { s in
+      guard !s.released else { return (nil, 0) }
       s.queuedBytes -= bytes
-      guard s.queuedBytes < self.writeLimit, let w = s.writer else { return nil }
-      s.writer = nil
-      return w
+      return (self.takeWriterIfFree(&s), bytes)
     }
     writer?.resume()
+    return counted
+  }
+
+  func connectionResumed(epoch: UInt64) {
+    let writer: UnsafeContinuation<Void, any Error>? = self.state.withLockedValue { s in
+      s.resumedEpoch = max(s.resumedEpoch, epoch)
+      return self.takeWriterIfFree(&s)
+    }
+    writer?.resume()
+  }
+
+  /// The waiting writer, if it may go on now.
+  private func takeWriterIfFree(_ s: inout State) -> UnsafeContinuation<Void, any Error>? {
+    guard let w = s.writer, !self.mustWait(s) else { return nil }
+    s.writer = nil
+    s.connectionBlocked = false
+    return w
+  }
+
+  private func mustWait(_ s: State) -> Bool {
+    if s.queuedBytes >= self.writeLimit { return true }
+    // Over the connection's budget: wait for it to drain, or until our earlier output left.
+    return s.connectionBlocked && s.queuedBytes > s.lastCost && s.resumedEpoch <= (s.listedAt ?? 0)
   }
 
   /// See `State.promptCredit`.
@@ -225,19 +274,33 @@ final class FramedStream<Inbound: Sendable>: Sendable {
     return s.unreportedCredit
   }
 
-  /// Accounts `bytes` about to be queued; throws if the call already failed.
-  func willQueue(_ bytes: Int) throws {
+  /// Accounts `cost` bytes about to be queued; throws if the call already failed. Returns what
+  /// to charge the connection (0 once released: the output is dropped uncounted) and the
+  /// epoch at which the connection still lists this stream as waiting, if it does.
+  func willQueue(_ cost: Int) throws -> (charge: Int, listedAt: UInt64?) {
     try self.state.withLockedValue { s in
       if let error = s.error { throw error }
-      s.queuedBytes += bytes
+      if s.released { return (0, nil) }
+      s.queuedBytes += cost
+      s.lastCost = cost
+      guard let listed = s.listedAt, s.resumedEpoch <= listed else { return (cost, nil) }
+      return (cost, listed)
     }
   }
 
-  /// Waits while more than `writeLimit` bytes are queued (the peer reads slowly).
-  func waitUntilWritable() async throws {
+  /// Waits while more than `writeLimit` bytes are queued on this stream (the peer reads it
+  /// slowly) or, after a `.wait` admission, while the connection is over its budget (the peer
+  /// reads nothing, or stalled streams fill it) and output queued before this message is too.
+  func waitUntilWritable(_ admission: WriteBudget.Admission) async throws {
     let step: WriteStep = self.state.withLockedValue { s in
       if let error = s.error { return .fail(error) }
-      return s.queuedBytes < self.writeLimit ? .go : .wait
+      if case .wait(let epoch) = admission {
+        s.listedAt = epoch
+        s.connectionBlocked = true
+      }
+      if self.mustWait(s) { return .wait }
+      s.connectionBlocked = false
+      return .go
     }
     switch step {
     case .go: return
@@ -248,7 +311,10 @@ final class FramedStream<Inbound: Sendable>: Sendable {
       try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<Void, any Error>) in
         let immediate: Result<Void, any Error>? = self.state.withLockedValue { s in
           if let error = s.error { return .failure(error) }
-          if s.queuedBytes < self.writeLimit { return .success(()) }
+          if !self.mustWait(s) {
+            s.connectionBlocked = false
+            return .success(())
+          }
           if Task.isCancelled { return .failure(CancellationError()) }  // see next()
           s.writer = c
           return nil
@@ -259,6 +325,7 @@ final class FramedStream<Inbound: Sendable>: Sendable {
       let w = self.state.withLockedValue { s -> UnsafeContinuation<Void, any Error>? in
         let w = s.writer
         s.writer = nil
+        s.connectionBlocked = false
         return w
       }
       w?.resume(throwing: CancellationError())

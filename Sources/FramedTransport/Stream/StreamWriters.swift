@@ -23,14 +23,16 @@ struct MessageSender {
       payload = c
       compressed = true
     }
-    try stream.willQueue(payload.readableBytes)
-    guard stream.connection.send(.message(stream, payload, compressed: compressed, endStream: endStream)) else {
-      stream.sent(payload.readableBytes)
+    let (cost, listedAt) = try stream.willQueue(WriteBudget.cost(message: payload.readableBytes))
+    let admission = stream.connection.sendMessage(
+      .message(stream, payload, compressed: compressed, endStream: endStream), cost: cost, listedAt: listedAt)
+    guard admission != .closed else {
+      stream.sent(cost)
       let error = stream.failure ?? RPCError(code: .unavailable, message: "connection closed")
       stream.fail(error)  // the reader must not wait for a response that cannot come
       throw error
     }
-    try await stream.waitUntilWritable()
+    try await stream.waitUntilWritable(admission)
   }
 }
 

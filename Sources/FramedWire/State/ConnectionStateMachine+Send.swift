@@ -16,6 +16,8 @@ extension ConnectionStateMachine {
   package enum SendEvent: Sendable, Equatable {
     /// `bytes` of a queued message for this stream were written.
     case sent(streamID: UInt32, bytes: Int)
+    /// That message's last fragment was written: it left the queue (follows its `.sent`).
+    case messageDone(streamID: UInt32)
     /// This stream's last frame (TRAILERS, or a client's END_STREAM after TRAILERS were seen) left.
     case closed(streamID: UInt32)
   }
@@ -161,6 +163,7 @@ extension ConnectionStateMachine {
         self.connectionSendWindow -= chunk
         stream.midMessage = !last
         events.append(.sent(streamID: id, bytes: chunk))
+        if last { events.append(.messageDone(streamID: id)) }
         if !last {
           item.kind = .message(bytes, compressed: compressed, endStream: endStream)
           stream.pending.prepend(item)
@@ -177,6 +180,13 @@ extension ConnectionStateMachine {
       }
       self.schedule(id)
     }
+  }
+
+  /// The connection is gone: frees every queued frame now, rather than whenever the last
+  /// reference to the connection goes.
+  package mutating func discardQueuedSends() {
+    self.streams.removeAll()
+    self.ready.removeAll()
   }
 
   // MARK: - Drain

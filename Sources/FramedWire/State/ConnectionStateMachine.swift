@@ -85,6 +85,15 @@ package struct ConnectionStateMachine: Sendable {
   package var openStreamCount: Int { self.streams.count }
   /// The peer can no longer open (server) or we can no longer open (client) new streams here.
   package var isGoingAway: Bool { self.goAwaySent != nil || self.goAwayReceived != nil }
+  /// Whether the connection ends as soon as no stream is left. Client: after any GOAWAY, sent
+  /// or received. Server: only after its own final GOAWAY (§11.2) — the first one of a drain
+  /// still admits HEADERS in flight, and a client's GOAWAY changes nothing (§11.4).
+  package var closesWhenIdle: Bool {
+    switch self.role {
+    case .client: return self.isGoingAway
+    case .server: return self.goAwaySent.map { $0 != WireLimits.maxStreamID } ?? false
+    }
+  }
 
   // MARK: - Inbound
 

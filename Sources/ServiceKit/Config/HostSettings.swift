@@ -18,7 +18,7 @@ extension ServiceHost.Config {
     ConfigKey("grpc-max-idle", "Seconds a gRPC/HTTP2 connection may go without calls before it is closed, 0 for never (default 300)."),
     ConfigKey("grpc-max-age", "Seconds after which a gRPC/HTTP2 connection is asked to go away (GOAWAY), 0 for never (default 3600)."),
     ConfigKey(
-      "grace", "Seconds in-flight calls get to finish on shutdown (default 10)."),
+      "grace", "Seconds each call still running at shutdown gets, counted from its connection's final GOAWAY (sent at most 5 s after SIGTERM); default 10."),
     ConfigKey("rate-limit", "Calls per second allowed per principal, 0 for no limit (default 500)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
     ConfigKey("interceptors", "The standard interceptors; --no-interceptors measures what they cost.", kind: .toggle),

@@ -31,7 +31,8 @@ public final class ServiceHost: Service, Sendable {
     public var grpcPort = 0
     /// nil: no admin listener.
     public var adminPort: Int? = 0
-    /// How long in-flight calls get to finish once draining starts.
+    /// How long calls still running at shutdown get to finish, counted from their connection's
+    /// final GOAWAY on the framed wire (docs/protocol.md §11.2) and from the drain over HTTP/2.
     public var grace: Duration = .seconds(10)
     /// The standard interceptors (off only to measure what they cost).
     public var interceptors = true
@@ -252,7 +253,10 @@ public final class ServiceHost: Service, Sendable {
   private func enforceGrace() async throws {
     for await _ in self.drainSignal.stream { break }
     try Task.checkCancellation()
-    try await Task.sleep(for: self.config.grace + .milliseconds(250))
+    // Each framed connection counts its grace from its own final GOAWAY, which comes up to
+    // the drain PING wait after the drain starts (docs/protocol.md §11.2): wait for the last.
+    let pingWait = Duration.nanoseconds(self.config.framed.connection.drainPingTimeout.nanoseconds)
+    try await Task.sleep(for: self.config.grace + pingWait + .milliseconds(250))
     throw GraceExpired()
   }
 
