@@ -84,7 +84,7 @@ final class ConnectionStateMachineTests: XCTestCase {
     var m = handshakenClient(peer: [SettingsEntry(id: 2, value: 65_536)])
     let id = try! m.openStream().get()
     for _ in 0..<16 {
-      XCTAssertTrue(m.queueMessage(streamID: id, ByteBuffer(repeating: 7, count: 65_536), compressed: false, endStream: false))
+      XCTAssertTrue(m.queue(.message(ByteBuffer(repeating: 7, count: 65_536), compressed: false, endStream: false), streamID: id))
     }
     let (frames, events) = written(&m)
     let sent = events.reduce(0) { if case .sent(_, let b) = $1 { return $0 + b } else { return $0 } }
@@ -102,7 +102,7 @@ final class ConnectionStateMachineTests: XCTestCase {
   func testMessagesAreSplitAtThePeersMaxFrameSize() {
     var m = handshakenClient(peer: [SettingsEntry(id: 1, value: 16_384)])
     let id = try! m.openStream().get()
-    _ = m.queueMessage(streamID: id, ByteBuffer(repeating: 1, count: 40_000), compressed: true, endStream: true)
+    _ = m.queue(.message(ByteBuffer(repeating: 1, count: 40_000), compressed: true, endStream: true), streamID: id)
     let frames = written(&m).frames
     XCTAssertEqual(frames.count, 3)
     let flags = frames.compactMap { f -> FrameFlags? in if case .message(_, let fl, _) = f { return fl } else { return nil } }
@@ -113,8 +113,8 @@ final class ConnectionStateMachineTests: XCTestCase {
     var m = handshakenClient(peer: [SettingsEntry(id: 1, value: 16_384)])
     let a = try! m.openStream().get()
     let b = try! m.openStream().get()
-    _ = m.queueMessage(streamID: a, ByteBuffer(repeating: 1, count: 50_000), compressed: false, endStream: false)
-    _ = m.queueMessage(streamID: b, ByteBuffer(repeating: 2, count: 100), compressed: false, endStream: false)
+    _ = m.queue(.message(ByteBuffer(repeating: 1, count: 50_000), compressed: false, endStream: false), streamID: a)
+    _ = m.queue(.message(ByteBuffer(repeating: 2, count: 100), compressed: false, endStream: false), streamID: b)
     let ids = written(&m).frames.map(\.streamID)
     XCTAssertEqual(Array(ids.prefix(2)), [a, b], "a small message is not stuck behind a big one")
   }
@@ -256,7 +256,7 @@ final class ConnectionStateMachineTests: XCTestCase {
     }
   }
 
-  func action(_ a: ConnectionStateMachine.Action) -> String {
+  func action(_ a: Outcome) -> String {
     if case .write(let frames) = a, frames.count == 1, case .ping(true, let o) = frames[0] { return "write [ping ack \(o)]" }
     return "\(a)"
   }

@@ -163,10 +163,13 @@ final class FramedConnectionHandler: ChannelInboundHandler {
       // any frame, and ours says which version we speak (docs/protocol.md §2.3 step 7).
       Preface.write(into: &self.outbound)
     }
-    if case .connectionError(_, let goAway?) = self.machine.connectionError(error) {
-      FrameEncoder.encode(goAway, into: &self.outbound)
-    }
-    self.closeAfterFlush(reason: "connection error \(error)")
+    self.failConnection(self.machine.connectionError(error))
+  }
+
+  /// Writes the connection error's GOAWAY (if any) and closes.
+  func failConnection(_ failure: ConnectionFailure) {
+    if let goAway = failure.goAway { FrameEncoder.encode(goAway, into: &self.outbound) }
+    self.closeAfterFlush(reason: "connection error \(failure.error)")
   }
 
   func closeAfterFlush(reason: String) {
@@ -194,11 +197,16 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     let item = Self.unwrapInboundIn(data)
     let now = NIODeadline.now()
     self.keepalive?.received(at: now)
-    if case .preface = item, self.role == .server {
-      // Answer the client's preface with ours once it proved it speaks the protocol.
-      self.writePrefaceAndSettings()
+    switch item {
+    case .preface:
+      if self.role == .server {
+        // Answer the client's preface with ours once it proved it speaks the protocol.
+        self.writePrefaceAndSettings()
+      }
+      if case .connectionError(let failure) = self.machine.receivePreface() { self.failConnection(failure) }
+    case .frame(let frame):
+      self.receive(frame, now: now)
     }
-    self.handle(self.machine.receive(item, now: now))
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
@@ -209,64 +217,6 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   func channelWritabilityChanged(context: ChannelHandlerContext) {
     if context.channel.isWritable { self.flush() }
     context.fireChannelWritabilityChanged()
-  }
-
-  func handle(_ action: ConnectionStateMachine.Action) {
-    switch action {
-    case .none:
-      break
-    case .ready:
-      self.handshakeTimer?.cancel()
-      self.status.markReady(peerSettings: self.machine.peerSettings)
-    case .write(let frames):
-      for f in frames { FrameEncoder.encode(f, into: &self.outbound) }
-    case .requestHeaders(let id, let headers, let endStream):
-      self.openServerStream(id: id, headers: headers, endStream: endStream)
-    case .responseHeaders(let id, let headers):
-      self.clientReceivedHeaders(id: id, headers)
-    case .message(let id, let bytes, let compressed, let credit, let endStream, let alsoWrite):
-      for f in alsoWrite { FrameEncoder.encode(f, into: &self.outbound) }
-      if self.role == .server {
-        self.serverReceivedMessage(id: id, bytes, compressed: compressed, credit: credit, endStream: endStream)
-      } else {
-        self.clientReceivedMessage(id: id, bytes, compressed: compressed, credit: credit)
-      }
-    case .endOfRequest(let id):
-      self.serverStreams[id]?.finish()
-    case .trailers(let id, let trailers):
-      self.clientReceivedTrailers(id: id, trailers)
-    case .peerReset(let id, let code):
-      self.streamGone(id: id, error: WireMapping.status(forReset: code))
-    case .streamFailed(let id, let error, let frames):
-      for f in frames { FrameEncoder.encode(f, into: &self.outbound) }
-      self.streamGone(id: id, error: RPCError(code: .internalError, message: error.reason))
-    case .messageTooLarge(let id, let size, let alsoWrite):
-      for f in alsoWrite { FrameEncoder.encode(f, into: &self.outbound) }
-      if self.role == .server {
-        self.serverRejectOversized(id: id, size: size)
-      } else {
-        self.streamGone(
-          id: id,
-          error: RPCError(
-            code: .resourceExhausted,
-            message: "response message of at least \(size) bytes exceeds the client's limit of \(self.config.settings.maxMessageSize) bytes (MAX_MESSAGE_SIZE)")
-        )
-      }
-    case .pingAck(let opaque):
-      self.keepalive?.ackReceived(opaque: opaque, at: .now())
-      if opaque == Self.drainPingOpaque { self.finishDrain() }
-    case .goAway(let last, let code, let debug, let refused):
-      self.receivedGoAway(lastStreamID: last, code: code, debug: debug, refused: refused)
-    case .holdingFragmentCredit(let id, let alsoWrite):
-      for f in alsoWrite { FrameEncoder.encode(f, into: &self.outbound) }
-      self.serverStreams[id]?.requestPromptCredit()
-      self.clientStreams[id]?.requestPromptCredit()
-    case .windowOpened:
-      break  // flush() at the end of the read burst writes whatever is now allowed
-    case .connectionError(let error, let goAway):
-      if let goAway { FrameEncoder.encode(goAway, into: &self.outbound) }
-      self.closeAfterFlush(reason: "connection error \(error)")
-    }
   }
 
   /// A stream ended abnormally: its call sees `error`.
@@ -293,12 +243,12 @@ final class FramedConnectionHandler: ChannelInboundHandler {
           FrameEncoder.encode(.headers(streamID: stream.streamID, endStream: false, payload: payload), into: &self.outbound)
         }
       case .message(let stream, let bytes, let compressed, let endStream):
-        if !self.machine.queueMessage(streamID: stream.streamID, bytes, compressed: compressed, endStream: endStream) {
+        if !self.machine.queue(.message(bytes, compressed: compressed, endStream: endStream), streamID: stream.streamID) {
           // The stream is gone: release the writer's accounting.
           dropped += stream.sent(WriteBudget.cost(message: bytes.readableBytes))
         }
       case .halfClose(let stream):
-        _ = self.machine.queueHalfClose(streamID: stream.streamID)
+        _ = self.machine.queue(.halfClose, streamID: stream.streamID)
       case .trailers(let stream, var payload):
         if payload.readableBytes > self.machine.peerSettings.maxHeaderListSize {
           // Too big for the client to accept: say so instead (docs/protocol.md §14).
@@ -307,7 +257,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
           t.message = "response trailers of \(payload.readableBytes) bytes exceed the client's MAX_HEADER_LIST_SIZE"
           payload = WireMapping.encode(t)
         }
-        _ = self.machine.queueTrailers(streamID: stream.streamID, payload)
+        _ = self.machine.queue(.trailers(payload), streamID: stream.streamID)
       case .reset(let stream, let code):
         let id = stream.streamID
         if id != 0, let rst = self.machine.resetStream(streamID: id, code: code) {

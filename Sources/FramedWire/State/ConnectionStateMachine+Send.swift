@@ -33,45 +33,28 @@ extension ConnectionStateMachine {
     guard id <= WireLimits.maxStreamID else { return .failure(.streamIDsExhausted) }
     self.highestStreamID = id
     var stream = self.makeStream(id)
-    stream.localClosed = endStream
+    if endStream { stream.phase.closeLocal() }
     self.streams[id] = stream
     return .success(id)
   }
 
   /// Server: records that response HEADERS go out now. `false` if the stream is gone.
   package mutating func sendResponseHeaders(streamID id: UInt32) -> Bool {
-    guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
-    stream.headersExchanged = true
+    guard self.streams[id]?.phase.isLocalClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
+    stream.phase.exchangeHeaders()
     self.streams[id] = stream
     return true
   }
 
-  /// Queues a message (already compressed if `compressed`). `false` if the stream is gone or
-  /// already closed on our side.
-  package mutating func queueMessage(streamID id: UInt32, _ bytes: ByteBuffer, compressed: Bool, endStream: Bool) -> Bool {
-    guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
-    stream.pending.append(PendingSend(kind: .message(bytes, compressed: compressed, endStream: endStream)))
-    if endStream { stream.localClosed = true }
-    self.streams[id] = stream
-    self.schedule(id)
-    return true
-  }
-
-  /// Client: queues the end of the request (a NO_MESSAGE | END_STREAM frame).
-  package mutating func queueHalfClose(streamID id: UInt32) -> Bool {
-    guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
-    stream.pending.append(PendingSend(kind: .halfClose))
-    stream.localClosed = true
-    self.streams[id] = stream
-    self.schedule(id)
-    return true
-  }
-
-  /// Server: queues the TRAILERS payload after any pending messages. `false` if the stream is gone.
-  package mutating func queueTrailers(streamID id: UInt32, _ payload: ByteBuffer) -> Bool {
-    guard self.streams[id]?.localClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
-    stream.pending.append(PendingSend(kind: .trailers(payload)))
-    stream.localClosed = true
+  /// Queues output after whatever the stream has queued: a message (already compressed if
+  /// its flag says so), a client's half-close, or a server's TRAILERS. Each of the last two,
+  /// and a message with END_STREAM, closes our half. `false` if the stream is gone or our half
+  /// already closed.
+  package mutating func queue(_ send: PendingSend.Kind, streamID id: UInt32) -> Bool {
+    guard self.streams[id]?.phase.isLocalClosed == false, var stream = self.streams.removeValue(forKey: id) else { return false }
+    let item = PendingSend(send)
+    if item.closesLocal { stream.phase.closeLocal() }
+    stream.pending.append(item)
     self.streams[id] = stream
     self.schedule(id)
     return true
@@ -90,7 +73,7 @@ extension ConnectionStateMachine {
 
   /// The application consumed a message worth `credit` bytes: maybe return stream credit.
   package mutating func consumed(streamID id: UInt32, credit: Int) -> Frame? {
-    guard self.streams[id]?.remoteClosed == false, var stream = self.streams.removeValue(forKey: id) else { return nil }
+    guard self.streams[id]?.phase.isRemoteClosed == false, var stream = self.streams.removeValue(forKey: id) else { return nil }
     stream.unconsumedCredit = max(0, stream.unconsumedCredit - credit)
     var released = credit
     if stream.unconsumedCredit == 0 {
@@ -110,8 +93,13 @@ extension ConnectionStateMachine {
     let eligible: Bool = {
       let stream = self.streams.values[index]
       guard !stream.scheduled, let next = stream.pending.first else { return false }
-      if case .message(let bytes, _, _) = next.kind, bytes.readableBytes > 0, stream.sendWindow <= 0 { return false }
-      return true
+      switch next.kind {
+      case .message(let bytes, _, _), .remainder(let bytes, _, _):
+        // Waits for its own WINDOW_UPDATE.
+        return bytes.readableBytes == 0 || stream.sendWindow > 0
+      case .halfClose, .trailers:
+        return true
+      }
     }()
     guard eligible else { return }
     self.streams.values[index].scheduled = true  // in place
@@ -137,7 +125,7 @@ extension ConnectionStateMachine {
       case .trailers(let payload):
         FrameEncoder.encode(.trailers(streamID: id, payload: payload), into: &buffer)
         streamClosed = true
-      case .message(var bytes, let compressed, let endStream):
+      case .message(var bytes, let compressed, let endStream), .remainder(var bytes, let compressed, let endStream):
         let credit = min(stream.sendWindow, self.connectionSendWindow)
         let total = bytes.readableBytes
         if total > 0 && credit <= 0 {
@@ -161,18 +149,18 @@ extension ConnectionStateMachine {
         buffer.writeBuffer(&slice)
         stream.sendWindow -= chunk
         self.connectionSendWindow -= chunk
-        stream.midMessage = !last
         events.append(.sent(streamID: id, bytes: chunk))
-        if last { events.append(.messageDone(streamID: id)) }
-        if !last {
-          item.kind = .message(bytes, compressed: compressed, endStream: endStream)
+        if last {
+          events.append(.messageDone(streamID: id))
+        } else {
+          item.kind = .remainder(bytes, compressed: compressed, endStream: endStream)
           stream.pending.prepend(item)
         }
       }
       self.streams[id] = stream
-      if streamClosed || (stream.localClosed && stream.remoteClosed && stream.pending.isEmpty) {
+      if streamClosed || stream.isDone {
         // Server after TRAILERS: later client frames on this id are dropped.
-        if self.role == .server || stream.remoteClosed {
+        if self.role == .server || stream.phase.isRemoteClosed {
           self.streams.removeValue(forKey: id)
           events.append(.closed(streamID: id))
           continue
@@ -193,22 +181,23 @@ extension ConnectionStateMachine {
 
   /// Server, phase one of a graceful drain: "no new streams soon" plus a PING to time it.
   package mutating func beginDrain(pingOpaque: UInt64) -> [Frame] {
-    guard self.goAwaySent == nil else { return [] }
-    self.goAwaySent = WireLimits.maxStreamID
+    guard self.localGoAway == .none else { return [] }
+    self.localGoAway = .draining
     return [.goAway(lastStreamID: WireLimits.maxStreamID, code: .noError, debug: "draining"), .ping(ack: false, opaque: pingOpaque)]
   }
 
-  /// Phase two: the final GOAWAY naming the last stream we will process.
+  /// Phase two: the final GOAWAY naming the last stream we will process; nil if a final
+  /// GOAWAY already went out.
   package mutating func finishDrain() -> Frame? {
+    if case .sent = self.localGoAway { return nil }
     let last = self.role == .server ? self.highestStreamID : 0
-    if let sent = self.goAwaySent, sent <= last, sent != WireLimits.maxStreamID { return nil }
-    self.goAwaySent = last
+    self.localGoAway = .sent(lastStreamID: last)
     return .goAway(lastStreamID: last, code: .noError, debug: "draining")
   }
 
   /// Client: closing an idle connection politely.
   package mutating func closeGracefully() -> Frame {
-    self.goAwaySent = 0
+    self.localGoAway = .sent(lastStreamID: 0)
     return .goAway(lastStreamID: 0, code: .noError, debug: "client closing")
   }
 }
