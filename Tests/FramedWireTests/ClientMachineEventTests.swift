@@ -140,7 +140,8 @@ final class ClientMachineEventTests: XCTestCase {
     local.maxMessageSize = 1024
     var m = M.client(local)
     let id = M.call(&m)
-    XCTAssertEqual(m.receiveMessage(streamID: id, flags: .more, payload: M.bytes(2000)), .tooLarge(streamID: id, size: 2000, write: [.rst(streamID: id, code: .cancel)]))
+    XCTAssertEqual(
+      m.receiveMessage(streamID: id, flags: .more, payload: M.bytes(2000)), .tooLarge(streamID: id, size: 2000, write: [.rst(streamID: id, code: .cancel)]))
     XCTAssertNil(m.streams[id])
   }
 
@@ -208,7 +209,8 @@ final class ClientMachineEventTests: XCTestCase {
     let a = M.call(&m)
     let b = M.call(&m)
     let c = M.call(&m)
-    XCTAssertEqual(m.receiveGoAway(lastStreamID: a, code: .noError, debug: "d"), .goingAway(lastStreamID: a, code: .noError, debug: "d", refusedStreams: [b, c]))
+    XCTAssertEqual(
+      m.receiveGoAway(lastStreamID: a, code: .noError, debug: "d"), .goingAway(lastStreamID: a, code: .noError, debug: "d", refusedStreams: [b, c]))
     XCTAssertNotNil(m.streams[a])
     XCTAssertNil(m.streams[b])
     XCTAssertTrue(m.closesWhenIdle)

@@ -39,7 +39,9 @@ final class FlowControlSimulationTests: XCTestCase {
           var h = RequestHeaders()
           h.method = "/a/b"
           FrameEncoder.encode(.headers(streamID: id, endStream: false, payload: ByteBuffer(bytes: try h.serializedBytes() as [UInt8])), into: &toServer)
-          for _ in 0..<total { XCTAssertTrue(client.queue(.message(ByteBuffer(repeating: 3, count: 100_000), compressed: false, endStream: false), streamID: id)) }
+          for _ in 0..<total {
+            XCTAssertTrue(client.queue(.message(ByteBuffer(repeating: 3, count: 100_000), compressed: false, endStream: false), streamID: id))
+          }
         case .connectionError(let e, _): XCTFail("client: \(e)")
         case .streamFailed(_, let e, _): XCTFail("client: \(e)")
         default: break

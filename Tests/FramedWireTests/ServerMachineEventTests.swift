@@ -284,7 +284,8 @@ final class ServerMachineEventTests: XCTestCase {
     var m = M.server()
     M.open(&m, 1)
     _ = m.receiveMessage(streamID: 1, flags: .more, payload: M.bytes(4))
-    XCTAssertEqual(m.receiveMessage(streamID: 1, flags: [.noMessage, .endStream], payload: M.bytes(0)).streamFailure?.error.reason, "half-close in the middle of a message")
+    XCTAssertEqual(
+      m.receiveMessage(streamID: 1, flags: [.noMessage, .endStream], payload: M.bytes(0)).streamFailure?.error.reason, "half-close in the middle of a message")
   }
 
   func testMessageAfterEndStreamIsStreamClosed() {
@@ -476,7 +477,8 @@ final class ServerMachineEventTests: XCTestCase {
   func testClientGoAwayChangesNothingOnTheServer() {
     var m = M.server()
     M.open(&m, 1)
-    XCTAssertEqual(m.receiveGoAway(lastStreamID: 0, code: .noError, debug: "bye"), .goingAway(lastStreamID: 0, code: .noError, debug: "bye", refusedStreams: []))
+    XCTAssertEqual(
+      m.receiveGoAway(lastStreamID: 0, code: .noError, debug: "bye"), .goingAway(lastStreamID: 0, code: .noError, debug: "bye", refusedStreams: []))
     XCTAssertNotNil(m.streams[1])
     XCTAssertFalse(m.closesWhenIdle)
     guard case .request = m.receiveHeaders(streamID: 3, endStream: false, payload: M.request()) else { return XCTFail("HEADERS after it are answered") }
@@ -492,7 +494,8 @@ final class ServerMachineEventTests: XCTestCase {
 
   func testBeginDrainSendsGoAwayAndPing() {
     var m = M.server()
-    XCTAssertEqual(m.beginDrain(pingOpaque: 77), [.goAway(lastStreamID: WireLimits.maxStreamID, code: .noError, debug: "draining"), .ping(ack: false, opaque: 77)])
+    XCTAssertEqual(
+      m.beginDrain(pingOpaque: 77), [.goAway(lastStreamID: WireLimits.maxStreamID, code: .noError, debug: "draining"), .ping(ack: false, opaque: 77)])
     XCTAssertEqual(m.localGoAway, .draining)
     XCTAssertEqual(m.goAwaySent, WireLimits.maxStreamID)
     XCTAssertFalse(m.closesWhenIdle, "phase one still admits HEADERS in flight")
