@@ -143,7 +143,8 @@ final class PrefaceTimeoutHandler: ChannelInboundHandler, RemovableChannelHandle
 /// Installed in front of the transport's handler on each stream, this reads the gRPC length
 /// prefixes itself and, on the first one over the limit: fails the call's input with
 /// RESOURCE_EXHAUSTED (so the handler, the logs and the metrics see that code), sends the
-/// client trailers with the same status, and resets the stream so the client stops sending.
+/// client trailers with the same status, and resets the stream with NO_ERROR so the client stops
+/// sending (a client that sees the trailers first reports RESOURCE_EXHAUSTED; grpcio does).
 /// A compressed message that only exceeds the limit once inflated is still the transport's.
 final class RequestSizeLimitHandler: ChannelDuplexHandler, RemovableChannelHandler {
   typealias InboundIn = HTTP2Frame.FramePayload
@@ -209,7 +210,11 @@ final class RequestSizeLimitHandler: ChannelDuplexHandler, RemovableChannelHandl
     var trailers: HPACKHeaders = self.responseHeadersSent ? [:] : [":status": "200", "content-type": "application/grpc"]
     trailers.add(name: "grpc-status", value: "\(Status.Code.resourceExhausted.rawValue)")
     trailers.add(name: "grpc-message", value: message)
-    context.writeAndFlush(Self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
+    context.write(Self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
+    // The response is complete; RST_STREAM(NO_ERROR) asks the client to stop sending the rest
+    // (RFC 9113 §8.1). Closing the stream channel instead would reset it with CANCEL, which
+    // clients (grpcio) report as CANCELLED in place of the trailers' status.
+    context.writeAndFlush(Self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
     context.close(promise: nil)
   }
 }
