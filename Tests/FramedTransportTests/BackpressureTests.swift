@@ -283,8 +283,7 @@ struct ServerUnderTest {
       config.maxQueuedBytes = budget
       config.keepaliveInterval = nil
       let commands = ConnectionCommands(eventLoop: channel.eventLoop)
-      let handler = FramedConnectionHandler(
-        role: .server, config: config, commands: commands, status: ConnectionStatus(), serverCallbacks: callbacks)
+      let handler = ServerConnectionHandler(config: config, commands: commands, status: ConnectionStatus(), callbacks: callbacks)
       try channel.pipeline.syncOperations.addHandler(FrameReader(settings: ConnectionSettings()))
       try channel.pipeline.syncOperations.addHandler(handler)
       return commands

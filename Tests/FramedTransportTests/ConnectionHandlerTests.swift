@@ -11,8 +11,7 @@ final class ConnectionHandlerTests: XCTestCase {
     let channel = EmbeddedChannel()
     let commands = ConnectionCommands(eventLoop: channel.eventLoop)
     let callbacks = ServerCallbacks(streamHandler: { _, _ in }, encodings: .all)
-    let handler = FramedConnectionHandler(
-      role: .server, config: FramedConnectionConfig(), commands: commands, status: ConnectionStatus(), serverCallbacks: callbacks)
+    let handler = ServerConnectionHandler(config: FramedConnectionConfig(), commands: commands, status: ConnectionStatus(), callbacks: callbacks)
     try channel.pipeline.syncOperations.addHandler(FrameReader(settings: ConnectionSettings()))
     try channel.pipeline.syncOperations.addHandler(handler)
     try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

@@ -9,11 +9,11 @@ final class ClientConnection: Sendable {
   let channel: any Channel
   let commands: ConnectionCommands
   let status: ConnectionStatus
-  let handler: NIOLoopBound<FramedConnectionHandler>
+  let handler: NIOLoopBound<ClientConnectionHandler>
   let remote: String
   let local: String
 
-  private init(channel: any Channel, commands: ConnectionCommands, status: ConnectionStatus, handler: NIOLoopBound<FramedConnectionHandler>) {
+  private init(channel: any Channel, commands: ConnectionCommands, status: ConnectionStatus, handler: NIOLoopBound<ClientConnectionHandler>) {
     self.channel = channel
     self.commands = commands
     self.status = status
@@ -32,7 +32,7 @@ final class ClientConnection: Sendable {
     let status = ConnectionStatus()
     // Made here, used only on `loop` from now on: the box carries it there.
     let handler = NIOLoopBoundBox.makeBoxSendingValue(
-      FramedConnectionHandler(role: .client, config: config, commands: commands, status: status), eventLoop: loop)
+      ClientConnectionHandler(config: config, commands: commands, status: status), eventLoop: loop)
     let bootstrap = ClientBootstrap(group: loop)
       .channelOption(.socketOption(.tcp_nodelay), value: 1)
       .connectTimeout(connectTimeout)

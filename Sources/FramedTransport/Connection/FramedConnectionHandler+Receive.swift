@@ -21,7 +21,7 @@ extension FramedConnectionHandler {
         self.write([frame])
       case .acknowledged(let opaque):
         self.keepalive?.ackReceived(opaque: opaque, at: .now())
-        if opaque == Self.drainPingOpaque { self.finishDrain() }
+        self.receivedPingAck(opaque: opaque)
       case .connectionError(let failure):
         self.failConnection(failure)
       }
@@ -50,7 +50,7 @@ extension FramedConnectionHandler {
     case .trailers(let id, let payload):
       switch self.machine.receiveTrailers(streamID: id, payload: payload) {
       case .trailers(let id, let trailers):
-        self.clientReceivedTrailers(id: id, trailers)
+        self.receivedTrailers(id: id, trailers)
       case .ignored:
         break
       case .connectionError(let failure):
@@ -71,9 +71,9 @@ extension FramedConnectionHandler {
   private func receiveHeaders(streamID id: UInt32, endStream: Bool, payload: ByteBuffer) {
     switch self.machine.receiveHeaders(streamID: id, endStream: endStream, payload: payload) {
     case .request(let id, let headers, let endStream):
-      self.openServerStream(id: id, headers: headers, endStream: endStream)
+      self.openRequestStream(id: id, headers: headers, endStream: endStream)
     case .response(let id, let headers):
-      self.clientReceivedHeaders(id: id, headers)
+      self.receivedResponseHeaders(id: id, headers)
     case .refused(let rst):
       self.write([rst])
     case .ignored:
@@ -91,33 +91,16 @@ extension FramedConnectionHandler {
       self.write(write)
     case .message(let message, let write):
       self.write(write)
-      switch self.role {
-      case .server:
-        self.serverReceivedMessage(
-          id: message.streamID, message.bytes, compressed: message.compressed, credit: message.credit, endStream: message.endStream)
-      case .client:
-        self.clientReceivedMessage(id: message.streamID, message.bytes, compressed: message.compressed, credit: message.credit)
-      }
+      self.received(message)
     case .endOfRequest(let id, let write):
       self.write(write)
-      self.serverStreams[id]?.finish()
+      self.receivedEndOfRequest(id: id)
     case .holdingCredit(let id, let write):
       self.write(write)
-      self.serverStreams[id]?.requestPromptCredit()
-      self.clientStreams[id]?.requestPromptCredit()
+      self.requestPromptCredit(id: id)
     case .tooLarge(let id, let size, let write):
       self.write(write)
-      switch self.role {
-      case .server:
-        self.serverRejectOversized(id: id, size: size)
-      case .client:
-        let limit = self.config.settings.maxMessageSize
-        self.streamGone(
-          id: id,
-          error: RPCError(
-            code: .resourceExhausted,
-            message: "response message of at least \(size) bytes exceeds the client's limit of \(limit) bytes (MAX_MESSAGE_SIZE)"))
-      }
+      self.receivedOversizedMessage(id: id, size: size)
     case .streamError(let failure):
       self.streamFailed(failure)
     case .connectionError(let failure):
@@ -134,5 +117,22 @@ extension FramedConnectionHandler {
   /// Control frames go straight to the output buffer, ahead of queued messages.
   private func write(_ frames: [Frame]) {
     for f in frames { FrameEncoder.encode(f, into: &self.outbound) }
+  }
+
+  /// The peer sent GOAWAY: during the handshake a refusal (close, saying why); after it, the
+  /// calls it never processed fail as safe to retry and the connection closes once idle.
+  func receivedGoAway(lastStreamID: UInt32, code: WireErrorCode, debug: String, refused: [UInt32]) {
+    if !self.machine.peerSettingsReceived {
+      // Refused during the handshake (e.g. UNSUPPORTED_VERSION): say why.
+      self.closeAfterFlush(reason: "peer refused the connection: GOAWAY \(code) \"\(debug)\"")
+      return
+    }
+    self.status.markDraining()
+    for id in refused {
+      self.streamGone(id: id, error: RPCError(code: .unavailable, message: "server is going away (GOAWAY \(code)); the call was not processed, safe to retry"))
+    }
+    // Client: close once the remaining calls finish. Server: a client closing politely sends
+    // no new streams, so the same rule applies.
+    self.closeIfDrained()
   }
 }

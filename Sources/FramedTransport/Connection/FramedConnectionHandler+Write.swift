@@ -69,9 +69,8 @@ extension FramedConnectionHandler {
       case .messageDone(let id):
         released += self.sent(WriteBudget.messageOverhead, on: id)
       case .closed(let id):
-        self.deadlineTimers.removeValue(forKey: id)?.cancel()
         self.inboundEncodings.removeValue(forKey: id)
-        self.serverStreams.removeValue(forKey: id)?.finish()
+        self.streamClosed(id: id)
       }
       i += 1
     }
@@ -79,9 +78,5 @@ extension FramedConnectionHandler {
     // One budget update per write pass, not per frame.
     self.commands.release(released)
     self.closeIfDrained()
-  }
-
-  func sent(_ bytes: Int, on id: UInt32) -> Int {
-    (self.role == .server ? self.serverStreams[id]?.sent(bytes) : self.clientStreams[id]?.sent(bytes)) ?? 0
   }
 }

@@ -4,13 +4,15 @@ import GRPCCore
 import NIOCore
 import WireProtos
 
-/// The NIO shell of one framed-wire connection, for either role.
+/// The NIO shell of one framed-wire connection: what both roles share.
 ///
 /// It feeds decoded items and call commands into `ConnectionStateMachine` and performs the
-/// returned actions: frames into one outbound buffer that is written and flushed once per read
-/// burst or command batch, inbound parts to the calls' `FramedStream`s, timers for keepalive,
-/// deadlines and drain. Role-specific parts live in the +Server and +Client extensions.
-final class FramedConnectionHandler: ChannelInboundHandler {
+/// returned results: frames into one outbound buffer that is written and flushed once per read
+/// burst or command batch, timers for keepalive and the handshake, the close. What only one
+/// role does lives in `ServerConnectionHandler` (request streams, deadlines, the drain) and
+/// `ClientConnectionHandler` (opening calls, responses, the polite close), which override the
+/// role hooks below — as grpc-swift-nio-transport splits its client and server handlers.
+class FramedConnectionHandler: ChannelInboundHandler {
   typealias InboundIn = DecodedItem
   typealias OutboundOut = ByteBuffer
 
@@ -31,20 +33,6 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   var flushing = false
   var flushAgain = false
 
-  // Server
-  var serverStreams: [UInt32: FramedStream<ServerInbound>] = [:]
-  var deadlineTimers: [UInt32: Scheduled<Void>] = [:]
-  let serverCallbacks: ServerCallbacks?
-  var drainTimer: Scheduled<Void>?
-  var graceTimer: Scheduled<Void>?
-  /// Created on first use when handlers run on this connection's loop.
-  var loopExecutor: EventLoopTaskExecutor?
-  static let drainPingOpaque: UInt64 = 0x4452_4149_4E21_0001  // "DRAIN!"
-
-  // Client
-  var clientStreams: [UInt32: FramedStream<ClientInbound>] = [:]
-
-  // Both
   /// The peer's message encoding per stream, for decompressing what it sends.
   var inboundEncodings: [UInt32: MessageEncoding] = [:]
   var keepalive: KeepaliveState?
@@ -52,18 +40,54 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   var handshakeTimer: Scheduled<Void>?
   var nextPingOpaque: UInt64 = 1
 
-  init(
-    role: ConnectionStateMachine.Role, config: FramedConnectionConfig, commands: ConnectionCommands,
-    status: ConnectionStatus, serverCallbacks: ServerCallbacks? = nil
-  ) {
+  init(role: ConnectionStateMachine.Role, config: FramedConnectionConfig, commands: ConnectionCommands, status: ConnectionStatus) {
     self.role = role
     self.config = config
     self.machine = ConnectionStateMachine(role: role, localSettings: config.settings)
     self.commands = commands
     self.status = status
-    self.serverCallbacks = serverCallbacks
     self.outbound = ByteBuffer()
   }
+
+  // MARK: Role hooks (each role overrides what it handles; the machine never reports the rest)
+
+  /// The channel is active: a client writes its preface and SETTINGS.
+  func didStart() {}
+  /// The peer's preface arrived: a server answers with its own.
+  func didReceivePreface() {}
+  /// About to send a connection error's GOAWAY: a server that has not written its preface
+  /// writes it first (docs/protocol.md §2.3 step 7).
+  func willFailConnection() {}
+  /// Whether any call is still open on this connection.
+  var hasOpenCalls: Bool { false }
+  /// Fails every open call as the connection goes (`reason` says why) and stops role timers.
+  func failAllCalls(reason: String) {}
+  /// Ends one call with `error`; returns whether it was open.
+  func failCall(id: UInt32, error: RPCError) {}
+  /// Bytes of a stream's queued output left the queue: returns what its writer released.
+  func sent(_ bytes: Int, on id: UInt32) -> Int { 0 }
+  /// A stream's last frame left: the call is over on our side.
+  func streamClosed(id: UInt32) {}
+  /// A whole message arrived for a call.
+  func received(_ message: ConnectionStateMachine.InboundMessage) {}
+  /// A message over our MAX_MESSAGE_SIZE arrived for a call.
+  func receivedOversizedMessage(id: UInt32, size: Int) {}
+  /// A fragment's credit is held: the call's reader must report consumption promptly.
+  func requestPromptCredit(id: UInt32) {}
+  /// The ACK of one of our PINGs (keepalive is handled already).
+  func receivedPingAck(opaque: UInt64) {}
+  /// Server: a request stream opened.
+  func openRequestStream(id: UInt32, headers: RequestHeaders, endStream: Bool) {}
+  /// Server: the client half-closed without a message.
+  func receivedEndOfRequest(id: UInt32) {}
+  /// Client: response HEADERS arrived.
+  func receivedResponseHeaders(id: UInt32, _ headers: ResponseHeaders) {}
+  /// Client: the call ended with these trailers.
+  func receivedTrailers(id: UInt32, _ trailers: Trailers) {}
+  /// Client: a call's HEADERS are to be sent.
+  func open(_ stream: any StreamHandle, headers: ByteBuffer, endStream: Bool) {}
+  /// Server: a deadline set after the call started.
+  func enforceDeadline(id: UInt32, timeout: TimeAmount) {}
 
   // MARK: Lifecycle
 
@@ -92,7 +116,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   private func start(context: ChannelHandlerContext) {
     guard !self.started else { return }
     self.started = true
-    if self.role == .client { self.writePrefaceAndSettings(); self.flush() }
+    self.didStart()
     self.handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.config.handshakeTimeout) { [weak self] in
       guard let self, !self.machine.peerSettingsReceived else { return }
       self.connectionError(ConnectionError(.settingsTimeout, "no preface and SETTINGS within \(self.config.handshakeTimeout)"))
@@ -128,18 +152,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     }
     self.keepaliveTask?.cancel()
     self.handshakeTimer?.cancel()
-    self.drainTimer?.cancel()
-    self.graceTimer?.cancel()
-    for (_, t) in self.deadlineTimers { t.cancel() }
-    self.deadlineTimers.removeAll()
-    let serverStreams = self.serverStreams
-    let clientStreams = self.clientStreams
-    self.serverStreams.removeAll()
-    self.clientStreams.removeAll()
-    for (_, s) in serverStreams { s.fail(RPCError(code: .cancelled, message: "\(reason): the client went away")) }
-    for (_, s) in clientStreams {
-      s.fail(RPCError(code: .unavailable, message: "\(reason) before the call completed"))
-    }
+    self.failAllCalls(reason: reason)
     self.machine.discardQueuedSends()
     self.status.markClosed(reason: reason)
     HeapTrim.connectionClosed(peakQueuedBytes: self.commands.peakQueuedBytes)
@@ -158,11 +171,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   /// Sends GOAWAY for a connection error and closes.
   func connectionError(_ error: ConnectionError) {
     guard !self.closing else { return }
-    if self.role == .server, !self.machine.peerPrefaceReceived {
-      // Not written yet (it answers a valid client preface): the peer reads a preface before
-      // any frame, and ours says which version we speak (docs/protocol.md §2.3 step 7).
-      Preface.write(into: &self.outbound)
-    }
+    self.willFailConnection()
     self.failConnection(self.machine.connectionError(error))
   }
 
@@ -199,10 +208,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     self.keepalive?.received(at: now)
     switch item {
     case .preface:
-      if self.role == .server {
-        // Answer the client's preface with ours once it proved it speaks the protocol.
-        self.writePrefaceAndSettings()
-      }
+      self.didReceivePreface()
       if case .connectionError(let failure) = self.machine.receivePreface() { self.failConnection(failure) }
     case .frame(let frame):
       self.receive(frame, now: now)
@@ -222,11 +228,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   /// A stream ended abnormally: its call sees `error`.
   func streamGone(id: UInt32, error: RPCError) {
     self.inboundEncodings.removeValue(forKey: id)
-    if let s = self.serverStreams.removeValue(forKey: id) {
-      self.deadlineTimers.removeValue(forKey: id)?.cancel()
-      s.fail(error)
-    }
-    if let s = self.clientStreams.removeValue(forKey: id) { s.fail(error) }
+    self.failCall(id: id, error: error)
     self.closeIfDrained()
   }
 
@@ -237,7 +239,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
     for command in batch {
       switch command {
       case .open(let stream, let headers, let endStream):
-        self.clientOpen(stream, headers: headers, endStream: endStream)
+        self.open(stream, headers: headers, endStream: endStream)
       case .responseHeaders(let stream, let payload):
         if self.machine.sendResponseHeaders(streamID: stream.streamID) {
           FrameEncoder.encode(.headers(streamID: stream.streamID, endStream: false, payload: payload), into: &self.outbound)
@@ -269,7 +271,7 @@ final class FramedConnectionHandler: ChannelInboundHandler {
           FrameEncoder.encode(update, into: &self.outbound)
         }
       case .deadline(let stream, let timeout):
-        self.serverEnforceDeadline(id: stream.streamID, timeout: timeout)
+        self.enforceDeadline(id: stream.streamID, timeout: timeout)
       }
     }
     self.commands.release(dropped)
@@ -301,9 +303,19 @@ final class FramedConnectionHandler: ChannelInboundHandler {
   /// Closes once no stream is left after a GOAWAY that ends the connection (client: either
   /// side's; server: its own final one — a client's GOAWAY changes nothing, §11.4).
   func closeIfDrained() {
-    guard !self.closing, self.machine.closesWhenIdle, self.machine.openStreamCount == 0,
-      self.serverStreams.isEmpty, self.clientStreams.isEmpty
-    else { return }
+    guard !self.closing, self.machine.closesWhenIdle, self.machine.openStreamCount == 0, !self.hasOpenCalls else { return }
     self.closeAfterFlush(reason: "drained")
+  }
+}
+
+extension FramedConnectionHandler {
+  /// "ipv4:host:port" and the like, as GRPCCore names peers.
+  static func peerDescription(_ address: SocketAddress?) -> String {
+    guard let address else { return "unknown" }
+    switch address {
+    case .v4(let a): return "ipv4:\(a.host):\(address.port ?? 0)"
+    case .v6(let a): return "ipv6:[\(a.host)]:\(address.port ?? 0)"
+    case .unixDomainSocket: return "unix:\(address.pathname ?? "")"
+    }
   }
 }

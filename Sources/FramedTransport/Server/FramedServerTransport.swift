@@ -13,7 +13,7 @@ import NIOSSL
 
 /// A GRPCCore `ServerTransport` that speaks the Quizwire framed wire over TCP (optionally TLS).
 ///
-/// Each accepted connection runs one `FramedConnectionHandler`; each call runs in its own task.
+/// Each accepted connection runs one `ServerConnectionHandler`; each call runs in its own task.
 /// `beginGracefulShutdown()` stops accepting and drains every connection with the two-phase
 /// GOAWAY; `listen` returns once all connections have closed.
 public final class FramedServerTransport: ServerTransport, Sendable {
@@ -45,7 +45,7 @@ public final class FramedServerTransport: ServerTransport, Sendable {
 
   private struct State {
     var serverChannel: (any Channel)?
-    var connections: [ObjectIdentifier: (channel: any Channel, handler: NIOLoopBound<FramedConnectionHandler>)] = [:]
+    var connections: [ObjectIdentifier: (channel: any Channel, handler: NIOLoopBound<ServerConnectionHandler>)] = [:]
     var shuttingDown = false
     var listening = false
     var addressWaiters: [CheckedContinuation<SocketAddress, any Error>] = []
@@ -103,8 +103,7 @@ public final class FramedServerTransport: ServerTransport, Sendable {
           let sync = channel.pipeline.syncOperations
           if let sslContext { try sync.addHandler(FramedTLS.serverHandler(sslContext)) }
           let commands = ConnectionCommands(eventLoop: channel.eventLoop)
-          let handler = FramedConnectionHandler(
-            role: .server, config: config, commands: commands, status: ConnectionStatus(), serverCallbacks: callbacks)
+          let handler = ServerConnectionHandler(config: config, commands: commands, status: ConnectionStatus(), callbacks: callbacks)
           try sync.addHandler(FrameReader(settings: config.settings))
           try sync.addHandler(handler)
           self?.register(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
@@ -144,7 +143,7 @@ public final class FramedServerTransport: ServerTransport, Sendable {
     }
   }
 
-  private func register(channel: any Channel, handler: NIOLoopBound<FramedConnectionHandler>) {
+  private func register(channel: any Channel, handler: NIOLoopBound<ServerConnectionHandler>) {
     let id = ObjectIdentifier(channel)
     let drainNow = self.state.withLockedValue { s -> Bool in
       s.connections[id] = (channel, handler)

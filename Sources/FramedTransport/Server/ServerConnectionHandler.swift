@@ -19,9 +19,89 @@ struct ServerCallbacks: Sendable {
 typealias ServerTransportInbound = RPCAsyncSequence<RPCRequestPart<FramedBytes>, any Error>
 typealias ServerTransportOutbound = RPCWriter<RPCResponsePart<FramedBytes>>.Closable
 
-extension FramedConnectionHandler {
-  func openServerStream(id: UInt32, headers: RequestHeaders, endStream: Bool) {
-    guard let callbacks = self.serverCallbacks, let channel = self.context?.channel else { return }
+/// The server side of a framed-wire connection: request streams and their handler tasks,
+/// deadlines, answers the transport gives itself (bad requests, oversized messages), and the
+/// two-phase drain.
+final class ServerConnectionHandler: FramedConnectionHandler {
+  var serverStreams: [UInt32: FramedStream<ServerInbound>] = [:]
+  var deadlineTimers: [UInt32: Scheduled<Void>] = [:]
+  let serverCallbacks: ServerCallbacks
+  var drainTimer: Scheduled<Void>?
+  var graceTimer: Scheduled<Void>?
+  /// Created on first use when handlers run on this connection's loop.
+  var loopExecutor: EventLoopTaskExecutor?
+  static let drainPingOpaque: UInt64 = 0x4452_4149_4E21_0001  // "DRAIN!"
+
+  init(config: FramedConnectionConfig, commands: ConnectionCommands, status: ConnectionStatus, callbacks: ServerCallbacks) {
+    self.serverCallbacks = callbacks
+    super.init(role: .server, config: config, commands: commands, status: status)
+  }
+
+  override func didReceivePreface() {
+    // Answer the client's preface with ours once it proved it speaks the protocol.
+    self.writePrefaceAndSettings()
+  }
+
+  override func willFailConnection() {
+    // Not written yet (it answers a valid client preface): the peer reads a preface before any
+    // frame, and ours says which version we speak (docs/protocol.md §2.3 step 7).
+    if !self.machine.peerPrefaceReceived { Preface.write(into: &self.outbound) }
+  }
+
+  override var hasOpenCalls: Bool { !self.serverStreams.isEmpty }
+
+  override func failAllCalls(reason: String) {
+    self.drainTimer?.cancel()
+    self.graceTimer?.cancel()
+    for (_, t) in self.deadlineTimers { t.cancel() }
+    self.deadlineTimers.removeAll()
+    let streams = self.serverStreams
+    self.serverStreams.removeAll()
+    for (_, s) in streams { s.fail(RPCError(code: .cancelled, message: "\(reason): the client went away")) }
+  }
+
+  override func failCall(id: UInt32, error: RPCError) {
+    guard let s = self.serverStreams.removeValue(forKey: id) else { return }
+    self.deadlineTimers.removeValue(forKey: id)?.cancel()
+    s.fail(error)
+  }
+
+  override func sent(_ bytes: Int, on id: UInt32) -> Int { self.serverStreams[id]?.sent(bytes) ?? 0 }
+
+  override func streamClosed(id: UInt32) {
+    self.deadlineTimers.removeValue(forKey: id)?.cancel()
+    self.serverStreams.removeValue(forKey: id)?.finish()
+  }
+
+  override func received(_ message: ConnectionStateMachine.InboundMessage) {
+    self.receivedMessage(id: message.streamID, message.bytes, compressed: message.compressed, credit: message.credit, endStream: message.endStream)
+  }
+
+  override func receivedOversizedMessage(id: UInt32, size: Int) {
+    self.answerImmediately(
+      id: id, code: .resourceExhausted,
+      message: "request message of at least \(size) bytes exceeds the server's limit of \(self.config.settings.maxMessageSize) bytes (MAX_MESSAGE_SIZE)")
+  }
+
+  override func requestPromptCredit(id: UInt32) { self.serverStreams[id]?.requestPromptCredit() }
+
+  override func receivedPingAck(opaque: UInt64) {
+    if opaque == Self.drainPingOpaque { self.finishDrain() }
+  }
+
+  override func openRequestStream(id: UInt32, headers: RequestHeaders, endStream: Bool) {
+    self.openStream(id: id, headers: headers, endStream: endStream)
+  }
+
+  override func receivedEndOfRequest(id: UInt32) { self.serverStreams[id]?.finish() }
+
+  override func enforceDeadline(id: UInt32, timeout: TimeAmount) { self.enforceLateDeadline(id: id, timeout: timeout) }
+}
+
+extension ServerConnectionHandler {
+  func openStream(id: UInt32, headers: RequestHeaders, endStream: Bool) {
+    let callbacks = self.serverCallbacks
+    guard let channel = self.context?.channel else { return }
     let peer = self.machine.peerSettings
     let stream = FramedStream<ServerInbound>(
       connection: self.commands,
@@ -99,7 +179,7 @@ extension FramedConnectionHandler {
     stream.attach(task: task)
   }
 
-  func serverReceivedMessage(id: UInt32, _ bytes: ByteBuffer, compressed: Bool, credit: Int, endStream: Bool) {
+  func receivedMessage(id: UInt32, _ bytes: ByteBuffer, compressed: Bool, credit: Int, endStream: Bool) {
     guard let stream = self.serverStreams[id] else { return }
     switch self.decompressInbound(id: id, bytes, compressed: compressed) {
     case .success(let message):
@@ -108,12 +188,6 @@ extension FramedConnectionHandler {
     case .failure(let error):
       self.answerImmediately(id: id, code: Status.Code(error.code), message: error.message)
     }
-  }
-
-  func serverRejectOversized(id: UInt32, size: Int) {
-    self.answerImmediately(
-      id: id, code: .resourceExhausted,
-      message: "request message of at least \(size) bytes exceeds the server's limit of \(self.config.settings.maxMessageSize) bytes (MAX_MESSAGE_SIZE)")
   }
 
   /// Ends a call from the transport: TRAILERS go out ahead of anything queued, the handler is
@@ -135,7 +209,7 @@ extension FramedConnectionHandler {
 
   /// A deadline set after the call started (a server-side default): the same cheap loop timer
   /// as a caller's deadline, not a task per call.
-  func serverEnforceDeadline(id: UInt32, timeout: TimeAmount) {
+  func enforceLateDeadline(id: UInt32, timeout: TimeAmount) {
     guard self.serverStreams[id] != nil, self.deadlineTimers[id] == nil, let loop = self.context?.eventLoop else { return }
     let us = UInt64(max(0, timeout.nanoseconds / 1000))
     self.deadlineTimers[id] = loop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
@@ -154,7 +228,7 @@ extension FramedConnectionHandler {
 
   /// Phase one of the two-phase GOAWAY; phase two on the PING ACK or after a timeout.
   func beginDrain() {
-    guard self.role == .server, !self.closing else { return }
+    guard !self.closing else { return }
     guard self.machine.peerSettingsReceived else {
       // No stream can exist before the handshake: refuse the connection now, readably —
       // preface (if not sent yet), then GOAWAY(0, NO_ERROR) (docs/protocol.md §11.2).
@@ -172,7 +246,7 @@ extension FramedConnectionHandler {
   /// Phase two: the final GOAWAY, which starts this connection's grace period.
   func finishDrain() {
     // Only after phase one, and once: a stray PING ACK carrying our opaque changes nothing.
-    guard self.role == .server, !self.closing, self.machine.goAwaySent == WireLimits.maxStreamID, let loop = self.context?.eventLoop else { return }
+    guard !self.closing, self.machine.localGoAway == .draining, let loop = self.context?.eventLoop else { return }
     self.drainTimer?.cancel()
     self.drainTimer = nil
     guard let goAway = self.machine.finishDrain() else { return }
@@ -201,14 +275,6 @@ extension FramedConnectionHandler {
     return MethodDescriptor(fullyQualifiedService: String(parts[0]), method: String(parts[1]))
   }
 
-  static func peerDescription(_ address: SocketAddress?) -> String {
-    guard let address else { return "unknown" }
-    switch address {
-    case .v4(let a): return "ipv4:\(a.host):\(address.port ?? 0)"
-    case .v6(let a): return "ipv6:[\(a.host)]:\(address.port ?? 0)"
-    case .unixDomainSocket: return "unix:\(address.pathname ?? "")"
-    }
-  }
 }
 
 /// What a framed-wire call offers interceptors beyond GRPCCore's `ServerContext`

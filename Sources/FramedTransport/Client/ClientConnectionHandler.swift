@@ -3,8 +3,58 @@ import GRPCCore
 import NIOCore
 import WireProtos
 
-extension FramedConnectionHandler {
-  func clientOpen(_ handle: any StreamHandle, headers: ByteBuffer, endStream: Bool) {
+/// The client side of a framed-wire connection: opening calls, their responses and trailers,
+/// failing a call locally, and the polite close.
+final class ClientConnectionHandler: FramedConnectionHandler {
+  var clientStreams: [UInt32: FramedStream<ClientInbound>] = [:]
+
+  init(config: FramedConnectionConfig, commands: ConnectionCommands, status: ConnectionStatus) {
+    super.init(role: .client, config: config, commands: commands, status: status)
+  }
+
+  override func didStart() {
+    // The client speaks first: preface and SETTINGS, without waiting (docs/protocol.md §2.3).
+    self.writePrefaceAndSettings()
+    self.flush()
+  }
+
+  override var hasOpenCalls: Bool { !self.clientStreams.isEmpty }
+
+  override func failAllCalls(reason: String) {
+    let streams = self.clientStreams
+    self.clientStreams.removeAll()
+    for (_, s) in streams { s.fail(RPCError(code: .unavailable, message: "\(reason) before the call completed")) }
+  }
+
+  override func failCall(id: UInt32, error: RPCError) { self.clientStreams.removeValue(forKey: id)?.fail(error) }
+
+  override func sent(_ bytes: Int, on id: UInt32) -> Int { self.clientStreams[id]?.sent(bytes) ?? 0 }
+
+  override func received(_ message: ConnectionStateMachine.InboundMessage) {
+    self.receivedMessage(id: message.streamID, message.bytes, compressed: message.compressed, credit: message.credit)
+  }
+
+  override func receivedOversizedMessage(id: UInt32, size: Int) {
+    let limit = self.config.settings.maxMessageSize
+    self.streamGone(
+      id: id,
+      error: RPCError(
+        code: .resourceExhausted, message: "response message of at least \(size) bytes exceeds the client's limit of \(limit) bytes (MAX_MESSAGE_SIZE)"))
+  }
+
+  override func requestPromptCredit(id: UInt32) { self.clientStreams[id]?.requestPromptCredit() }
+
+  override func receivedResponseHeaders(id: UInt32, _ headers: ResponseHeaders) { self.receivedHeaders(id: id, headers) }
+
+  override func receivedTrailers(id: UInt32, _ trailers: Trailers) { self.receivedCallTrailers(id: id, trailers) }
+
+  override func open(_ stream: any StreamHandle, headers: ByteBuffer, endStream: Bool) {
+    self.openCall(stream, headers: headers, endStream: endStream)
+  }
+}
+
+extension ClientConnectionHandler {
+  func openCall(_ handle: any StreamHandle, headers: ByteBuffer, endStream: Bool) {
     guard let stream = handle as? FramedStream<ClientInbound> else { return }
     let limit = self.machine.peerSettings.maxHeaderListSize
     guard headers.readableBytes <= limit else {
@@ -29,7 +79,7 @@ extension FramedConnectionHandler {
     }
   }
 
-  func clientReceivedHeaders(id: UInt32, _ headers: ResponseHeaders) {
+  func receivedHeaders(id: UInt32, _ headers: ResponseHeaders) {
     guard let stream = self.clientStreams[id] else { return }
     guard let encoding = MessageEncoding(headerValue: headers.messageEncoding) else {
       self.clientFail(id: id, RPCError(code: .internalError, message: "server used unknown message encoding \"\(headers.messageEncoding.prefix(64))\""))
@@ -51,7 +101,7 @@ extension FramedConnectionHandler {
     }
   }
 
-  func clientReceivedMessage(id: UInt32, _ bytes: ByteBuffer, compressed: Bool, credit: Int) {
+  func receivedMessage(id: UInt32, _ bytes: ByteBuffer, compressed: Bool, credit: Int) {
     guard let stream = self.clientStreams[id] else { return }
     switch self.decompressInbound(id: id, bytes, compressed: compressed) {
     case .success(let message): stream.push(.message(FramedBytes(message)), credit: credit)
@@ -59,7 +109,7 @@ extension FramedConnectionHandler {
     }
   }
 
-  func clientReceivedTrailers(id: UInt32, _ trailers: Trailers) {
+  func receivedCallTrailers(id: UInt32, _ trailers: Trailers) {
     self.inboundEncodings.removeValue(forKey: id)
     guard let stream = self.clientStreams.removeValue(forKey: id) else { return }
     stream.releaseQueued()  // the machine dropped any request output still queued
@@ -76,21 +126,6 @@ extension FramedConnectionHandler {
       FrameEncoder.encode(rst, into: &self.outbound)
     }
     self.streamGone(id: id, error: error)
-  }
-
-  func receivedGoAway(lastStreamID: UInt32, code: WireErrorCode, debug: String, refused: [UInt32]) {
-    if !self.machine.peerSettingsReceived {
-      // Refused during the handshake (e.g. UNSUPPORTED_VERSION): say why.
-      self.closeAfterFlush(reason: "peer refused the connection: GOAWAY \(code) \"\(debug)\"")
-      return
-    }
-    self.status.markDraining()
-    for id in refused {
-      self.streamGone(id: id, error: RPCError(code: .unavailable, message: "server is going away (GOAWAY \(code)); the call was not processed, safe to retry"))
-    }
-    // Client: close once the remaining calls finish. Server: a client closing politely sends
-    // no new streams, so the same rule applies.
-    self.closeIfDrained()
   }
 
   /// Client: close politely once idle.
