@@ -96,7 +96,8 @@ final class QuizAccessMatrixTests: XCTestCase {
             let want = Self.expected(method, role, state)
             cells += 1
             if got != want {
-              failures.append("\(method.rawValue) by \(role.rawValue) on \(state.rawValue): got \(got.map { "\($0)" } ?? "OK"), want \(want.map { "\($0)" } ?? "OK")")
+              failures.append(
+                "\(method.rawValue) by \(role.rawValue) on \(state.rawValue): got \(got.map { "\($0)" } ?? "OK"), want \(want.map { "\($0)" } ?? "OK")")
             }
             if method == .createQuiz { break }  // not about an existing quiz
           }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
@@ -40,6 +43,22 @@ final class QuizEndToEndTests: XCTestCase {
       XCTAssertEqual(published.state, .published)
       let anonymous = try await harness.quiz.getQuiz(.with { $0.id = created.id })
       XCTAssertEqual(anonymous.etag, published.etag)
+      // Served from the cache the second time; a write drops it at once on this replica.
+      let cached = try await harness.quiz.getQuiz(.with { $0.id = created.id })
+      XCTAssertEqual(cached, anonymous)
+      let renamed = try await harness.quiz.updateQuiz(
+        .with {
+          $0.quiz = .with {
+            $0.id = created.id
+            $0.title = "Renamed framed quiz"
+          }
+          $0.updateMask = .with { $0.paths = ["title"] }
+        }, metadata: author.metadata)
+      let fresh = try await harness.quiz.getQuiz(.with { $0.id = created.id })
+      XCTAssertEqual(fresh.title, "Renamed framed quiz")
+      XCTAssertEqual(fresh.etag, renamed.etag)
+      let metrics = try await Self.metrics(harness)
+      XCTAssertTrue(metrics.contains { $0.hasPrefix("cache_hits_total{cache=\"quiz\"} ") && !$0.hasSuffix(" 0") }, "\(metrics)")
       let page = try await harness.quiz.listQuizzes(
         .with {
           $0.pageSize = 10
@@ -95,6 +114,12 @@ final class QuizEndToEndTests: XCTestCase {
       throw error
     }
     await harness.stop()
+  }
+
+  static func metrics(_ harness: QuizHarness) async throws -> [String] {
+    let admin = try await harness.quizHost.addresses().admin
+    let (data, _) = try await URLSession.shared.data(from: URL(string: "http://\(admin!)/metrics")!)
+    return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init).filter { $0.hasPrefix("cache_") }
   }
 
   func testImportOf150With3InvalidReportsExactlyThoseAndImportsNothing() async throws {

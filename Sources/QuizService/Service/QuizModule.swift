@@ -12,16 +12,23 @@ public struct QuizOptions: ServiceOptions {
     ConfigKey(
       "quiz-page-token-key",
       "Signs list page tokens; every replica needs the same (required with PostgreSQL; with SQLite a random key is kept in <data-dir>/quiz-page-token.secret).",
-      kind: .secret)
+      kind: .secret),
+    ConfigKey("quiz-cache-entries", "Most entries the read cache holds (default 10000)."),
+    ConfigKey("quiz-cache-mb", "Most megabytes the read cache holds (default 64)."),
+    ConfigKey("quiz-cache-ttl", "Seconds a cached read lives at most (default 30)."),
   ]
 
   /// From QUIZWIRE_QUIZ_PAGE_TOKEN_KEY(_FILE).
   public var pageTokenKey: Secret?
+  public var cacheLimits = ResponseCache<QuizCacheKey, QuizCacheValue>.Limits()
 
   public init() {}
 
   public init(layers: ConfigLayers) throws {
     self.pageTokenKey = try layers.secret("quiz-page-token-key")
+    self.cacheLimits.maxEntries = try layers.int("quiz-cache-entries", default: self.cacheLimits.maxEntries, in: 1...10_000_000)
+    self.cacheLimits.maxBytes = try layers.int("quiz-cache-mb", default: self.cacheLimits.maxBytes >> 20, in: 1...65_536) << 20
+    self.cacheLimits.ttl = .seconds(try layers.int("quiz-cache-ttl", default: 30, in: 1...86_400))
   }
 }
 
@@ -52,8 +59,13 @@ public enum QuizModule: ServiceModule {
     } catch {
       throw ConfigError(key: "quiz-page-token-key", origin: nil, reason: "\(error)")
     }
-    let service = QuizService(db: database, tokens: tokens, logger: context.logger, audit: AuditLog(sink: context.logSink))
-    return ModuleParts(services: [service])
+    // Invalidation across replicas: PostgreSQL NOTIFY/LISTEN, in-process on SQLite.
+    let notifier = ChangeNotifier(database: database, logger: context.logger)
+    let cache = try QuizCache(limits: context.options.cacheLimits, notifier: notifier, logger: context.logger)
+    let service = QuizService(db: database, tokens: tokens, logger: context.logger, audit: AuditLog(sink: context.logSink), cache: cache)
+    return ModuleParts(
+      services: [service], lifecycle: [ChangeNotifierLifecycle(notifier: notifier, followers: [{ await cache.follow() }])],
+      caches: [cache.store])
   }
 
   /// The zero-setup page-token key: made once, kept next to the SQLite file, owner-only. With

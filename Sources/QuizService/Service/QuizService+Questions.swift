@@ -13,7 +13,8 @@ extension QuizService {
       try QuizRules.questionsEditable(quiz)
       var questions = quiz.questions ?? []
       guard questions.count < QuizRules.maxQuestions else {
-        throw QuizError.limitExceeded(field: "quiz.questions", limit: QuizRules.maxQuestions, description: "a quiz has at most \(QuizRules.maxQuestions) questions")
+        throw QuizError.limitExceeded(
+          field: "quiz.questions", limit: QuizRules.maxQuestions, description: "a quiz has at most \(QuizRules.maxQuestions) questions")
       }
       let question = QuizRules.normalized(request.question, id: Self.newID("qq_"))
       if request.hasPosition {
@@ -123,7 +124,11 @@ extension QuizService {
           errors.append(
             .with {
               $0.index = Int32(buffered.count)
-              $0.violations = violations.map { v in .with { $0.field = v.field; $0.description_p = v.description } }
+              $0.violations = violations.map { v in
+                .with {
+                  $0.field = v.field; $0.description_p = v.description
+                }
+              }
             })
         }
         buffered.append(question)
@@ -133,7 +138,9 @@ extension QuizService {
     }
     guard let target else { throw QuizError.invalidArgument(field: "target", description: "the stream named no quiz") }
     guard errors.isEmpty, !buffered.isEmpty else {
-      return .with { $0.imported = 0; $0.errors = errors }
+      return .with {
+        $0.imported = 0; $0.errors = errors
+      }
     }
     let quiz = try await self.write(id: target.quizID, etag: target.etag, load: .everything) { quiz in
       try QuizRules.questionsEditable(quiz)

@@ -9,13 +9,22 @@ extension QuizService {
   public func getQuiz(request: Quiz_V1_GetQuizRequest, context: ServerContext) async throws -> Quiz_V1_Quiz {
     let mask = try QuizReadMask.parse(request.readMask.paths)
     let viewer = Self.viewer()
+    // Only callers who see exactly what anonymous callers see share the cache: a hit is a
+    // published quiz without answer keys.
+    let cache = QuizAccess.listing(viewer).scope == "anonymous" && !request.showDeleted ? self.cache : nil
+    if let hit = cache?.quiz(id: request.id, mask: mask.canonical) { return hit }
+    let ticket = cache?.ticket()
     let found = try await self.db.read { uow in
       try await self.quizzes.find(id: request.id, load: QuizLoad(tags: mask.needsTags, questions: mask.needsQuestions), in: uow)
     }
     guard let quiz = found, case .visible(let answerKeys) = QuizAccess.read(quiz, by: viewer, showDeleted: request.showDeleted) else {
       throw QuizError.notFound(request.id)
     }
-    return Self.message(quiz, answerKeys: answerKeys, mask: mask)
+    let message = Self.message(quiz, answerKeys: answerKeys, mask: mask)
+    if let cache, let ticket, quiz.state == .published, !quiz.isDeleted, !answerKeys {
+      cache.storeQuiz(message, id: quiz.id, authorID: quiz.authorID, mask: mask.canonical, ticket: ticket)
+    }
+    return message
   }
 
   public func listQuizzes(request: Quiz_V1_ListQuizzesRequest, context: ServerContext) async throws -> Quiz_V1_ListQuizzesResponse {
@@ -24,6 +33,12 @@ extension QuizService {
     let query = try ListQuery(
       filter: request.filter, orderBy: request.orderBy, pageSize: request.pageSize, pageToken: request.pageToken, offset: request.offset,
       readMask: request.readMask.paths, showDeleted: listing.showDeleted, scope: listing.scope, tokens: self.tokens)
+    // Pages computed for the anonymous scope are cached (tagged with every quiz and author on
+    // them, dropped on any write that could change them).
+    let cache = listing.scope == "anonymous" ? self.cache : nil
+    let cacheKey = query.cacheKey + "\ntotal:\(request.includeTotal)"
+    if let hit = cache?.list(cacheKey) { return hit }
+    let ticket = cache?.ticket()
     let load = QuizLoad(tags: query.readMask.needsTags, questions: query.readMask.needsQuestions)
     let (rows, total) = try await self.db.read { uow in
       let rows = try await self.quizzes.list(tail: QuizQuerySQL.pageTail(query, visibility: listing.visibility), load: load, in: uow)
@@ -31,11 +46,13 @@ extension QuizService {
       return (rows, total)
     }
     let (page, next) = query.page(of: rows) { $0.sortKey }
-    return .with {
+    let response = Quiz_V1_ListQuizzesResponse.with {
       $0.quizzes = page.map { Self.message($0, answerKeys: QuizAccess.answerKeys($0, by: viewer), mask: query.readMask) }
       $0.nextPageToken = next
       if let total { $0.totalSize = Int32(clamping: total) }
     }
+    if let cache, let ticket { cache.storeList(response, key: cacheKey, rows: page, ticket: ticket) }
+    return response
   }
 
   public func batchGetQuizzes(

@@ -42,6 +42,8 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
   let now: @Sendable () -> Int64
   /// Told about every write (caches, cross-replica invalidation); nil: nobody listens.
   let observer: (any QuizChangeObserver)?
+  /// Cache-aside for what anonymous callers read (published quizzes, list pages); nil: none.
+  let cache: QuizCache?
   /// How many quizzes an export reads per query (its memory bound).
   let exportBatch: Int
   /// Signs and checks list page tokens (one key for every replica).
@@ -50,7 +52,7 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
   public init(
     db: Database, tokens: PageTokenCodec, logger: Logger, audit: AuditLog = .disabled, quizzes: QuizRepository = QuizRepository(),
     now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) },
-    exportBatch: Int = 100, observer: (any QuizChangeObserver)? = nil
+    exportBatch: Int = 100, cache: QuizCache? = nil, observer: (any QuizChangeObserver)? = nil
   ) {
     self.db = db
     self.quizzes = quizzes
@@ -59,7 +61,9 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
     self.audit = audit
     self.now = now
     self.exportBatch = exportBatch
-    self.observer = observer
+    self.cache = cache
+    // The cache hears about every write unless another observer is given.
+    self.observer = observer ?? cache
   }
 
   /// Who may call what: reads are public (what each caller sees is QuizAccess's business),
@@ -158,11 +162,14 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
     m.tags = quiz.tags
     m.state = quiz.state.proto
     if let questions = quiz.questions {
-      m.questions = answerKeys ? questions : questions.map { q in
-        var q = q
-        q.clearAnswerKey()
-        return q
-      }
+      m.questions =
+        answerKeys
+        ? questions
+        : questions.map { q in
+          var q = q
+          q.clearAnswerKey()
+          return q
+        }
     }
     m.questionTimeLimitSeconds = Int32(quiz.questionTimeLimitSeconds)
     m.questionCount = Int32(quiz.questionCount)
