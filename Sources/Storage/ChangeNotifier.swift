@@ -143,7 +143,7 @@ public final class ChangeNotifier: Sendable {
   public func run() async {
     defer { self.close() }
     guard case .postgres(let url, _) = self.database.location else {
-      while !Task.isCancelled, !self.state.withLock({ $0.closed }) { try? await Task.sleep(for: .seconds(3600)) }
+      while !Task.isCancelled, !self.state.withLock({ $0.closed }) { try? await Task.sleep(for: .seconds(1)) }
       return
     }
     let configuration: PostgresConnection.Configuration
