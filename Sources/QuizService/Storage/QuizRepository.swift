@@ -30,12 +30,12 @@ public struct QuizRepository: Sendable {
   /// A new quiz with its tags and questions.
   public func insert(_ q: QuizRecord, in uow: UnitOfWork) async throws {
     try await uow.write(
-      """
-      INSERT INTO quizzes (\(Self.columns))
-      VALUES (\(bind: q.id), \(bind: q.authorID), \(bind: q.title), \(bind: q.description), \(bind: q.state.rawValue),
-              \(bind: q.questionTimeLimitSeconds), \(bind: q.questionCount), \(bind: q.etag), \(bind: q.createTimeMs),
-              \(bind: q.updateTimeMs), \(bind: q.deletedTimeMs))
-      """)
+      "INSERT INTO quizzes (" + Self.columns
+        + """
+        ) VALUES (\(bind: q.id), \(bind: q.authorID), \(bind: q.title), \(bind: q.description), \(bind: q.state.rawValue),
+          \(bind: q.questionTimeLimitSeconds), \(bind: q.questionCount), \(bind: q.etag), \(bind: q.createTimeMs),
+          \(bind: q.updateTimeMs), \(bind: q.deletedTimeMs))
+        """)
     try await self.insertTags(q.tags, quizID: q.id, in: uow)
     try await self.insertQuestions(q.questions ?? [], quizID: q.id, in: uow)
   }
@@ -92,14 +92,14 @@ public struct QuizRepository: Sendable {
   /// PostgreSQL (SQLite's single writer already serializes writers).
   public func find(id: String, load: QuizLoad = .everything, forUpdate: Bool = false, in uow: UnitOfWork) async throws -> QuizRecord? {
     let lock: SQLQueryString = forUpdate && uow.dialect == .postgres ? " FOR UPDATE" : ""
-    let rows = try await Self.rows("SELECT \(Self.columns) FROM quizzes WHERE id = \(bind: id)" + lock, in: uow)
+    let rows = try await Self.rows("SELECT " + Self.columns + " FROM quizzes WHERE id = \(bind: id)" + lock, in: uow)
     return try await self.attach(load, to: rows, in: uow).first
   }
 
   /// The quizzes among `ids` that exist (deleted ones too), in no particular order.
   public func find(ids: [String], load: QuizLoad, in uow: UnitOfWork) async throws -> [QuizRecord] {
     guard !ids.isEmpty else { return [] }
-    let rows = try await Self.rows("SELECT \(Self.columns) FROM quizzes WHERE id IN (\(binds: ids))", in: uow)
+    let rows = try await Self.rows("SELECT " + Self.columns + " FROM quizzes WHERE id IN (\(binds: ids))", in: uow)
     return try await self.attach(load, to: rows, in: uow)
   }
 
@@ -107,7 +107,7 @@ public struct QuizRepository: Sendable {
   /// `cursorTail`: conditions, order, limit, all bound), then tags and questions for the
   /// whole page as `load` asks.
   public func list(tail: SQLQueryString, load: QuizLoad, in uow: UnitOfWork) async throws -> [QuizRecord] {
-    let rows = try await Self.rows("SELECT \(Self.columns) FROM quizzes" + tail, in: uow)
+    let rows = try await Self.rows("SELECT " + Self.columns + " FROM quizzes" + tail, in: uow)
     return try await self.attach(load, to: rows, in: uow)
   }
 
