@@ -156,6 +156,21 @@ public enum QuizRules {
     return out
   }
 
+  /// The rules a partial question update can check on what it sends alone: lengths and
+  /// control characters of its texts (the per-kind rules need the merged question).
+  public static func questionTextViolations(_ q: Quiz_V1_Question) -> [QuizViolation] {
+    var out: [QuizViolation] = []
+    if !q.prompt.isEmpty { text(q.prompt, "prompt", max: maxPrompt, required: false, multiline: true, into: &out) }
+    for (i, choice) in q.choices.enumerated() {
+      text(choice.id, "choices[\(i)].id", max: maxChoiceID, required: false, into: &out)
+      text(choice.text, "choices[\(i)].text", max: maxChoiceText, required: false, into: &out)
+    }
+    for (i, accepted) in q.answerKey.acceptedTexts.enumerated() {
+      text(accepted, "answer_key.accepted_texts[\(i)]", max: maxAcceptedText, required: false, into: &out)
+    }
+    return out
+  }
+
   /// A valid question as stored: the server's id, default points and TRUE_FALSE choices.
   public static func normalized(_ q: Quiz_V1_Question, id: String) -> Quiz_V1_Question {
     var q = q

@@ -66,10 +66,7 @@ extension Quiz_V1_UpdateQuestionRequest: ValidatableMessage {
       "cannot update \(unknown.sorted().joined(separator: ", ")); updatable: \(QuizService.questionFields.sorted().joined(separator: ", "))")
     // The merged question is checked whole by the handler (a partial update is only valid
     // together with what is stored); text rules apply to what is sent already.
-    violations.at("question") { scope in
-      let text = QuizRules.questionViolations(self.question).filter { $0.description.contains("control characters") || $0.description.contains("at most") }
-      scope.add(text)
-    }
+    violations.at("question") { $0.add(QuizRules.questionTextViolations(self.question)) }
   }
 }
 
