@@ -46,6 +46,10 @@ final class QuizEndToEndTests: XCTestCase {
       // Served from the cache the second time; a write drops it at once on this replica.
       let cached = try await harness.quiz.getQuiz(.with { $0.id = created.id })
       XCTAssertEqual(cached, anonymous)
+      let filtered = Quiz_V1_ListQuizzesRequest.with { $0.filter = #"title : "renamed""# }
+      let before = try await harness.quiz.listQuizzes(filtered)
+      XCTAssertTrue(before.quizzes.isEmpty)
+      _ = try await harness.quiz.listQuizzes(filtered)  // now cached
       let renamed = try await harness.quiz.updateQuiz(
         .with {
           $0.quiz = .with {
@@ -57,6 +61,9 @@ final class QuizEndToEndTests: XCTestCase {
       let fresh = try await harness.quiz.getQuiz(.with { $0.id = created.id })
       XCTAssertEqual(fresh.title, "Renamed framed quiz")
       XCTAssertEqual(fresh.etag, renamed.etag)
+      // A new title may put the quiz on pages it wasn't on: cached list pages are dropped.
+      let after = try await harness.quiz.listQuizzes(filtered)
+      XCTAssertEqual(after.quizzes.map(\.id), [created.id])
       let metrics = try await Self.metrics(harness)
       XCTAssertTrue(metrics.contains { $0.hasPrefix("cache_hits_total{cache=\"quiz\"} ") && !$0.hasSuffix(" 0") }, "\(metrics)")
       let page = try await harness.quiz.listQuizzes(

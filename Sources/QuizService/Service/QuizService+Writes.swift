@@ -45,12 +45,14 @@ extension QuizService {
         quiz.questions = input.questions.map { q in QuizRules.normalized(q, id: existing.contains(q.id) ? q.id : Self.newID("qq_")) }
         effect.replaceQuestions = true
       }
+      let (title, tags) = (quiz.title, quiz.tags)
       if fields.contains("title") { quiz.title = input.title.trimmingCharacters(in: .whitespaces) }
       if fields.contains("description") { quiz.description = input.description_p }
       if fields.contains("tags") {
         quiz.tags = QuizRules.normalizedTags(input.tags)
         effect.replaceTags = true
       }
+      effect.listFieldsChanged = quiz.title != title || quiz.tags != tags
       if fields.contains("question_time_limit_seconds") {
         quiz.questionTimeLimitSeconds = Int(input.questionTimeLimitSeconds == 0 ? QuizRules.defaultTimeLimit : input.questionTimeLimitSeconds)
       }

@@ -19,7 +19,10 @@ public struct QuizChange: Sendable, Hashable {
   public var etag: String
   public var authorID: String
   /// Whether the quiz may have entered or left some list (every list page is suspect then).
-  public var membershipChanged: Bool { self.kind != .changed }
+  /// A field lists filter on (title, tags) changed: the quiz may now match pages it was not
+  /// on. (Moves in `update_time` order are left to the cache's TTL: every write is one.)
+  public var listFieldsChanged = false
+  public var membershipChanged: Bool { self.kind != .changed || self.listFieldsChanged }
 }
 
 /// Hears about every quiz write twice: inside its unit of work (`pending`: work that must
@@ -103,6 +106,8 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
     /// Nothing changed (publishing a published quiz): no write, no event, same etag.
     var unchanged = false
     var kind: QuizChange.Kind = .changed
+    /// Title or tags changed (see `QuizChange.listFieldsChanged`).
+    var listFieldsChanged = false
   }
 
   /// Loads quiz `id` for writing, checks access and the etag, applies `change`, writes it if
@@ -126,17 +131,21 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
       // The row moved on between our read and the write (PostgreSQL without the row lock
       // taken, or a concurrent writer on another replica): the caller's view is stale.
       guard written else { throw QuizError.etagMismatch(id: id) }
-      try await self.recordChange(next, kind: effect.kind, in: uow)
+      try await self.recordChange(next, kind: effect.kind, listFieldsChanged: effect.listFieldsChanged, in: uow)
       return (next, effect)
     }
-    if !effect.unchanged { await self.observer?.committed(QuizChange(kind: effect.kind, id: quiz.id, etag: quiz.etag, authorID: quiz.authorID)) }
+    if !effect.unchanged {
+      await self.observer?.committed(
+        QuizChange(kind: effect.kind, id: quiz.id, etag: quiz.etag, authorID: quiz.authorID, listFieldsChanged: effect.listFieldsChanged))
+    }
     return quiz
   }
 
   /// In the write's unit of work: the outbox events (`quiz.changed` for every write, plus
   /// `quiz.published` / `quiz.deleted` for those) and the observer's part.
-  func recordChange(_ quiz: QuizRecord, kind: QuizChange.Kind, in uow: UnitOfWork) async throws {
-    try await self.observer?.pending(QuizChange(kind: kind, id: quiz.id, etag: quiz.etag, authorID: quiz.authorID), in: uow)
+  func recordChange(_ quiz: QuizRecord, kind: QuizChange.Kind, listFieldsChanged: Bool = false, in uow: UnitOfWork) async throws {
+    let change = QuizChange(kind: kind, id: quiz.id, etag: quiz.etag, authorID: quiz.authorID, listFieldsChanged: listFieldsChanged)
+    try await self.observer?.pending(change, in: uow)
     var types = ["quiz.changed"]
     if kind == .published { types.append("quiz.published") }
     if kind == .deleted { types.append("quiz.deleted") }
