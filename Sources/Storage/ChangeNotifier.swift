@@ -33,15 +33,21 @@ public final class ChangeNotifier: Sendable {
   /// PostgreSQL refuses payloads of 8000 bytes or more.
   public static let maxPayloadBytes = 7999
 
-  public struct Backoff: Sendable {
-    public var initial: Duration = .milliseconds(100)
-    public var maximum: Duration = .seconds(5)
+  /// Reconnection and liveness timing.
+  public struct Timing: Sendable {
+    /// The first reconnection delay, doubled per failure up to `maximumBackoff`.
+    public var initialBackoff: Duration = .milliseconds(100)
+    public var maximumBackoff: Duration = .seconds(5)
+    /// How often the LISTEN connection proves it is alive with a round trip.
+    public var heartbeatInterval: Duration = .seconds(10)
+    /// A round trip slower than this ends the connection (reset, reconnect).
+    public var heartbeatTimeout: Duration = .seconds(5)
     public init() {}
   }
 
   private let database: Database
   private let logger: Logger
-  private let backoff: Backoff
+  private let timing: Timing
   /// For SQLite: the file, so notifiers of one process on one file hear each other.
   private let localKey: String?
   private let state = Mutex(State())
@@ -60,10 +66,10 @@ public final class ChangeNotifier: Sendable {
     var closed = false
   }
 
-  public init(database: Database, logger: Logger, backoff: Backoff = Backoff()) {
+  public init(database: Database, logger: Logger, timing: Timing = Timing()) {
     self.database = database
     self.logger = logger
-    self.backoff = backoff
+    self.timing = timing
     switch database.location {
     case .sqlite(let path): self.localKey = URL(fileURLWithPath: path).standardizedFileURL.path
     case .postgres: self.localKey = nil
@@ -169,7 +175,7 @@ public final class ChangeNotifier: Sendable {
       self.broadcast(.reset)
       if connections > 0 { self.logger.warning("change notifications: LISTEN connection lost; subscribers reset, reconnecting") }
       failures += 1
-      let delay = min(self.backoff.maximum, self.backoff.initial * (1 << min(failures - 1, 16)))
+      let delay = min(self.timing.maximumBackoff, self.timing.initialBackoff * (1 << min(failures - 1, 16)))
       try? await Task.sleep(for: delay)
     }
   }
@@ -184,7 +190,7 @@ public final class ChangeNotifier: Sendable {
     }
     await withTaskGroup(of: Void.self) { group in
       var started = Set<String>()
-      for channel in channels.union([Self.heartbeatChannel]) {
+      for channel in channels {
         started.insert(channel)
         group.addTask { await self.listen(channel, on: connection, resumed: resumed, stop: wake) }
       }
@@ -193,6 +199,20 @@ public final class ChangeNotifier: Sendable {
         // this notices a close even while no channel is listened on.
         try? await connection.closeFuture.get()
         wake.finish()
+      }
+      group.addTask {
+        // A half-open connection (a NAT or firewall that dropped its state, a partitioned
+        // server) closes nothing and delivers nothing: a round trip every interval proves
+        // the connection alive, or ends it.
+        while !Task.isCancelled {
+          try? await Task.sleep(for: self.timing.heartbeatInterval)
+          guard !Task.isCancelled else { return }
+          guard await Self.roundTrip(on: connection, timeout: self.timing.heartbeatTimeout, logger: self.logger) else {
+            self.logger.warning("change notifications: LISTEN connection unresponsive; reconnecting")
+            wake.finish()
+            return
+          }
+        }
       }
       for await channel in wakes where !started.contains(channel) {
         started.insert(channel)
@@ -207,9 +227,28 @@ public final class ChangeNotifier: Sendable {
     }
   }
 
-  /// A channel LISTENed from the first connection on, so a lost connection is noticed
-  /// even when no subscriber has one open.
-  static let heartbeatChannel = "quizwire_notifier"
+  /// Whether `SELECT 1` answers within `timeout`. A late answer closes the connection, which
+  /// fails the query (postgres-nio does not abandon a query on cancellation).
+  static func roundTrip(on connection: PostgresConnection, timeout: Duration, logger: Logger) async -> Bool {
+    await withTaskGroup(of: Bool.self) { group in
+      group.addTask {
+        do {
+          for try await _ in try await connection.query("SELECT 1", logger: logger) {}
+          return true
+        } catch {
+          return false
+        }
+      }
+      group.addTask {
+        try? await Task.sleep(for: timeout)
+        if !Task.isCancelled { try? await connection.close() }
+        return false
+      }
+      let answered = await group.next() ?? false
+      group.cancelAll()
+      return answered
+    }
+  }
 
   private func listen(_ channel: String, on connection: PostgresConnection, resumed: Bool, stop: AsyncStream<String>.Continuation) async {
     do {

@@ -131,9 +131,9 @@ final class QuizCacheTests: XCTestCase {
       throw XCTSkip("set QUIZWIRE_TEST_POSTGRES_URL to run it")
     }
     try await TestDatabases.withPostgres(url) { db in
-      var backoff = ChangeNotifier.Backoff()
-      backoff.initial = .milliseconds(50)
-      let notifierB = ChangeNotifier(database: db, logger: TestDatabases.logger, backoff: backoff)
+      var timing = ChangeNotifier.Timing()
+      timing.initialBackoff = .milliseconds(50)
+      let notifierB = ChangeNotifier(database: db, logger: TestDatabases.logger, timing: timing)
       let writer = try QuizCache(notifier: ChangeNotifier(database: db, logger: TestDatabases.logger), logger: TestDatabases.logger)
       let cacheB = try QuizCache(notifier: notifierB, logger: TestDatabases.logger)
       let tasks = [Task { await notifierB.run() }, Task { await cacheB.follow() }]

@@ -146,9 +146,9 @@ final class ChangeNotifierTests: XCTestCase {
   func testAKilledListenConnectionResetsAndThenResumes() async throws {
     let url = try self.postgresURL()
     try await TestDatabases.withPostgres(url) { db in
-      var backoff = ChangeNotifier.Backoff()
-      backoff.initial = .milliseconds(50)
-      let notifier = ChangeNotifier(database: db, logger: TestDatabases.logger, backoff: backoff)
+      var timing = ChangeNotifier.Timing()
+      timing.initialBackoff = .milliseconds(50)
+      let notifier = ChangeNotifier(database: db, logger: TestDatabases.logger, timing: timing)
       let run = Task { await notifier.run() }
       defer { run.cancel() }
       let received = Received(try notifier.subscribe(channel: "test_changes"))
@@ -185,5 +185,121 @@ final class ChangeNotifierTests: XCTestCase {
       notifier.close()
       await run.value
     }
+  }
+
+  /// A connection that goes silent without closing (a NAT or firewall dropping its state):
+  /// the heartbeat notices, subscribers get `.reset`, and delivery resumes on a new
+  /// connection. The LISTEN connection runs through a proxy that stops forwarding on SIGUSR1.
+  func testASilentListenConnectionIsNoticedByTheHeartbeat() async throws {
+    let url = try self.postgresURL()
+    try await TestDatabases.withPostgres(url) { db in
+      guard case .postgres(let dbURL, _) = db.location, var parts = URLComponents(string: dbURL) else { return XCTFail("not PostgreSQL") }
+      let proxy = try BlackHoleProxy(upstreamHost: parts.host ?? "127.0.0.1", upstreamPort: parts.port ?? 5432)
+      defer { proxy.stop() }
+      parts.host = "127.0.0.1"
+      parts.port = proxy.port
+      let proxied = try Database(.postgres(url: parts.string!, poolSize: 1), logger: TestDatabases.logger)
+      var timing = ChangeNotifier.Timing()
+      timing.initialBackoff = .milliseconds(50)
+      timing.heartbeatInterval = .milliseconds(200)
+      timing.heartbeatTimeout = .milliseconds(300)
+      let notifier = ChangeNotifier(database: proxied, logger: TestDatabases.logger, timing: timing)
+      let run = Task { await notifier.run() }
+      let received = Received(try notifier.subscribe(channel: "test_changes"))
+      let listening = await notifier.waitUntilListening("test_changes")
+      XCTAssertTrue(listening)
+      try await db.transaction { uow in try await notifier.notify(channel: "test_changes", payload: "before", in: uow) }
+      let before = await received.wait { $0 == [.payload("before")] }
+      XCTAssertTrue(before, "\(received.all)")
+      // Heartbeats keep passing while the connection works.
+      try await Task.sleep(for: .milliseconds(700))
+      XCTAssertEqual(received.all, [.payload("before")])
+
+      proxy.freeze()
+      let reset = await received.wait(timeout: .seconds(5)) { $0.contains(.reset) }
+      XCTAssertTrue(reset, "the silent connection went unnoticed: \(received.all)")
+      var resumed = false
+      for attempt in 0..<100 where !resumed {
+        try await db.transaction { uow in try await notifier.notify(channel: "test_changes", payload: "after \(attempt)", in: uow) }
+        resumed = await received.wait(timeout: .milliseconds(100)) { $0.contains { $0 != .reset && $0 != .payload("before") } }
+      }
+      XCTAssertTrue(resumed, "nothing delivered on the new connection: \(received.all)")
+      notifier.close()
+      await run.value
+      try await proxied.shutdown()
+
+    }
+  }
+}
+
+/// A TCP proxy (a python3 child process) that forwards to PostgreSQL until `freeze()`, after
+/// which the connections it holds stay open but carry nothing; new ones are forwarded.
+final class BlackHoleProxy {
+  let port: Int
+  private let process: Process
+  private let control: Pipe
+
+  /// Controlled through stdin (signals are no use: the child inherits the test process's
+  /// blocked signal mask): a line "freeze" freezes, end of input exits.
+  static let script = """
+    import os, socket, threading, sys
+    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0)); srv.listen(64)
+    print(srv.getsockname()[1], flush=True)
+    held = []
+    def control():
+        for line in sys.stdin:
+            if line.strip() == "freeze":
+                for state in held: state[0] = True
+        os._exit(0)
+    threading.Thread(target=control, daemon=True).start()
+    def pump(a, b, state):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data: break
+                if not state[0]: b.sendall(data)
+        except OSError: pass
+        if not state[0]:
+            for s in (a, b):
+                try: s.shutdown(socket.SHUT_RDWR)
+                except OSError: pass
+    while True:
+        client, _ = srv.accept()
+        upstream = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+        state = [False]; held.append(state)
+        threading.Thread(target=pump, args=(client, upstream, state), daemon=True).start()
+        threading.Thread(target=pump, args=(upstream, client, state), daemon=True).start()
+    """
+
+  init(upstreamHost: String, upstreamPort: Int) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "-c", Self.script, upstreamHost, String(upstreamPort)]
+    let output = Pipe()
+    let control = Pipe()
+    process.standardOutput = output
+    process.standardInput = control
+    try process.run()
+    var line = Data()
+    while !line.contains(UInt8(ascii: "\n")) {
+      let chunk = output.fileHandleForReading.availableData
+      guard !chunk.isEmpty else { break }
+      line.append(chunk)
+    }
+    guard let port = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+      try? control.fileHandleForWriting.close()
+      throw CocoaError(.fileReadCorruptFile)
+    }
+    self.process = process
+    self.control = control
+    self.port = port
+  }
+
+  func freeze() { self.control.fileHandleForWriting.write(Data("freeze\n".utf8)) }
+
+  func stop() {
+    try? self.control.fileHandleForWriting.close()
+    self.process.waitUntilExit()
   }
 }
