@@ -122,6 +122,19 @@ let package = Package(
       ],
       swiftSettings: settings
     ),
+    // quiz.v1.QuizService: quizzes as resources, lists, etags, caching, import/export streams.
+    .target(
+      name: "QuizService",
+      dependencies: [
+        "ServiceKit", "Storage", "QuizwireProtos",
+        grpcCore, grpcProtobuf, swiftProtobuf, crypto, logging, nioCore, sqlKit,
+        .product(name: "PostgresNIO", package: "postgres-nio"),
+        .product(name: "Metrics", package: "swift-metrics"),
+        .product(name: "Instrumentation", package: "swift-distributed-tracing"),
+        .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+      ],
+      swiftSettings: settings
+    ),
     // bench.v1.EchoService: the service the benchmarks and interop tests drive.
     .target(name: "BenchService", dependencies: ["QuizwireProtos", "ServiceKit", grpcCore, grpcProtobuf], swiftSettings: settings),
     // Load generator and the side-by-side benchmark.
@@ -137,7 +150,7 @@ let package = Package(
     .executableTarget(
       name: "quizwire",
       dependencies: [
-        "BenchService", "AuthService", "Storage", "ServiceKit", "LoadTest", "FramedTransport", "FramedWire", "QuizwireProtos",
+        "BenchService", "AuthService", "QuizService", "Storage", "ServiceKit", "LoadTest", "FramedTransport", "FramedWire", "QuizwireProtos",
         grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, serviceLifecycle,
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -171,6 +184,14 @@ let package = Package(
         "AuthService", "ServiceKit", "Storage", "TestSupport", "FramedTransport", "QuizwireProtos", "BenchService",
         grpcCore, grpcProtobuf, jwtKit, crypto, sqlKit,
         .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+      ],
+      swiftSettings: settings
+    ),
+    .testTarget(
+      name: "QuizServiceTests",
+      dependencies: [
+        "QuizService", "AuthService", "ServiceKit", "Storage", "TestSupport", "FramedTransport", "QuizwireProtos",
+        grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, sqlKit, logging, serviceLifecycle, nioCore, nioPosix,
       ],
       swiftSettings: settings
     ),

@@ -118,9 +118,9 @@ public final class Database: Sendable {
   public func read<T: Sendable>(_ body: (UnitOfWork) async throws -> T) async throws -> T {
     switch self.backend {
     case .sqlite(_, let readers, _):
-      try await self.run(readers) { try await body(UnitOfWork(sql: $0.sql(), dialect: .sqlite)) }
+      try await self.run(readers) { try await body(UnitOfWork(sql: $0.sql(), dialect: .sqlite, commitHooks: nil)) }
     case .postgres(let lane):
-      try await self.run(lane) { try await body(UnitOfWork(sql: $0.sql(), dialect: .postgres)) }
+      try await self.run(lane) { try await body(UnitOfWork(sql: $0.sql(), dialect: .postgres, commitHooks: nil)) }
     }
   }
 
@@ -135,9 +135,13 @@ public final class Database: Sendable {
       case .sqlite(let writer, _, _):
         // The writer gate makes this the only writer in the process, so taking the write lock
         // up front only waits for other processes (busy_timeout).
-        try await self.run(writer) { try await Self.inTransaction(UnitOfWork(sql: $0.sql(), dialect: .sqlite), begin: "BEGIN IMMEDIATE", body) }
+        try await self.run(writer) {
+          try await Self.inTransaction(UnitOfWork(sql: $0.sql(), dialect: .sqlite, commitHooks: CommitHooks()), begin: "BEGIN IMMEDIATE", body)
+        }
       case .postgres(let lane):
-        try await self.run(lane) { try await Self.inTransaction(UnitOfWork(sql: $0.sql(), dialect: .postgres), begin: "BEGIN", body) }
+        try await self.run(lane) {
+          try await Self.inTransaction(UnitOfWork(sql: $0.sql(), dialect: .postgres, commitHooks: CommitHooks()), begin: "BEGIN", body)
+        }
       }
     }
   }
@@ -162,6 +166,7 @@ public final class Database: Sendable {
       try? await uow.sql.raw("ROLLBACK").run()
       throw error
     }
+    uow.commitHooks?.run()
     return result
   }
 
@@ -272,6 +277,35 @@ public final class Database: Sendable {
 public struct UnitOfWork: Sendable {
   public let sql: any SQLDatabase
   public let dialect: SQLDialectKind
+  /// Inside a transaction: what runs once it has committed (nil: no transaction).
+  let commitHooks: CommitHooks?
+
+  init(sql: any SQLDatabase, dialect: SQLDialectKind, commitHooks: CommitHooks?) {
+    self.sql = sql
+    self.dialect = dialect
+    self.commitHooks = commitHooks
+  }
+
+  /// Runs `action` once this unit of work's transaction has committed, and never if it
+  /// rolls back (outside a transaction: at once, since every statement commits by itself).
+  /// For effects other processes or tasks must not see before the data: in-process change
+  /// notifications, cache invalidation.
+  public func afterCommit(_ action: @escaping @Sendable () -> Void) {
+    if let hooks = self.commitHooks { hooks.add(action) } else { action() }
+  }
+
+  /// Units of work come from `Database`; this is for wrapping one (a test counting the
+  /// queries a repository runs wraps `sql` and keeps the dialect).
+  public init(sql: any SQLDatabase, dialect: SQLDialectKind) {
+    self.sql = sql
+    self.dialect = dialect
+    self.commitHooks = nil
+  }
+
+  /// The same unit of work (transaction, after-commit actions) on a wrapped `sql`.
+  public func wrapping(_ sql: any SQLDatabase) -> UnitOfWork {
+    UnitOfWork(sql: sql, dialect: self.dialect, commitHooks: self.commitHooks)
+  }
 
   /// Runs a write and maps a unique-constraint violation to `StorageError.uniqueViolation`.
   public func write(_ query: SQLQueryString) async throws {
@@ -280,6 +314,20 @@ public struct UnitOfWork: Sendable {
     } catch {
       throw Database.mapError(error)
     }
+  }
+}
+
+/// Actions queued by `UnitOfWork.afterCommit`, run in order after COMMIT.
+final class CommitHooks: Sendable {
+  private let actions = Mutex<[@Sendable () -> Void]>([])
+
+  func add(_ action: @escaping @Sendable () -> Void) { self.actions.withLock { $0.append(action) } }
+
+  func run() {
+    for action in self.actions.withLock({ actions in
+      defer { actions = [] }
+      return actions
+    }) { action() }
   }
 }
 

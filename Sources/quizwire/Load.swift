@@ -15,12 +15,16 @@ struct Load: AsyncParsableCommand {
       Example: quizwire load --framed 127.0.0.1:7400 --method bench.v1.EchoService/Unary --concurrency 64 --duration 30s
       \(LoadGenerator.registerMethod) signs up a new account per call (load-<run>-<n>@example.com):
       quizwire load --framed 127.0.0.1:7410 --method \(LoadGenerator.registerMethod) --concurrency 16 --duration 30s
+      quiz.v1.QuizService/GetQuiz reads --quiz-id (default the demo quiz); quiz.v1.QuizService/ListQuizzes reads a page of 20
+      (as the caller of --metadata authorization=Bearer <token>; anonymous pages are cached).
       """)
 
   @Option(help: "Target over the framed wire (host:port).") var framed: String?
   @Option(help: "Target over gRPC/HTTP2 (host:port).") var grpc: String?
-  @Option(help: "Method: \((LoadMethod.allCases.map(\.rawValue) + [LoadGenerator.registerMethod]).joined(separator: ", "))")
+  @Option(help: "Method: \((LoadMethod.allCases.map(\.rawValue) + [LoadGenerator.registerMethod] + LoadGenerator.quizMethods).joined(separator: ", "))")
   var method = LoadMethod.unary.rawValue
+  @Option(help: "The quiz GetQuiz reads.") var quizID = LoadGenerator.demoQuizID
+  @Option(name: .customLong("metadata"), help: "Request metadata key=value (repeatable; quiz methods).") var metadata: [String] = []
   @Option(help: "Calls in flight (closed loop).") var concurrency = 1
   @Option(help: "Calls started per second (open loop).") var rate: Double?
   @Option(help: "How long to run, e.g. 30s, 500ms, 2m.") var duration = "10s"
@@ -32,7 +36,7 @@ struct Load: AsyncParsableCommand {
 
   func validate() throws {
     guard (framed == nil) != (grpc == nil) else { throw ValidationError("give exactly one of --framed or --grpc") }
-    guard LoadMethod(rawValue: method) != nil || method == LoadGenerator.registerMethod else {
+    guard LoadMethod(rawValue: method) != nil || method == LoadGenerator.registerMethod || LoadGenerator.quizMethods.contains(method) else {
       throw ValidationError("unknown --method \(method)")
     }
     guard (1...100_000).contains(concurrency), (0...(64 << 20)).contains(payloadSize), (1...10_000_000).contains(messagesPerStream) else {
@@ -42,6 +46,7 @@ struct Load: AsyncParsableCommand {
       throw ValidationError("--rate takes calls per second between 0.001 and 10000000")
     }
     if let requests, requests < 1 { throw ValidationError("--requests must be ≥ 1") }
+    for m in metadata where m.split(separator: "=", maxSplits: 1).count != 2 { throw ValidationError("--metadata takes key=value, got \(m)") }
     _ = try Self.parseDuration(duration)
   }
 
@@ -95,6 +100,15 @@ struct Load: AsyncParsableCommand {
     let generator = LoadGenerator(options: options)
     if self.method == LoadGenerator.registerMethod {
       return await generator.runRegister(client: client, transportName: transportName, progress: progress)
+    }
+    if LoadGenerator.quizMethods.contains(self.method) {
+      var md = Metadata()
+      for m in self.metadata {
+        let parts = m.split(separator: "=", maxSplits: 1)
+        md.addString(String(parts[1]), forKey: String(parts[0]).lowercased())
+      }
+      return await generator.runQuiz(
+        method: self.method, client: client, transportName: transportName, quizID: self.quizID, metadata: md, progress: progress)
     }
     return await generator.run(client: client, transportName: transportName, progress: progress)
   }

@@ -1,5 +1,6 @@
 import AuthService
 import BenchService
+import QuizService
 import ServiceKit
 
 /// Every service of the suite. Adding a service is one line here (docs/services.md,
@@ -8,6 +9,7 @@ enum Registry {
   static let modules: [any ServiceModule.Type] = [
     AuthModule.self,
     BenchModule.self,
+    QuizModule.self,
   ]
 
   static var names: [String] { modules.map { $0.name } }

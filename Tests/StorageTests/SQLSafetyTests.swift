@@ -34,7 +34,10 @@ final class SQLSafetyTests: XCTestCase {
       // A plain "\(x)" interpolation inside a SQL string literal.
       for line in text.split(separator: "\n")
       where line.contains("SELECT ") || line.contains("INSERT INTO") || line.contains("UPDATE ") || line.contains("DELETE FROM") || line.contains(" WHERE ") {
-        if line.contains("\\(") && !line.contains("\\(bind:") && !line.contains("\\(ident:") && !line.contains("\\(unsafeRaw:") {
+        // Every interpolation on the line must be labelled bind(s), ident(s) or unsafeRaw.
+        let interpolations = line.components(separatedBy: "\\(").dropFirst()
+        let allowed = ["bind:", "binds:", "ident:", "idents:", "unsafeRaw:"]
+        if interpolations.contains(where: { part in !allowed.contains { part.hasPrefix($0) } }) {
           problems.append("\(name): string interpolation in SQL: \(line.trimmingCharacters(in: .whitespaces))")
         }
       }

@@ -149,6 +149,7 @@ package struct LocalAPIKeyChecker: APIKeyChecker {
     // must not be an admin key).
     return Principal(
       kind: .apiKey, subject: record.id, roles: [], scopes: Set(record.scopes),
-      rateLimit: record.rateLimitPerSecond > 0 ? RateLimit(perSecond: record.rateLimitPerSecond, burst: max(1, record.rateLimitPerSecond * 2)) : nil)
+      rateLimit: record.rateLimitPerSecond > 0 ? RateLimit(perSecond: record.rateLimitPerSecond, burst: max(1, record.rateLimitPerSecond * 2)) : nil,
+      keyOwner: record.ownerID)
   }
 }

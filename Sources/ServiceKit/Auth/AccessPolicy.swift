@@ -11,6 +11,9 @@ public enum AccessPolicy: Sendable, Hashable {
   /// The suite's own services only: client-credentials tokens of internal clients
   /// (`Principal.Kind.service`), never other OAuth clients.
   case servicesOnly
+  /// Any authenticated principal; one that acts within scopes (an API key, an OAuth client, a
+  /// token a client holds for a user) must also hold this scope (`quiz:write`).
+  case scope(String)
 }
 
 /// The policies of one host's methods; methods not listed get `fallback`.
@@ -49,6 +52,9 @@ public struct AccessPolicies: Sendable {
     case .servicesOnly:
       guard let principal else { return AuthFailure.missingCredentials.rpcError }
       return principal.kind == .service ? nil : RPCError(code: .permissionDenied, message: "only services may call this method")
+    case .scope(let scope):
+      guard let principal else { return AuthFailure.missingCredentials.rpcError }
+      return principal.allows(scope: scope) ? nil : RPCError(code: .permissionDenied, message: "requires the scope \(scope)")
     }
   }
 }

@@ -164,6 +164,7 @@ public struct AuthServiceAPIKeyChecker<Transport: ClientTransport>: APIKeyChecke
     // A key acts with its scopes, not its owner's roles.
     return Principal(
       kind: .apiKey, subject: answer.keyID, roles: [], scopes: Set(answer.scopes),
-      rateLimit: answer.rateLimitPerSecond > 0 ? RateLimit(perSecond: answer.rateLimitPerSecond, burst: max(1, answer.rateLimitPerSecond * 2)) : nil)
+      rateLimit: answer.rateLimitPerSecond > 0 ? RateLimit(perSecond: answer.rateLimitPerSecond, burst: max(1, answer.rateLimitPerSecond * 2)) : nil,
+      keyOwner: answer.ownerID.isEmpty ? nil : answer.ownerID)
   }
 }

@@ -99,6 +99,7 @@ public enum ServiceAssembly {
       // Saturation shows on /metrics: the database's connection gates and the module's own.
       if let database { host.metrics.observe(database) }
       for (prefix, gate) in parts.gates { host.metrics.observe(gate, prefix: prefix) }
+      for cache in parts.caches { host.metrics.observe(cache: cache) }
       return (host, database)
     } catch {
       // Nothing runs yet: the database is the only thing open.

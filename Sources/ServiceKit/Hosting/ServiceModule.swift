@@ -140,12 +140,16 @@ public struct ModuleParts: Sendable {
   /// Bounded queues of the module's own (e.g. password hashing), exported on `/metrics` as
   /// `<prefix>_size`, `_in_use`, `_waiting` … (the database's are exported by the assembly).
   public var gates: [(prefix: String, gate: BoundedGate)]
+  /// Response caches of the module's own, exported on `/metrics` as `cache_hits_total{cache}` …
+  public var caches: [any ResponseCacheObservable]
 
   public init(
     services: [any RegistrableRPCService], security: ServiceHost.Security? = nil, readiness: [DependencyCheck] = [],
-    lifecycle: [any Service] = [], beforeServing: [BeforeServingStep] = [], gates: [(prefix: String, gate: BoundedGate)] = []
+    lifecycle: [any Service] = [], beforeServing: [BeforeServingStep] = [], gates: [(prefix: String, gate: BoundedGate)] = [],
+    caches: [any ResponseCacheObservable] = []
   ) {
     self.gates = gates
+    self.caches = caches
     self.services = services
     self.security = security
     self.readiness = readiness

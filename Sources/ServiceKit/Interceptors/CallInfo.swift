@@ -23,10 +23,12 @@ public struct Principal: Sendable, Hashable, CustomStringConvertible {
   /// The OAuth client acting on this user's behalf (a delegated token): it acts within its
   /// scopes and must not manage the user's account.
   public var delegatedClient: String?
+  /// The user an API key belongs to (what it creates is theirs); nil for other kinds.
+  public var keyOwner: String?
 
   public init(
     kind: Kind, subject: String, roles: Set<String> = [], scopes: Set<String> = [], rateLimit: RateLimit? = nil,
-    delegatedClient: String? = nil
+    delegatedClient: String? = nil, keyOwner: String? = nil
   ) {
     self.kind = kind
     self.subject = subject
@@ -34,6 +36,29 @@ public struct Principal: Sendable, Hashable, CustomStringConvertible {
     self.scopes = scopes
     self.rateLimit = rateLimit
     self.delegatedClient = delegatedClient
+    self.keyOwner = keyOwner
+  }
+
+  /// The user this principal acts for: a user token's subject (delegated or not), an API
+  /// key's owner; nil for OAuth clients and the suite's services, which act for themselves.
+  public var userID: String? {
+    switch self.kind {
+    case .user: self.subject
+    case .apiKey: self.keyOwner
+    case .client, .service: nil
+    }
+  }
+
+  /// Whether the principal acts within granted scopes rather than with its roles: API keys,
+  /// OAuth clients and tokens a client holds for a user. Plain sign-ins and the suite's
+  /// services are not limited by scopes.
+  public var actsWithinScopes: Bool {
+    self.kind == .apiKey || self.kind == .client || self.delegatedClient != nil
+  }
+
+  /// True unless the principal acts within scopes and lacks `scope`.
+  public func allows(scope: String) -> Bool {
+    !self.actsWithinScopes || self.scopes.contains(scope)
   }
 
   public var description: String { "\(self.kind.rawValue):\(self.subject)" }

@@ -1,0 +1,83 @@
+import Foundation
+import SQLKit
+
+/// A service's outbox: events appended in the same unit of work as the change they describe,
+/// so a committed change always has its event and a rolled-back one never does. Other services
+/// consume them later (the events issue serves this table as a resumable feed); the schema is
+/// generic on purpose: a type, the key the event is about, that key's version, an opaque
+/// payload, the time and the W3C trace context of the write.
+///
+/// Offsets come from the database's own sequence, so they are unique and increase in *insert*
+/// order. On PostgreSQL two transactions may commit in the other order, so a reader could see
+/// offset 8 before 7 becomes visible; the events issue serializes appends (one writer per
+/// outbox) before any consumer relies on "no gaps behind the last offset read".
+public enum Outbox {
+  /// One stored event.
+  public struct Event: Sendable, Hashable {
+    public var offset: Int64
+    public var type: String
+    public var key: String
+    public var keyVersion: Int64
+    public var payload: Data
+    public var timeMs: Int64
+    public var traceContext: String?
+  }
+
+  /// The `outbox` table as a schema step: add `Outbox.migration(version: n)` to a service's
+  /// migrations. `offset` is quoted everywhere: it is a reserved word in both dialects.
+  public static func migration(version: Int) -> Migration {
+    Migration(version: version, name: "outbox") { dialect in
+      switch dialect {
+      case .postgres:
+        return [
+          """
+          CREATE TABLE outbox (
+            "offset" BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL,
+            key_version BIGINT NOT NULL, payload BYTEA NOT NULL, time_ms BIGINT NOT NULL, trace_context TEXT)
+          """,
+          "CREATE INDEX outbox_key ON outbox (key, key_version)",
+        ]
+      case .sqlite:
+        return [
+          """
+          CREATE TABLE outbox (
+            "offset" INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, key TEXT NOT NULL,
+            key_version BIGINT NOT NULL, payload BLOB NOT NULL, time_ms BIGINT NOT NULL, trace_context TEXT)
+          """,
+          "CREATE INDEX outbox_key ON outbox (key, key_version)",
+        ]
+      }
+    }
+  }
+
+  /// Appends one event inside `uow`'s transaction (call it from the transaction that makes the
+  /// change). `keyVersion` must grow with every change of `key` so consumers can drop stale
+  /// or repeated events.
+  public static func append(
+    type: String, key: String, keyVersion: Int64, payload: Data, traceContext: String? = nil,
+    timeMs: Int64 = Int64(Date().timeIntervalSince1970 * 1000), in uow: UnitOfWork
+  ) async throws {
+    try await uow.write(
+      """
+      INSERT INTO outbox (type, key, key_version, payload, time_ms, trace_context)
+      VALUES (\(bind: type), \(bind: key), \(bind: keyVersion), \(bind: payload), \(bind: timeMs), \(bind: traceContext))
+      """)
+  }
+
+  /// Events after `offset` in offset order, at most `limit`.
+  public static func read(after offset: Int64, limit: Int, in uow: UnitOfWork) async throws -> [Event] {
+    let rows = try await uow.sql.raw(
+      """
+      SELECT "offset", type, key, key_version, payload, time_ms, trace_context FROM outbox
+      WHERE "offset" > \(bind: offset) ORDER BY "offset" LIMIT \(bind: limit)
+      """
+    ).all()
+    return try rows.map { row in
+      Event(
+        offset: try row.decode(column: "offset", as: Int64.self), type: try row.decode(column: "type", as: String.self),
+        key: try row.decode(column: "key", as: String.self), keyVersion: try row.decode(column: "key_version", as: Int64.self),
+        payload: try row.decode(column: "payload", as: Data.self), timeMs: try row.decode(column: "time_ms", as: Int64.self),
+        traceContext: try row.decode(column: "trace_context", as: String?.self))
+    }
+  }
+}
