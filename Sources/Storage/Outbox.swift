@@ -8,9 +8,14 @@ import SQLKit
 /// payload, the time and the W3C trace context of the write.
 ///
 /// Offsets come from the database's own sequence, so they are unique and increase in *insert*
-/// order. On PostgreSQL two transactions may commit in the other order, so a reader could see
-/// offset 8 before 7 becomes visible; the events issue serializes appends (one writer per
-/// outbox) before any consumer relies on "no gaps behind the last offset read".
+/// order — and they become visible in commit order. Left alone, two PostgreSQL transactions
+/// could commit in the other order: a reader would see offset 8, move past it, and never read
+/// 7. So appends are serialized: on PostgreSQL an append takes a transaction-level advisory
+/// lock (`appendLock`) held until its transaction ends, so the next appender gets its offset
+/// only after this one committed; on SQLite the one writer connection already does that. A
+/// consumer that read up to offset n can rely on nothing ever appearing below n (offsets of
+/// rolled-back transactions are simply never used). The price: transactions that append
+/// commit one at a time from their append on, so append last in the unit of work.
 public enum Outbox {
   /// One stored event.
   public struct Event: Sendable, Hashable {
@@ -57,12 +62,19 @@ public enum Outbox {
     type: String, key: String, keyVersion: Int64, payload: Data, traceContext: String? = nil,
     timeMs: Int64 = Int64(Date().timeIntervalSince1970 * 1000), in uow: UnitOfWork
   ) async throws {
+    if uow.dialect == .postgres {
+      try await uow.sql.raw("SELECT pg_advisory_xact_lock(\(bind: Self.appendLock))").run()
+    }
     try await uow.write(
       """
       INSERT INTO outbox (type, key, key_version, payload, time_ms, trace_context)
       VALUES (\(bind: type), \(bind: key), \(bind: keyVersion), \(bind: payload), \(bind: timeMs), \(bind: traceContext))
       """)
   }
+
+  /// The advisory lock appends take on PostgreSQL ("QWOUTBOX"). One outbox per database, so
+  /// one key per database serializes exactly one service's appends.
+  public static let appendLock: Int64 = 0x5157_4F55_5442_4F58
 
   /// Events after `offset` in offset order, at most `limit`.
   public static func read(after offset: Int64, limit: Int, in uow: UnitOfWork) async throws -> [Event] {

@@ -47,13 +47,13 @@ public enum TestDatabases {
   }
 
   /// A PostgreSQL database created for this test and dropped after it.
-  public static func withPostgres(_ url: String, _ body: (Database) async throws -> Void) async throws {
+  public static func withPostgres(_ url: String, poolSize: Int = 4, _ body: (Database) async throws -> Void) async throws {
     let name = "qw_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
     let admin = try Database(.postgres(url: url, poolSize: 1), logger: logger)
     try await admin.read { uow in try await uow.sql.raw("CREATE DATABASE \(ident: String(name))").run() }
     guard var parts = URLComponents(string: url) else { throw StorageError.cannotOpen("bad URL") }
     parts.path = "/" + name
-    let db = try Database(.postgres(url: parts.string!, poolSize: 4), logger: logger)
+    let db = try Database(.postgres(url: parts.string!, poolSize: poolSize), logger: logger)
     var failure: (any Error)?
     do { try await body(db) } catch { failure = error }
     try? await db.shutdown()
