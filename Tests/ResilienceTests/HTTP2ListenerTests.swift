@@ -137,8 +137,10 @@ final class HTTP2ListenerTests: XCTestCase {
       print("non-reading h2 clients: RSS +\(growth) MB, p99 \(p99)")
       XCTAssertLessThan(growth, 40, "4 clients × 100 streams")
       // Memory is this test's bound; the latency bound only separates "still serving" from
-      // "starved" (~50 ms when the machine is quiet, but these 400 streams share 2 cores).
-      XCTAssertLessThan(p99, .seconds(1))
+      // "starved". Seen: 6–17 ms when the client's connection is on the other event loop, and
+      // 0.5–1.0 s when it shares a loop with the 400 streams (their handlers keep producing
+      // while paced; known, see docs/services.md "Limits"). A starved client times out.
+      XCTAssertLessThan(p99, .seconds(3))
       raw.closeAll()
     }
   }

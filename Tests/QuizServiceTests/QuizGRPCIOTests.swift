@@ -1,0 +1,73 @@
+import Foundation
+import GRPCCore
+import ServiceKit
+import XCTest
+
+@testable import QuizService
+
+/// grpcio — gRPC's C-core, a client we did not write — against the quiz service's gRPC/HTTP2
+/// listener behind a real auth service (Tests/Interop/python/grpcio_quiz.py): anonymous reads,
+/// NOT_FOUND, UNAUTHENTICATED, field violations in `grpc-status-details-bin`, a signed-in write.
+///
+/// Without Python's `grpc` module the test is skipped with a printed reason — or fails under
+/// `QUIZWIRE_REQUIRE_ALL=1` (CI installs it).
+final class QuizGRPCIOTests: XCTestCase {
+  static let script = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Interop/python/grpcio_quiz.py")
+  static let cases = ["anonymous_get_published", "unknown_quiz", "create_without_credentials", "create_invalid", "create_signed_in"]
+
+  func testGRPCIOClientAgainstTheQuizService() async throws {
+    guard try Self.shell("python3 -c 'import grpc'") == 0 else {
+      if ProcessInfo.processInfo.environment["QUIZWIRE_REQUIRE_ALL"] == "1" {
+        return XCTFail("python3 with grpcio is required (pip install grpcio)")
+      }
+      throw XCTSkip("python3 with grpcio not found")
+    }
+    let harness = try await QuizHarness.start()
+    do {
+      let author = try await harness.user("grpcio@example.com")
+      let bearer = try XCTUnwrap(author.metadata[stringValues: "authorization"].first(where: { _ in true }), "no bearer token")
+      let token = String(bearer.dropFirst("Bearer ".count))
+      let grpc = try await harness.quizHost.addresses().grpc
+      let output = try Self.run(["python3", Self.script.path, grpc, QuizSeed.demoQuizID, token])
+      let reports = output.split(separator: "\n").compactMap { line -> [String: Any]? in
+        guard line.hasPrefix("{") else { return nil }
+        return try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+      }
+      let byCase = Dictionary(reports.map { ($0["case"] as? String ?? "?", $0) }, uniquingKeysWith: { a, _ in a })
+      for name in Self.cases {
+        XCTAssertEqual(byCase[name]?["ok"] as? Bool, true, "case \(name): \(byCase[name] ?? [:])\n\(output)")
+      }
+    } catch {
+      await harness.stop()
+      throw error
+    }
+    await harness.stop()
+  }
+
+  static func shell(_ command: String) throws -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/sh")
+    p.arguments = ["-c", command + " >/dev/null 2>&1"]
+    try p.run()
+    p.waitUntilExit()
+    return p.terminationStatus
+  }
+
+  /// Runs a command to completion (60 s at most) and returns its standard output.
+  static func run(_ arguments: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = arguments
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let killer = DispatchWorkItem { if p.isRunning { p.terminate() } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: killer)
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    killer.cancel()
+    return String(decoding: data, as: UTF8.self)
+  }
+}
