@@ -3,6 +3,7 @@ import Foundation
 import FramedTransport
 import FramedWire
 import GRPCCore
+import NIOConcurrencyHelpers
 import NIOCore
 import QuizwireProtos
 import WireProtos
@@ -109,7 +110,17 @@ final class SpecConformanceTests: XCTestCase {
       if !client.channel.isActive { closedAt = .now }
       try await Task.sleep(for: .milliseconds(5))
     }
-    try await drained.value
+    // Bounded: a drain that never ends must fail this test, not hang the suite (awaiting a
+    // task's value can't be cancelled, so poll for its end instead).
+    let ended = NIOLockedValueBox(false)
+    Task {
+      _ = try? await drained.value
+      ended.withLockedValue { $0 = true }
+    }
+    let drainDeadline = ContinuousClock.now + .seconds(15)
+    while !ended.withLockedValue({ $0 }), ContinuousClock.now < drainDeadline { try await Task.sleep(for: .milliseconds(10)) }
+    let drainEnded = ended.withLockedValue { $0 }
+    XCTAssertTrue(drainEnded, "the server's drain did not end within 15 s")
     let final = try XCTUnwrap(finalGoAwayAt, "no final GOAWAY(1)")
     let closed = try XCTUnwrap(closedAt, "the server never closed")
     XCTAssertGreaterThanOrEqual(closed - final, .milliseconds(1000), "the whole grace after the final GOAWAY")
