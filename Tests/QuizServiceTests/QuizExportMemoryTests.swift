@@ -73,77 +73,23 @@ final class QuizExportMemoryTests: XCTestCase {
   }
 }
 
-/// `quizwire serve quiz` on ephemeral ports as a child process, its JSON log read line by line.
-// @unchecked: `lines` and `partial` are only touched under `lock`; `process` and `pipe` are set
-// up in `init` and only read afterwards.
-final class QuizServerProcess: @unchecked Sendable {
-  private let process = Process()
-  private let pipe = Pipe()
-  private let lock = NSLock()
-  private var lines: [String] = []
-  private var partial = Data()
+/// `quizwire serve quiz` on ephemeral ports as a child process.
+final class QuizServerProcess: Sendable {
+  private let served: ServedProcess
 
   init(_ settings: [String], environment: [String: String]) throws {
-    self.process.executableURL = URL(fileURLWithPath: try Self.executable())
-    self.process.arguments = ["serve", "quiz", "--framed-port", "0", "--grpc-port", "0", "--admin-port", "0", "--grace", "1"] + settings
-    self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-    self.process.standardOutput = self.pipe
-    self.process.standardError = FileHandle.nullDevice
-    self.pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-      let data = handle.availableData
-      guard let self, !data.isEmpty else { return }
-      self.lock.lock()
-      defer { self.lock.unlock() }
-      self.partial += data
-      while let newline = self.partial.firstIndex(of: UInt8(ascii: "\n")) {
-        self.lines.append(String(decoding: self.partial[..<newline], as: UTF8.self))
-        self.partial = Data(self.partial[(newline + 1)...])
-      }
-    }
-    try self.process.run()
-  }
-
-  static func executable(file: StaticString = #filePath) throws -> String {
-    var url = URL(fileURLWithPath: "\(file)")
-    while url.path != "/", !FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
-      url.deleteLastPathComponent()
-    }
-    let candidate = url.appendingPathComponent(".build/debug/quizwire").path
-    guard FileManager.default.isExecutableFile(atPath: candidate) else {
-      throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "quizwire executable not built (swift build)"])
-    }
-    return candidate
+    self.served = try ServedProcess("quiz", settings: settings, environment: environment)
   }
 
   /// The framed address from the start-up line, once the host serves.
   func framedAddress(timeout: TimeInterval = 60) throws -> String {
-    let end = Date().addingTimeInterval(timeout)
-    while Date() < end, self.process.isRunning {
-      let output = self.lock.withLock { self.lines }
-      for line in output {
-        if let json = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String], let framed = json["framed"] {
-          return framed
-        }
-      }
-      Thread.sleep(forTimeInterval: 0.05)
+    guard let framed = try self.served.addresses(timeout: timeout)["framed"] else {
+      throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "no address line; output: \(self.served.lines.suffix(5))"])
     }
-    let tail = self.lock.withLock { self.lines.suffix(5) }
-    throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "no address line; output: \(tail)"])
+    return framed
   }
 
-  func rssMB() throws -> Double {
-    let status = try String(contentsOfFile: "/proc/\(self.process.processIdentifier)/status", encoding: .utf8)
-    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-      let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
-    else { throw CocoaError(.fileReadCorruptFile) }
-    return kb / 1024
-  }
+  func rssMB() throws -> Double { try self.served.rssMB() }
 
-  func stop() {
-    guard self.process.isRunning else { return }
-    self.process.terminate()  // SIGTERM drains, bounded by --grace
-    let end = Date().addingTimeInterval(5)
-    while self.process.isRunning, Date() < end { Thread.sleep(forTimeInterval: 0.05) }
-    if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
-  }
+  func stop() { self.served.stop() }
 }

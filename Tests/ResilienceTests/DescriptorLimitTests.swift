@@ -3,6 +3,7 @@ import FramedTransport
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import QuizwireProtos
+import TestSupport
 import XCTest
 
 #if canImport(Glibc)
@@ -289,9 +290,7 @@ enum DescriptorLimit {
 
 /// `quizwire serve bench` as a child process on ephemeral ports, optionally under a lower
 /// descriptor limit (`ulimit` arguments, applied by a shell that then execs the server).
-final class HardeningServer: @unchecked Sendable {
-  // @unchecked: `lines` and `partial` are only touched under `lock`; `process` and `pipe` are
-  // set up in `init` and only read afterwards.
+final class HardeningServer: Sendable {
   struct Addresses {
     var framed: String
     var grpc: String
@@ -300,59 +299,24 @@ final class HardeningServer: @unchecked Sendable {
     var grpcPort: Int { Int(self.grpc.split(separator: ":").last!)! }
   }
 
-  private let process = Process()
-  private let pipe = Pipe()
-  private let lock = NSLock()
-  private var lines: [String] = []
-  private var partial = Data()
+  private let served: ServedProcess
 
   init(_ settings: [String], descriptorLimit: String? = nil) throws {
-    let arguments = ["serve", "bench", "--framed-port", "0", "--grpc-port", "0", "--admin-port", "0", "--grace", "1"] + settings
-    let executable = try QuizwireExecutable.path()
-    if let descriptorLimit {
-      self.process.executableURL = URL(fileURLWithPath: "/bin/sh")
-      self.process.arguments = ["-c", "ulimit \(descriptorLimit) && exec \"$0\" \"$@\"", executable] + arguments
-    } else {
-      self.process.executableURL = URL(fileURLWithPath: executable)
-      self.process.arguments = arguments
-    }
-    self.process.standardOutput = self.pipe
-    self.process.standardError = FileHandle.nullDevice
-    self.pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-      let data = handle.availableData
-      guard let self, !data.isEmpty else { return }
-      self.lock.lock()
-      defer { self.lock.unlock() }
-      self.partial += data
-      while let newline = self.partial.firstIndex(of: UInt8(ascii: "\n")) {
-        self.lines.append(String(decoding: self.partial[..<newline], as: UTF8.self))
-        self.partial = Data(self.partial[(newline + 1)...])
-      }
-    }
-    try self.process.run()
+    self.served = try ServedProcess("bench", settings: settings, shellPrefix: descriptorLimit.map { "ulimit \($0)" })
   }
 
-  var pid: Int32 { self.process.processIdentifier }
-  var output: [String] { self.lock.withLock { self.lines } }
-
-  /// The JSON log lines.
-  func entries() -> [[String: Any]] {
-    self.output.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-  }
+  var pid: Int32 { self.served.pid }
+  var output: [String] { self.served.lines }
+  func entries() -> [[String: Any]] { self.served.entries() }
+  func rssMB() throws -> Double { try self.served.rssMB() }
+  func stop() { self.served.stop() }
 
   func addresses(timeout: TimeInterval = 60) throws -> Addresses {
-    let end = Date().addingTimeInterval(timeout)
-    while Date() < end, self.process.isRunning {
-      for line in self.output {
-        if let json = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String], let framed = json["framed"],
-          let grpc = json["grpc"], let admin = json["admin"]
-        {
-          return Addresses(framed: framed, grpc: grpc, admin: admin)
-        }
-      }
-      Thread.sleep(forTimeInterval: 0.05)
+    let a = try self.served.addresses(timeout: timeout)
+    guard let framed = a["framed"], let grpc = a["grpc"], let admin = a["admin"] else {
+      throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "address line without all three listeners: \(a)"])
     }
-    throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "no address line; output: \(self.output.suffix(5))"])
+    return Addresses(framed: framed, grpc: grpc, admin: admin)
   }
 
   /// utime + stime in seconds, from /proc/<pid>/stat.
@@ -371,25 +335,9 @@ final class HardeningServer: @unchecked Sendable {
     return (try self.cpuSeconds() - before) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
   }
 
-  func rssMB() throws -> Double {
-    let status = try String(contentsOfFile: "/proc/\(self.pid)/status", encoding: .utf8)
-    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-      let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
-    else { throw CocoaError(.fileReadCorruptFile) }
-    return kb / 1024
-  }
-
   func metrics() async throws -> String {
     let url = URL(string: "http://\(try self.addresses().admin)/metrics")!
     let (data, _) = try await URLSession.shared.data(from: url)
     return String(decoding: data, as: UTF8.self)
-  }
-
-  func stop() {
-    guard self.process.isRunning else { return }
-    self.process.terminate()  // SIGTERM drains, bounded by --grace
-    let end = Date().addingTimeInterval(5)
-    while self.process.isRunning, Date() < end { Thread.sleep(forTimeInterval: 0.05) }
-    if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
   }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 /// Clients that die mid-stream (`kill -9`: no GOAWAY, no RST, just a reset or EOF) leave
@@ -37,7 +38,7 @@ final class KilledClientTests: XCTestCase {
   /// Starts `perRound` load processes running bidi and server streams, waits until the server
   /// has their streams in flight, and kills them all with SIGKILL.
   private func killRound(_ addresses: HardeningServer.Addresses, server: HardeningServer) async throws {
-    let executable = try QuizwireExecutable.path()
+    let executable = try ServedProcess.quizwireExecutable()
     var processes: [Process] = []
     for i in 0..<Self.perRound {
       let p = Process()

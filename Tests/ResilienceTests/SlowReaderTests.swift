@@ -6,6 +6,7 @@ import GRPCCore
 import NIOCore
 import NIOPosix
 import QuizwireProtos
+import TestSupport
 import XCTest
 
 /// Socket back-pressure (Hardening, item 1): clients that advertise the largest windows, start a
@@ -31,7 +32,7 @@ final class SlowReaderTests: XCTestCase {
   }
 
   private func run(slowClients: Int, payloadBytes: Int) async throws {
-    let server = try BenchServer(try QuizwireExecutable.path())
+    let server = try BenchServer()
     defer { server.stop() }
     let target = try XCTUnwrap(FramedTarget(try server.framedAddress()))
     try await withGRPCClient(transport: try FramedClientTransport(config: .init(targets: [target]))) { grpc in
@@ -153,63 +154,21 @@ final class SlowReader: Sendable {
 }
 
 /// `quizwire serve bench` as a child process, on ephemeral ports.
-final class BenchServer: @unchecked Sendable {
-  // @unchecked: `lines` and `partial` are only touched under `lock`; `process` and `pipe` are
-  // set up in `init` and only read afterwards.
-  private let process = Process()
-  private let pipe = Pipe()
-  private let lock = NSLock()
-  private var lines: [String] = []
-  private var partial = Data()
+final class BenchServer: Sendable {
+  private let served: ServedProcess
 
-  init(_ executable: String) throws {
-    self.process.executableURL = URL(fileURLWithPath: executable)
-    self.process.arguments = ["serve", "bench", "--framed-port", "0", "--grpc-port", "0", "--admin-port", "0", "--grace", "1"]
-    self.process.standardOutput = self.pipe
-    self.process.standardError = FileHandle.nullDevice
-    self.pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-      let data = handle.availableData
-      guard let self, !data.isEmpty else { return }
-      self.lock.lock()
-      defer { self.lock.unlock() }
-      self.partial += data
-      while let newline = self.partial.firstIndex(of: UInt8(ascii: "\n")) {
-        self.lines.append(String(decoding: self.partial[..<newline], as: UTF8.self))
-        self.partial = Data(self.partial[(newline + 1)...])
-      }
-    }
-    try self.process.run()
-  }
+  init() throws { self.served = try ServedProcess("bench") }
 
   /// The framed listener's "host:port", from the address line the server prints when ready.
   func framedAddress(timeout: TimeInterval = 60) throws -> String {
-    let end = Date().addingTimeInterval(timeout)
-    while Date() < end, self.process.isRunning {
-      let lines = self.lock.withLock { self.lines }
-      for line in lines {
-        if let json = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String], let framed = json["framed"] {
-          return framed
-        }
-      }
-      Thread.sleep(forTimeInterval: 0.05)
+    guard let framed = try self.served.addresses(timeout: timeout)["framed"] else {
+      throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "quizwire serve bench printed no address line"])
     }
-    throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "quizwire serve bench printed no address line"])
+    return framed
   }
 
   /// Resident set size in MB (VmRSS from /proc).
-  func rssMB() throws -> Double {
-    let status = try String(contentsOfFile: "/proc/\(self.process.processIdentifier)/status", encoding: .utf8)
-    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-      let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
-    else { throw CocoaError(.fileReadCorruptFile) }
-    return kb / 1024
-  }
+  func rssMB() throws -> Double { try self.served.rssMB() }
 
-  func stop() {
-    guard self.process.isRunning else { return }
-    self.process.terminate()  // SIGTERM drains, bounded by --grace
-    let end = Date().addingTimeInterval(5)
-    while self.process.isRunning, Date() < end { Thread.sleep(forTimeInterval: 0.05) }
-    if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
-  }
+  func stop() { self.served.stop() }
 }
