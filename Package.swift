@@ -206,6 +206,15 @@ let package = Package(
       ],
       swiftSettings: settings
     ),
+    // Outbox feeds and consumers between real hosts (docs/services.md, "Events").
+    .testTarget(
+      name: "EventTests",
+      dependencies: [
+        "ServiceKit", "AuthService", "Storage", "TestSupport", "FramedTransport", "QuizwireProtos",
+        grpcCore, grpcProtobuf, serviceLifecycle, logging, sqlKit,
+      ],
+      swiftSettings: settings
+    ),
     // Hostile and bursty clients against real sockets and real `quizwire serve` processes
     // (RSS, descriptors, CPU are process-wide): docs/services.md, "Resilience".
     .testTarget(

@@ -163,6 +163,32 @@ public enum Auth_V1_AuthService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "UpdateProfile" metadata.
+        public enum UpdateProfile: Sendable {
+            /// Request type for "UpdateProfile".
+            public typealias Input = Auth_V1_UpdateProfileRequest
+            /// Response type for "UpdateProfile".
+            public typealias Output = Auth_V1_User
+            /// Descriptor for "UpdateProfile".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "auth.v1.AuthService"),
+                method: "UpdateProfile",
+                type: .unary
+            )
+        }
+        /// Namespace for "BatchGetUsers" metadata.
+        public enum BatchGetUsers: Sendable {
+            /// Request type for "BatchGetUsers".
+            public typealias Input = Auth_V1_BatchGetUsersRequest
+            /// Response type for "BatchGetUsers".
+            public typealias Output = Auth_V1_BatchGetUsersResponse
+            /// Descriptor for "BatchGetUsers".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "auth.v1.AuthService"),
+                method: "BatchGetUsers",
+                type: .unary
+            )
+        }
         /// Namespace for "ListUsers" metadata.
         public enum ListUsers: Sendable {
             /// Request type for "ListUsers".
@@ -293,6 +319,8 @@ public enum Auth_V1_AuthService: Sendable {
             RevokeAPIKey.descriptor,
             RotateAPIKey.descriptor,
             Authorize.descriptor,
+            UpdateProfile.descriptor,
+            BatchGetUsers.descriptor,
             ListUsers.descriptor,
             SetRoles.descriptor,
             RegisterClient.descriptor,
@@ -500,6 +528,43 @@ extension Auth_V1_AuthService {
             request: GRPCCore.StreamingServerRequest<Auth_V1_AuthorizeRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Auth_V1_AuthorizeResponse>
+
+        /// Handle the "UpdateProfile" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Changes the caller's display name (1–100 visible characters, no control characters);
+        /// > emits user.renamed.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Auth_V1_UpdateProfileRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Auth_V1_User` messages.
+        func updateProfile(
+            request: GRPCCore.StreamingServerRequest<Auth_V1_UpdateProfileRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Auth_V1_User>
+
+        /// Handle the "BatchGetUsers" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Services and signed-in callers: public profiles (never emails). Unknown ids are left out.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Auth_V1_BatchGetUsersRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Auth_V1_BatchGetUsersResponse` messages.
+        func batchGetUsers(
+            request: GRPCCore.StreamingServerRequest<Auth_V1_BatchGetUsersRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Auth_V1_BatchGetUsersResponse>
 
         /// Handle the "ListUsers" method.
         ///
@@ -821,6 +886,43 @@ extension Auth_V1_AuthService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Auth_V1_AuthorizeResponse>
 
+        /// Handle the "UpdateProfile" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Changes the caller's display name (1–100 visible characters, no control characters);
+        /// > emits user.renamed.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Auth_V1_UpdateProfileRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Auth_V1_User` message.
+        func updateProfile(
+            request: GRPCCore.ServerRequest<Auth_V1_UpdateProfileRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Auth_V1_User>
+
+        /// Handle the "BatchGetUsers" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Services and signed-in callers: public profiles (never emails). Unknown ids are left out.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Auth_V1_BatchGetUsersRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Auth_V1_BatchGetUsersResponse` message.
+        func batchGetUsers(
+            request: GRPCCore.ServerRequest<Auth_V1_BatchGetUsersRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Auth_V1_BatchGetUsersResponse>
+
         /// Handle the "ListUsers" method.
         ///
         /// > Source IDL Documentation:
@@ -1139,6 +1241,43 @@ extension Auth_V1_AuthService {
             context: GRPCCore.ServerContext
         ) async throws -> Auth_V1_AuthorizeResponse
 
+        /// Handle the "UpdateProfile" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Changes the caller's display name (1–100 visible characters, no control characters);
+        /// > emits user.renamed.
+        ///
+        /// - Parameters:
+        ///   - request: A `Auth_V1_UpdateProfileRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Auth_V1_User` to respond with.
+        func updateProfile(
+            request: Auth_V1_UpdateProfileRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Auth_V1_User
+
+        /// Handle the "BatchGetUsers" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Services and signed-in callers: public profiles (never emails). Unknown ids are left out.
+        ///
+        /// - Parameters:
+        ///   - request: A `Auth_V1_BatchGetUsersRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Auth_V1_BatchGetUsersResponse` to respond with.
+        func batchGetUsers(
+            request: Auth_V1_BatchGetUsersRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Auth_V1_BatchGetUsersResponse
+
         /// Handle the "ListUsers" method.
         ///
         /// > Source IDL Documentation:
@@ -1405,6 +1544,28 @@ extension Auth_V1_AuthService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Auth_V1_AuthService.Method.UpdateProfile.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Auth_V1_UpdateProfileRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Auth_V1_User>(),
+            handler: { request, context in
+                try await self.updateProfile(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Auth_V1_AuthService.Method.BatchGetUsers.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Auth_V1_BatchGetUsersRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Auth_V1_BatchGetUsersResponse>(),
+            handler: { request, context in
+                try await self.batchGetUsers(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Auth_V1_AuthService.Method.ListUsers.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Auth_V1_ListUsersRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Auth_V1_ListUsersResponse>(),
@@ -1624,6 +1785,28 @@ extension Auth_V1_AuthService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Auth_V1_AuthorizeResponse> {
         let response = try await self.authorize(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func updateProfile(
+        request: GRPCCore.StreamingServerRequest<Auth_V1_UpdateProfileRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Auth_V1_User> {
+        let response = try await self.updateProfile(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func batchGetUsers(
+        request: GRPCCore.StreamingServerRequest<Auth_V1_BatchGetUsersRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Auth_V1_BatchGetUsersResponse> {
+        let response = try await self.batchGetUsers(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1869,6 +2052,32 @@ extension Auth_V1_AuthService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Auth_V1_AuthorizeResponse> {
         return GRPCCore.ServerResponse<Auth_V1_AuthorizeResponse>(
             message: try await self.authorize(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func updateProfile(
+        request: GRPCCore.ServerRequest<Auth_V1_UpdateProfileRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Auth_V1_User> {
+        return GRPCCore.ServerResponse<Auth_V1_User>(
+            message: try await self.updateProfile(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func batchGetUsers(
+        request: GRPCCore.ServerRequest<Auth_V1_BatchGetUsersRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Auth_V1_BatchGetUsersResponse> {
+        return GRPCCore.ServerResponse<Auth_V1_BatchGetUsersResponse>(
+            message: try await self.batchGetUsers(
                 request: request.message,
                 context: context
             ),
@@ -2229,6 +2438,53 @@ extension Auth_V1_AuthService {
             deserializer: some GRPCCore.MessageDeserializer<Auth_V1_AuthorizeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Auth_V1_AuthorizeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UpdateProfile" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Changes the caller's display name (1–100 visible characters, no control characters);
+        /// > emits user.renamed.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Auth_V1_UpdateProfileRequest` message.
+        ///   - serializer: A serializer for `Auth_V1_UpdateProfileRequest` messages.
+        ///   - deserializer: A deserializer for `Auth_V1_User` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func updateProfile<Result>(
+            request: GRPCCore.ClientRequest<Auth_V1_UpdateProfileRequest>,
+            serializer: some GRPCCore.MessageSerializer<Auth_V1_UpdateProfileRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Auth_V1_User>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Auth_V1_User>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "BatchGetUsers" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Services and signed-in callers: public profiles (never emails). Unknown ids are left out.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Auth_V1_BatchGetUsersRequest` message.
+        ///   - serializer: A serializer for `Auth_V1_BatchGetUsersRequest` messages.
+        ///   - deserializer: A deserializer for `Auth_V1_BatchGetUsersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func batchGetUsers<Result>(
+            request: GRPCCore.ClientRequest<Auth_V1_BatchGetUsersRequest>,
+            serializer: some GRPCCore.MessageSerializer<Auth_V1_BatchGetUsersRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Auth_V1_BatchGetUsersResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Auth_V1_BatchGetUsersResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListUsers" method.
@@ -2773,6 +3029,75 @@ extension Auth_V1_AuthService {
             try await self.client.unary(
                 request: request,
                 descriptor: Auth_V1_AuthService.Method.Authorize.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UpdateProfile" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Changes the caller's display name (1–100 visible characters, no control characters);
+        /// > emits user.renamed.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Auth_V1_UpdateProfileRequest` message.
+        ///   - serializer: A serializer for `Auth_V1_UpdateProfileRequest` messages.
+        ///   - deserializer: A deserializer for `Auth_V1_User` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func updateProfile<Result>(
+            request: GRPCCore.ClientRequest<Auth_V1_UpdateProfileRequest>,
+            serializer: some GRPCCore.MessageSerializer<Auth_V1_UpdateProfileRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Auth_V1_User>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Auth_V1_User>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Auth_V1_AuthService.Method.UpdateProfile.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "BatchGetUsers" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Services and signed-in callers: public profiles (never emails). Unknown ids are left out.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Auth_V1_BatchGetUsersRequest` message.
+        ///   - serializer: A serializer for `Auth_V1_BatchGetUsersRequest` messages.
+        ///   - deserializer: A deserializer for `Auth_V1_BatchGetUsersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func batchGetUsers<Result>(
+            request: GRPCCore.ClientRequest<Auth_V1_BatchGetUsersRequest>,
+            serializer: some GRPCCore.MessageSerializer<Auth_V1_BatchGetUsersRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Auth_V1_BatchGetUsersResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Auth_V1_BatchGetUsersResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Auth_V1_AuthService.Method.BatchGetUsers.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -3354,6 +3679,65 @@ extension Auth_V1_AuthService.ClientProtocol {
         )
     }
 
+    /// Call the "UpdateProfile" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Changes the caller's display name (1–100 visible characters, no control characters);
+    /// > emits user.renamed.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Auth_V1_UpdateProfileRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func updateProfile<Result>(
+        request: GRPCCore.ClientRequest<Auth_V1_UpdateProfileRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Auth_V1_User>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.updateProfile(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Auth_V1_UpdateProfileRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Auth_V1_User>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BatchGetUsers" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Services and signed-in callers: public profiles (never emails). Unknown ids are left out.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Auth_V1_BatchGetUsersRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func batchGetUsers<Result>(
+        request: GRPCCore.ClientRequest<Auth_V1_BatchGetUsersRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Auth_V1_BatchGetUsersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.batchGetUsers(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Auth_V1_BatchGetUsersRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Auth_V1_BatchGetUsersResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "ListUsers" method.
     ///
     /// > Source IDL Documentation:
@@ -3920,6 +4304,73 @@ extension Auth_V1_AuthService.ClientProtocol {
             metadata: metadata
         )
         return try await self.authorize(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UpdateProfile" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Changes the caller's display name (1–100 visible characters, no control characters);
+    /// > emits user.renamed.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func updateProfile<Result>(
+        _ message: Auth_V1_UpdateProfileRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Auth_V1_User>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Auth_V1_UpdateProfileRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.updateProfile(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BatchGetUsers" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Services and signed-in callers: public profiles (never emails). Unknown ids are left out.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func batchGetUsers<Result>(
+        _ message: Auth_V1_BatchGetUsersRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Auth_V1_BatchGetUsersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Auth_V1_BatchGetUsersRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.batchGetUsers(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -108,71 +108,106 @@ public nonisolated enum Quiz_V1_QuestionKind: SwiftProtobuf.Enum, Swift.CaseIter
 
 }
 
-public nonisolated struct Quiz_V1_Quiz: Sendable {
+public nonisolated struct Quiz_V1_Quiz: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Server-assigned.
-  public var id: String = String()
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
 
   /// Server-assigned: the user who created it.
-  public var authorID: String = String()
+  public var authorID: String {
+    get {_storage._authorID}
+    set {_uniqueStorage()._authorID = newValue}
+  }
 
-  public var title: String = String()
+  public var title: String {
+    get {_storage._title}
+    set {_uniqueStorage()._title = newValue}
+  }
 
-  public var description_p: String = String()
+  public var description_p: String {
+    get {_storage._description_p}
+    set {_uniqueStorage()._description_p = newValue}
+  }
 
-  public var tags: [String] = []
+  public var tags: [String] {
+    get {_storage._tags}
+    set {_uniqueStorage()._tags = newValue}
+  }
 
   /// Output only: changed by Publish/Unpublish/Archive.
-  public var state: Quiz_V1_QuizState = .unspecified
+  public var state: Quiz_V1_QuizState {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
-  public var questions: [Quiz_V1_Question] = []
+  public var questions: [Quiz_V1_Question] {
+    get {_storage._questions}
+    set {_uniqueStorage()._questions = newValue}
+  }
 
-  public var questionTimeLimitSeconds: Int32 = 0
+  public var questionTimeLimitSeconds: Int32 {
+    get {_storage._questionTimeLimitSeconds}
+    set {_uniqueStorage()._questionTimeLimitSeconds = newValue}
+  }
 
   /// Output only: changes on every content write.
-  public var etag: String = String()
+  public var etag: String {
+    get {_storage._etag}
+    set {_uniqueStorage()._etag = newValue}
+  }
 
   public var createTime: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_createTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_createTime = newValue}
+    get {_storage._createTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._createTime = newValue}
   }
   /// Returns true if `createTime` has been explicitly set.
-  public var hasCreateTime: Bool {self._createTime != nil}
+  public var hasCreateTime: Bool {_storage._createTime != nil}
   /// Clears the value of `createTime`. Subsequent reads from it will return its default value.
-  public mutating func clearCreateTime() {self._createTime = nil}
+  public mutating func clearCreateTime() {_uniqueStorage()._createTime = nil}
 
   public var updateTime: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_updateTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_updateTime = newValue}
+    get {_storage._updateTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._updateTime = newValue}
   }
   /// Returns true if `updateTime` has been explicitly set.
-  public var hasUpdateTime: Bool {self._updateTime != nil}
+  public var hasUpdateTime: Bool {_storage._updateTime != nil}
   /// Clears the value of `updateTime`. Subsequent reads from it will return its default value.
-  public mutating func clearUpdateTime() {self._updateTime = nil}
+  public mutating func clearUpdateTime() {_uniqueStorage()._updateTime = nil}
 
   /// Set on deleted quizzes (seen only by admins with show_deleted).
   public var deleteTime: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_deleteTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_deleteTime = newValue}
+    get {_storage._deleteTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._deleteTime = newValue}
   }
   /// Returns true if `deleteTime` has been explicitly set.
-  public var hasDeleteTime: Bool {self._deleteTime != nil}
+  public var hasDeleteTime: Bool {_storage._deleteTime != nil}
   /// Clears the value of `deleteTime`. Subsequent reads from it will return its default value.
-  public mutating func clearDeleteTime() {self._deleteTime = nil}
+  public mutating func clearDeleteTime() {_uniqueStorage()._deleteTime = nil}
 
   /// Output only: how many questions the quiz has (also when `questions` is masked out).
-  public var questionCount: Int32 = 0
+  public var questionCount: Int32 {
+    get {_storage._questionCount}
+    set {_uniqueStorage()._questionCount = newValue}
+  }
+
+  /// Output only: the author's public display name, kept current from auth's user.renamed
+  /// events (never derived from an email).
+  public var authorDisplayName: String {
+    get {_storage._authorDisplayName}
+    set {_uniqueStorage()._authorDisplayName = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _createTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _updateTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _deleteTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Quiz_V1_Question: Sendable {
@@ -345,41 +380,39 @@ public nonisolated struct Quiz_V1_ListQuizzesResponse: Sendable {
   public init() {}
 }
 
-public nonisolated struct Quiz_V1_UpdateQuizRequest: @unchecked Sendable {
+public nonisolated struct Quiz_V1_UpdateQuizRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// quiz.id names the quiz.
   public var quiz: Quiz_V1_Quiz {
-    get {_storage._quiz ?? Quiz_V1_Quiz()}
-    set {_uniqueStorage()._quiz = newValue}
+    get {_quiz ?? Quiz_V1_Quiz()}
+    set {_quiz = newValue}
   }
   /// Returns true if `quiz` has been explicitly set.
-  public var hasQuiz: Bool {_storage._quiz != nil}
+  public var hasQuiz: Bool {self._quiz != nil}
   /// Clears the value of `quiz`. Subsequent reads from it will return its default value.
-  public mutating func clearQuiz() {_uniqueStorage()._quiz = nil}
+  public mutating func clearQuiz() {self._quiz = nil}
 
   public var updateMask: SwiftProtobuf.Google_Protobuf_FieldMask {
-    get {_storage._updateMask ?? SwiftProtobuf.Google_Protobuf_FieldMask()}
-    set {_uniqueStorage()._updateMask = newValue}
+    get {_updateMask ?? SwiftProtobuf.Google_Protobuf_FieldMask()}
+    set {_updateMask = newValue}
   }
   /// Returns true if `updateMask` has been explicitly set.
-  public var hasUpdateMask: Bool {_storage._updateMask != nil}
+  public var hasUpdateMask: Bool {self._updateMask != nil}
   /// Clears the value of `updateMask`. Subsequent reads from it will return its default value.
-  public mutating func clearUpdateMask() {_uniqueStorage()._updateMask = nil}
+  public mutating func clearUpdateMask() {self._updateMask = nil}
 
   /// Optional; when empty, quiz.etag is used if set; a stale one is ABORTED.
-  public var etag: String {
-    get {_storage._etag}
-    set {_uniqueStorage()._etag = newValue}
-  }
+  public var etag: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _quiz: Quiz_V1_Quiz? = nil
+  fileprivate var _updateMask: SwiftProtobuf.Google_Protobuf_FieldMask? = nil
 }
 
 public nonisolated struct Quiz_V1_DeleteQuizRequest: Sendable {
@@ -776,93 +809,160 @@ nonisolated extension Quiz_V1_QuestionKind: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Quiz_V1_Quiz: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Quiz"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}author_id\0\u{1}title\0\u{1}description\0\u{1}tags\0\u{1}state\0\u{1}questions\0\u{3}question_time_limit_seconds\0\u{1}etag\0\u{3}create_time\0\u{3}update_time\0\u{3}delete_time\0\u{3}question_count\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}author_id\0\u{1}title\0\u{1}description\0\u{1}tags\0\u{1}state\0\u{1}questions\0\u{3}question_time_limit_seconds\0\u{1}etag\0\u{3}create_time\0\u{3}update_time\0\u{3}delete_time\0\u{3}question_count\0\u{3}author_display_name\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _authorID: String = String()
+    var _title: String = String()
+    var _description_p: String = String()
+    var _tags: [String] = []
+    var _state: Quiz_V1_QuizState = .unspecified
+    var _questions: [Quiz_V1_Question] = []
+    var _questionTimeLimitSeconds: Int32 = 0
+    var _etag: String = String()
+    var _createTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _updateTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _deleteTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _questionCount: Int32 = 0
+    var _authorDisplayName: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _authorID = source._authorID
+      _title = source._title
+      _description_p = source._description_p
+      _tags = source._tags
+      _state = source._state
+      _questions = source._questions
+      _questionTimeLimitSeconds = source._questionTimeLimitSeconds
+      _etag = source._etag
+      _createTime = source._createTime
+      _updateTime = source._updateTime
+      _deleteTime = source._deleteTime
+      _questionCount = source._questionCount
+      _authorDisplayName = source._authorDisplayName
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.authorID) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.title) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
-      case 5: try { try decoder.decodeRepeatedStringField(value: &self.tags) }()
-      case 6: try { try decoder.decodeSingularEnumField(value: &self.state) }()
-      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.questions) }()
-      case 8: try { try decoder.decodeSingularInt32Field(value: &self.questionTimeLimitSeconds) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.etag) }()
-      case 10: try { try decoder.decodeSingularMessageField(value: &self._createTime) }()
-      case 11: try { try decoder.decodeSingularMessageField(value: &self._updateTime) }()
-      case 12: try { try decoder.decodeSingularMessageField(value: &self._deleteTime) }()
-      case 13: try { try decoder.decodeSingularInt32Field(value: &self.questionCount) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._authorID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._title) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._description_p) }()
+        case 5: try { try decoder.decodeRepeatedStringField(value: &_storage._tags) }()
+        case 6: try { try decoder.decodeSingularEnumField(value: &_storage._state) }()
+        case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._questions) }()
+        case 8: try { try decoder.decodeSingularInt32Field(value: &_storage._questionTimeLimitSeconds) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._etag) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._createTime) }()
+        case 11: try { try decoder.decodeSingularMessageField(value: &_storage._updateTime) }()
+        case 12: try { try decoder.decodeSingularMessageField(value: &_storage._deleteTime) }()
+        case 13: try { try decoder.decodeSingularInt32Field(value: &_storage._questionCount) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._authorDisplayName) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.id.isEmpty {
-      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
-    }
-    if !self.authorID.isEmpty {
-      try visitor.visitSingularStringField(value: self.authorID, fieldNumber: 2)
-    }
-    if !self.title.isEmpty {
-      try visitor.visitSingularStringField(value: self.title, fieldNumber: 3)
-    }
-    if !self.description_p.isEmpty {
-      try visitor.visitSingularStringField(value: self.description_p, fieldNumber: 4)
-    }
-    if !self.tags.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.tags, fieldNumber: 5)
-    }
-    if self.state != .unspecified {
-      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 6)
-    }
-    if !self.questions.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.questions, fieldNumber: 7)
-    }
-    if self.questionTimeLimitSeconds != 0 {
-      try visitor.visitSingularInt32Field(value: self.questionTimeLimitSeconds, fieldNumber: 8)
-    }
-    if !self.etag.isEmpty {
-      try visitor.visitSingularStringField(value: self.etag, fieldNumber: 9)
-    }
-    try { if let v = self._createTime {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    } }()
-    try { if let v = self._updateTime {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-    } }()
-    try { if let v = self._deleteTime {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
-    } }()
-    if self.questionCount != 0 {
-      try visitor.visitSingularInt32Field(value: self.questionCount, fieldNumber: 13)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._authorID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._authorID, fieldNumber: 2)
+      }
+      if !_storage._title.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._title, fieldNumber: 3)
+      }
+      if !_storage._description_p.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._description_p, fieldNumber: 4)
+      }
+      if !_storage._tags.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._tags, fieldNumber: 5)
+      }
+      if _storage._state != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._state, fieldNumber: 6)
+      }
+      if !_storage._questions.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._questions, fieldNumber: 7)
+      }
+      if _storage._questionTimeLimitSeconds != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._questionTimeLimitSeconds, fieldNumber: 8)
+      }
+      if !_storage._etag.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._etag, fieldNumber: 9)
+      }
+      try { if let v = _storage._createTime {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
+      try { if let v = _storage._updateTime {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      } }()
+      try { if let v = _storage._deleteTime {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      } }()
+      if _storage._questionCount != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._questionCount, fieldNumber: 13)
+      }
+      if !_storage._authorDisplayName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._authorDisplayName, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Quiz_V1_Quiz, rhs: Quiz_V1_Quiz) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs.authorID != rhs.authorID {return false}
-    if lhs.title != rhs.title {return false}
-    if lhs.description_p != rhs.description_p {return false}
-    if lhs.tags != rhs.tags {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.questions != rhs.questions {return false}
-    if lhs.questionTimeLimitSeconds != rhs.questionTimeLimitSeconds {return false}
-    if lhs.etag != rhs.etag {return false}
-    if lhs._createTime != rhs._createTime {return false}
-    if lhs._updateTime != rhs._updateTime {return false}
-    if lhs._deleteTime != rhs._deleteTime {return false}
-    if lhs.questionCount != rhs.questionCount {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._authorID != rhs_storage._authorID {return false}
+        if _storage._title != rhs_storage._title {return false}
+        if _storage._description_p != rhs_storage._description_p {return false}
+        if _storage._tags != rhs_storage._tags {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._questions != rhs_storage._questions {return false}
+        if _storage._questionTimeLimitSeconds != rhs_storage._questionTimeLimitSeconds {return false}
+        if _storage._etag != rhs_storage._etag {return false}
+        if _storage._createTime != rhs_storage._createTime {return false}
+        if _storage._updateTime != rhs_storage._updateTime {return false}
+        if _storage._deleteTime != rhs_storage._deleteTime {return false}
+        if _storage._questionCount != rhs_storage._questionCount {return false}
+        if _storage._authorDisplayName != rhs_storage._authorDisplayName {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1188,81 +1288,41 @@ nonisolated extension Quiz_V1_UpdateQuizRequest: SwiftProtobuf.Message, SwiftPro
   public static let protoMessageName: String = _protobuf_package + ".UpdateQuizRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}quiz\0\u{3}update_mask\0\u{1}etag\0")
 
-  fileprivate class _StorageClass {
-    var _quiz: Quiz_V1_Quiz? = nil
-    var _updateMask: SwiftProtobuf.Google_Protobuf_FieldMask? = nil
-    var _etag: String = String()
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _quiz = source._quiz
-      _updateMask = source._updateMask
-      _etag = source._etag
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._quiz) }()
-        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._updateMask) }()
-        case 3: try { try decoder.decodeSingularStringField(value: &_storage._etag) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._quiz) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._updateMask) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.etag) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      try { if let v = _storage._quiz {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-      } }()
-      try { if let v = _storage._updateMask {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-      } }()
-      if !_storage._etag.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._etag, fieldNumber: 3)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._quiz {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._updateMask {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if !self.etag.isEmpty {
+      try visitor.visitSingularStringField(value: self.etag, fieldNumber: 3)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Quiz_V1_UpdateQuizRequest, rhs: Quiz_V1_UpdateQuizRequest) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._quiz != rhs_storage._quiz {return false}
-        if _storage._updateMask != rhs_storage._updateMask {return false}
-        if _storage._etag != rhs_storage._etag {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs._quiz != rhs._quiz {return false}
+    if lhs._updateMask != rhs._updateMask {return false}
+    if lhs.etag != rhs.etag {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

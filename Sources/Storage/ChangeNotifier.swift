@@ -88,6 +88,19 @@ public final class ChangeNotifier: Sendable {
     }
   }
 
+  /// Posts `payload` on `channel` as part of `uow` without a notifier at hand (producers
+  /// that only post, e.g. `Outbox.append`): the same delivery as `notify(channel:payload:in:)`.
+  public static func post(channel: String, payload: String, in uow: UnitOfWork) async throws {
+    try Self.check(channel: channel)
+    guard payload.utf8.count <= Self.maxPayloadBytes else { throw ChangeNotifierError.payloadTooLarge(payload.utf8.count) }
+    if uow.dialect == .sqlite {
+      guard let key = uow.localKey else { return }
+      uow.afterCommit { LocalChannels.deliver(key: key, channel: channel, .payload(payload)) }
+    } else {
+      try await uow.sql.raw("SELECT pg_notify(\(bind: channel), \(bind: payload)) AS sent").run()
+    }
+  }
+
   /// Notifications posted on `channel` from now on. On PostgreSQL they arrive once the
   /// LISTEN is in place (`waitUntilListening`). The stream ends with `close()`; dropping
   /// it unsubscribes.

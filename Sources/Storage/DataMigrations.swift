@@ -16,22 +16,31 @@ public struct DataMigration: Sendable {
   /// Its identity in `data_migrations`, with the service: never rename one that shipped.
   public let name: String
   public let batch: @Sendable (_ uow: UnitOfWork, _ cursor: String?) async throws -> String?
+  /// Work done before each batch outside any transaction — remote calls, which must never
+  /// hold a transaction open — given the cursor stored then. Another replica may move the
+  /// cursor before the batch runs: the batch must check what `prepare` left for it and throw
+  /// (the run fails and is retried) when it doesn't fit.
+  public let prepare: (@Sendable (_ db: Database, _ cursor: String?) async throws -> Void)?
 
   public init(
     version: Int, name: String,
-    batch: @escaping @Sendable (_ uow: UnitOfWork, _ cursor: String?) async throws -> String?
+    batch: @escaping @Sendable (_ uow: UnitOfWork, _ cursor: String?) async throws -> String?,
+    prepare: (@Sendable (_ db: Database, _ cursor: String?) async throws -> Void)? = nil
   ) {
     self.version = version
     self.name = name
     self.batch = batch
+    self.prepare = prepare
   }
 }
 
 extension Migrator {
-  /// Runs one data migration to the end, batch by batch. Replicas running it together take
-  /// turns: each batch locks the progress row (`FOR UPDATE` on PostgreSQL, SQLite's write lock)
-  /// and reads the cursor under it.
-  func runDataMigration(_ data: DataMigration, _ db: Database) async throws {
+  /// Runs one data migration to the end, batch by batch (returns at once when it finished
+  /// before). Replicas running it together take turns: each batch locks the progress row
+  /// (`FOR UPDATE` on PostgreSQL, SQLite's write lock) and reads the cursor under it. Public
+  /// for data migrations that need more than the database (see `ModuleParts.dataMigrations`):
+  /// a failed run resumes after the last committed batch.
+  public func runDataMigration(_ data: DataMigration, _ db: Database) async throws {
     try await db.transaction { uow -> Void in
       try await uow.sql.raw(
         """
@@ -43,6 +52,21 @@ extension Migrator {
     }
     while true {
       try Task.checkCancellation()
+      if let prepare = data.prepare {
+        let stored = try await db.read { uow -> (done: Bool, cursor: String?)? in
+          guard
+            let row = try await uow.sql.raw(
+              """
+              SELECT cursor, done_at_ms FROM data_migrations WHERE service = \(bind: self.service) AND name = \(bind: data.name)
+              """
+            ).first()
+          else { return nil }
+          let cursor: String? = try row.decodeNil(column: "cursor") ? nil : row.decode(column: "cursor", as: String.self)
+          return (try !row.decodeNil(column: "done_at_ms"), cursor)
+        }
+        if stored?.done == true { return }
+        try await prepare(db, stored?.cursor)
+      }
       let finished = try await db.transaction { uow -> Bool in
         let progress: SQLQueryString
         if uow.dialect == .postgres {

@@ -62,6 +62,8 @@ public final class Database: Sendable {
   private let logger: Logger
   private let contention: ContentionLog
   private let closed = Mutex(false)
+  /// SQLite: the standardized file path (in-process notifications); nil on PostgreSQL.
+  let localKey: String?
 
   private enum Backend: Sendable {
     case sqlite(writer: Lane<TunedSQLiteSource>, readers: Lane<TunedSQLiteSource>, threads: NIOThreadPool)
@@ -76,6 +78,7 @@ public final class Database: Sendable {
     switch location {
     case .sqlite(let path):
       let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+      self.localKey = absolute
       let directory = URL(fileURLWithPath: absolute).deletingLastPathComponent().path
       do {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -97,6 +100,7 @@ public final class Database: Sendable {
         writer: lane("writer", permits: 1, readOnly: false), readers: lane("readers", permits: readers, readOnly: true), threads: threads)
       self.dialect = .sqlite
     case .postgres(let url, let size):
+      self.localKey = nil
       let config: SQLPostgresConfiguration
       do {
         config = try SQLPostgresConfiguration(url: url)
@@ -118,7 +122,7 @@ public final class Database: Sendable {
   public func read<T: Sendable>(_ body: (UnitOfWork) async throws -> T) async throws -> T {
     switch self.backend {
     case .sqlite(_, let readers, _):
-      try await self.run(readers) { try await body(UnitOfWork(sql: $0.sql(), dialect: .sqlite, commitHooks: nil)) }
+      try await self.run(readers) { try await body(UnitOfWork(sql: $0.sql(), dialect: .sqlite, commitHooks: nil, localKey: self.localKey)) }
     case .postgres(let lane):
       try await self.run(lane) { try await body(UnitOfWork(sql: $0.sql(), dialect: .postgres, commitHooks: nil)) }
     }
@@ -136,7 +140,7 @@ public final class Database: Sendable {
         // The writer gate makes this the only writer in the process, so taking the write lock
         // up front only waits for other processes (busy_timeout).
         try await self.run(writer) {
-          try await Self.inTransaction(UnitOfWork(sql: $0.sql(), dialect: .sqlite, commitHooks: CommitHooks()), begin: "BEGIN IMMEDIATE", body)
+          try await Self.inTransaction(UnitOfWork(sql: $0.sql(), dialect: .sqlite, commitHooks: CommitHooks(), localKey: self.localKey), begin: "BEGIN IMMEDIATE", body)
         }
       case .postgres(let lane):
         try await self.run(lane) {
@@ -279,11 +283,14 @@ public struct UnitOfWork: Sendable {
   public let dialect: SQLDialectKind
   /// Inside a transaction: what runs once it has committed (nil: no transaction).
   let commitHooks: CommitHooks?
+  /// SQLite: the file, which keys in-process change notifications (`ChangeNotifier`).
+  let localKey: String?
 
-  init(sql: any SQLDatabase, dialect: SQLDialectKind, commitHooks: CommitHooks?) {
+  init(sql: any SQLDatabase, dialect: SQLDialectKind, commitHooks: CommitHooks?, localKey: String? = nil) {
     self.sql = sql
     self.dialect = dialect
     self.commitHooks = commitHooks
+    self.localKey = localKey
   }
 
   /// Runs `action` once this unit of work's transaction has committed, and never if it
@@ -300,11 +307,12 @@ public struct UnitOfWork: Sendable {
     self.sql = sql
     self.dialect = dialect
     self.commitHooks = nil
+    self.localKey = nil
   }
 
   /// The same unit of work (transaction, after-commit actions) on a wrapped `sql`.
   public func wrapping(_ sql: any SQLDatabase) -> UnitOfWork {
-    UnitOfWork(sql: sql, dialect: self.dialect, commitHooks: self.commitHooks)
+    UnitOfWork(sql: sql, dialect: self.dialect, commitHooks: self.commitHooks, localKey: self.localKey)
   }
 
   /// Runs a write and maps a unique-constraint violation to `StorageError.uniqueViolation`.

@@ -43,10 +43,12 @@ final class AuthRepositoryTests: XCTestCase {
         after = (page.last!.createdAtMs, page.last!.id)
       }
       XCTAssertEqual(seen, ["u-0", "u-1", "u-2", "u-3", "u-4"])
-      let _v1 = try await db.transaction { uow in try await users.setRoles(id: "u-2", roles: ["author", "user"], nowMs: 5, in: uow) }
-      XCTAssertTrue(_v1)
-      let _v2 = try await db.transaction { uow in try await users.setRoles(id: "nope", roles: ["user"], nowMs: 5, in: uow) }
-      XCTAssertFalse(_v2)
+      let changed = try await db.transaction { uow in try await users.setRoles(id: "u-2", roles: ["author", "user"], nowMs: 5, in: uow) }
+      XCTAssertEqual(changed, .changed(version: 2), "a roles change bumps the profile version")
+      let same = try await db.transaction { uow in try await users.setRoles(id: "u-2", roles: ["user", "author"], nowMs: 6, in: uow) }
+      XCTAssertEqual(same, .unchanged, "the same roles again change nothing")
+      let missing = try await db.transaction { uow in try await users.setRoles(id: "nope", roles: ["user"], nowMs: 5, in: uow) }
+      XCTAssertEqual(missing, .notFound)
       try await db.transaction { uow in try await users.recordLogin(id: "u-2", failedLogins: 3, lockedUntilMs: 99, in: uow) }
       let u2 = try await db.read { uow in try await users.find(id: "u-2", in: uow) }
       XCTAssertEqual(u2?.roles, ["author", "user"])

@@ -15,13 +15,16 @@ import XCTest
 final class QuizServiceTests: XCTestCase {
   static let owner = Principal(kind: .user, subject: "u-owner", roles: ["user"])
   static let stranger = Principal(kind: .user, subject: "u-stranger", roles: ["user"])
+  static let authors = StaticAuthorDirectory([
+    AuthorProfile(id: "u-owner", displayName: "Owner", version: 1), AuthorProfile(id: "u-stranger", displayName: "Stranger", version: 1),
+  ])
 
   /// A migrated database of each dialect and a service on it.
   static func each(_ body: (QuizService, Database) async throws -> Void) async throws {
     try await TestDatabases.each { db in
       try await QuizRepositoryTests.migrate(db)
       let service = QuizService(
-        db: db, tokens: try PageTokenCodec(secret: "test page token key 0123456789"), logger: TestDatabases.logger)
+        db: db, tokens: try PageTokenCodec(secret: "test page token key 0123456789"), authors: Self.authors, logger: TestDatabases.logger)
       try await body(service, db)
     }
   }

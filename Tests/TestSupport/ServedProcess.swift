@@ -20,11 +20,17 @@ public final class ServedProcess: Sendable {
   ///   - settings: more `--key value` flags.
   ///   - environment: added to this process's environment.
   ///   - shellPrefix: a shell command run first in the same process (e.g. `ulimit -n 160`).
-  public init(
+  public convenience init(
     _ service: String, settings: [String] = [], environment: [String: String] = [:], shellPrefix: String? = nil,
     file: StaticString = #filePath
   ) throws {
-    let arguments = ["serve", service, "--framed-port", "0", "--grpc-port", "0", "--admin-port", "0", "--grace", "1"] + settings
+    try self.init(
+      arguments: ["serve", service, "--framed-port", "0", "--grpc-port", "0", "--admin-port", "0", "--grace", "1"] + settings,
+      environment: environment, shellPrefix: shellPrefix, file: file)
+  }
+
+  /// `quizwire <arguments>`, any subcommand (`jobs work quiz …`).
+  public init(arguments: [String], environment: [String: String] = [:], shellPrefix: String? = nil, file: StaticString = #filePath) throws {
     let executable = try Self.quizwireExecutable(file: file)
     let process = Process()
     if let shellPrefix {
@@ -84,6 +90,19 @@ public final class ServedProcess: Sendable {
       let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
     else { throw CocoaError(.fileReadCorruptFile) }
     return kb / 1024
+  }
+
+  public var isRunning: Bool { self.process.isRunning }
+
+  /// The exit status once it has exited (nil while running).
+  public var exitStatus: Int32? { self.process.isRunning ? nil : self.process.terminationStatus }
+
+  /// SIGKILL (a crash: nothing is cleaned up), and waits until it is gone.
+  public func sigkill() {
+    guard self.process.isRunning else { return }
+    kill(self.process.processIdentifier, SIGKILL)
+    let end = Date().addingTimeInterval(5)
+    while self.process.isRunning, Date() < end { Thread.sleep(forTimeInterval: 0.02) }
   }
 
   /// SIGTERM (a drain bounded by `--grace`), then SIGKILL after 5 s.

@@ -49,6 +49,9 @@ public enum AuthModule: ServiceModule {
   public static let defaultPorts = ServicePorts(framed: 7410, grpc: 7411, admin: 7412)
   public static var migrations: [Migration] { AuthMigrations.all }
   public static var policies: AccessPolicies { AuthService.policies }
+  /// The outbox's topic: users' public profiles and roles.
+  public static let usersTopic = EventTopic(
+    name: "users", types: ["user.registered", "user.renamed", "user.roles_changed"], resync: "auth.v1.AuthService/BatchGetUsers")
 
   public static func configureHost(_ config: inout ServiceHost.Config) {
     config.framed.runHandlersOnEventLoop = false  // scrypt must never run on an event loop
@@ -89,7 +92,9 @@ public enum AuthModule: ServiceModule {
           }
         },
       ],
-      gates: [(prefix: "password_hash", gate: hasher.gate)])
+      gates: [(prefix: "password_hash", gate: hasher.gate)],
+      jobs: AuthJobs.handlers(tokens: service.tokens, now: { service.nowMs() }, logger: context.logger), recurringJobs: [AuthJobs.purge],
+      feeds: [AuthModule.usersTopic])
   }
 
   /// The zero-setup key-encryption key: made once, kept next to the SQLite file, owner-only.

@@ -38,9 +38,14 @@ extension AuthService {
     return try await self.audit.recording("user.set_roles", target: request.userID, details: details) { () async throws -> Auth_V1_User in
       let now = self.nowMs()
       let updated = try await self.db.transaction { uow -> UserRecord? in
-        guard try await self.users.setRoles(id: request.userID, roles: roles, nowMs: now, in: uow) else { return nil }
+        let change = try await self.users.setRoles(id: request.userID, roles: roles, nowMs: now, in: uow)
+        if change == .notFound { return nil }
         // Roles are in access tokens: make the user sign in again to get the new ones.
         try await self.tokens.revokeAll(userID: request.userID, nowMs: now, in: uow)
+        // Last: an outbox append serializes the transactions that append from here on.
+        if case .changed(let version) = change {
+          try await self.emitRolesChanged(userID: request.userID, roles: roles, version: version, nowMs: now, in: uow)
+        }
         return try await self.users.find(id: request.userID, in: uow)
       }
       guard let updated else { throw RPCError(code: .notFound, message: "no such user") }

@@ -77,7 +77,8 @@ package struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
         M.Register.descriptor: .public, M.Login.descriptor: .public, M.Refresh.descriptor: .public,
         M.Logout.descriptor: .public, M.GetJWKS.descriptor: .public,
         M.ClientCredentials.descriptor: .public, M.ExchangeCode.descriptor: .public,
-        M.GetMe.descriptor: .authenticated, M.CreateAPIKey.descriptor: .authenticated, M.ListAPIKeys.descriptor: .authenticated,
+        M.GetMe.descriptor: .authenticated, M.UpdateProfile.descriptor: .scope("profile:write"),
+        M.BatchGetUsers.descriptor: .servicesOrUsers, M.CreateAPIKey.descriptor: .authenticated, M.ListAPIKeys.descriptor: .authenticated,
         M.RevokeAPIKey.descriptor: .authenticated, M.RotateAPIKey.descriptor: .authenticated, M.Authorize.descriptor: .authenticated,
         M.ListUsers.descriptor: .anyRole(["admin"]), M.SetRoles.descriptor: .anyRole(["admin"]),
         M.RegisterClient.descriptor: .anyRole(["admin"]), M.RotateSigningKey.descriptor: .anyRole(["admin"]),
@@ -98,9 +99,12 @@ package struct AuthService: Auth_V1_AuthService.SimpleServiceProtocol {
     if self.config.adminEmails.contains(email) { roles.insert("admin") }
     let user = UserRecord(
       id: "u-" + RandomTokens.id(), email: email, displayName: displayName.isEmpty ? String(email.split(separator: "@")[0]) : displayName,
-      passwordHash: hash, roles: roles, failedLogins: 0, lockedUntilMs: 0, createdAtMs: now, updatedAtMs: now)
+      passwordHash: hash, roles: roles, failedLogins: 0, lockedUntilMs: 0, createdAtMs: now, updatedAtMs: now, profileVersion: 1)
     do {
-      try await self.db.transaction { uow in try await self.users.insert(user, in: uow) }
+      try await self.db.transaction { uow in
+        try await self.users.insert(user, in: uow)
+        try await self.emitRegistered(user, in: uow)
+      }
     } catch StorageError.uniqueViolation {
       throw RPCError(code: .alreadyExists, message: "an account with this email already exists")
     }

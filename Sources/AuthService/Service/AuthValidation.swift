@@ -20,6 +20,22 @@ extension Auth_V1_RegisterRequest: ValidatableMessage {
   }
 }
 
+extension Auth_V1_UpdateProfileRequest: ValidatableMessage {
+  public func validate(into violations: inout FieldViolations) {
+    let displayName = self.displayName.trimmingCharacters(in: .whitespacesAndNewlines)
+    violations.require((1...100).contains(displayName.count), "display_name", "must be 1 to 100 characters (after trimming spaces)")
+    violations.require(!AuthService.hasControlCharacters(displayName), "display_name", "must not contain control characters")
+    violations.require(
+      displayName.isEmpty || AuthService.hasVisibleCharacter(displayName), "display_name", "must contain a visible character")
+  }
+}
+
+extension Auth_V1_BatchGetUsersRequest: ValidatableMessage {
+  public func validate(into violations: inout FieldViolations) {
+    violations.require(self.ids.count <= AuthService.maxBatchGetUsers, "ids", "at most \(AuthService.maxBatchGetUsers) ids")
+  }
+}
+
 extension Auth_V1_ListUsersRequest: ValidatableMessage {
   public func validate(into violations: inout FieldViolations) {
     violations.require((0...200).contains(self.limit), "limit", "must be between 1 and 200 (0 for the default of 50)")

@@ -63,6 +63,16 @@ package enum AuthMigrations {
             : "ALTER TABLE oauth_clients ADD COLUMN internal INTEGER NOT NULL DEFAULT 0"
         ]
       },
+      // The events' outbox (user.registered, user.renamed, user.roles_changed).
+      Outbox.migration(version: 3),
+      // The job queue (purging expired refresh tokens and authorization codes).
+      JobQueue.migration(version: 4),
+      // The per-user version of the public profile: the key version of the user.* events.
+      Migration(version: 5, name: "users.profile_version", expandOnly: true) { _ in
+        ["ALTER TABLE users ADD COLUMN profile_version BIGINT NOT NULL DEFAULT 1"]
+      },
+      // The feed of the outbox (topic "users"): acknowledgements and purge horizons.
+      OutboxRetention.migration(version: 6),
     ]
   }
 }

@@ -56,6 +56,12 @@ package protocol TokenRepository: Sendable {
   func find(codeHash: String, in uow: UnitOfWork) async throws -> AuthCodeRecord?
   /// Marks a code used and links the family issued from it; false when already used.
   func consume(codeHash: String, familyID: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool
+
+  /// Deletes refresh tokens that expired by `tokensExpiredByMs` and authorization codes that
+  /// expired by `codesExpiredByMs`, at most `limit` of each; returns how many of each.
+  func purgeExpired(tokensExpiredByMs: Int64, codesExpiredByMs: Int64, limit: Int, in uow: UnitOfWork) async throws -> (
+    refreshTokens: Int, authCodes: Int
+  )
 }
 
 package struct SQLTokenRepository: TokenRepository {
@@ -123,6 +129,24 @@ package struct SQLTokenRepository: TokenRepository {
       """
     ).all()
     return try rows.first?.decode(model: AuthCodeRecord.self, keyDecodingStrategy: .convertFromSnakeCase)
+  }
+
+  package func purgeExpired(tokensExpiredByMs: Int64, codesExpiredByMs: Int64, limit: Int, in uow: UnitOfWork) async throws -> (
+    refreshTokens: Int, authCodes: Int
+  ) {
+    let tokens = try await uow.sql.raw(
+      """
+      DELETE FROM refresh_tokens WHERE id IN (
+        SELECT id FROM refresh_tokens WHERE expires_at_ms <= \(bind: tokensExpiredByMs) LIMIT \(bind: limit)) RETURNING id
+      """
+    ).all().count
+    let codes = try await uow.sql.raw(
+      """
+      DELETE FROM auth_codes WHERE code_hash IN (
+        SELECT code_hash FROM auth_codes WHERE expires_at_ms <= \(bind: codesExpiredByMs) LIMIT \(bind: limit)) RETURNING code_hash
+      """
+    ).all().count
+    return (tokens, codes)
   }
 
   package func consume(codeHash: String, familyID: String, nowMs: Int64, in uow: UnitOfWork) async throws -> Bool {

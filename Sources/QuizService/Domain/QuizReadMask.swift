@@ -10,6 +10,7 @@ public struct QuizReadMask: Sendable, Hashable {
     case id, authorID = "author_id", title, description, tags, state, questions
     case questionTimeLimitSeconds = "question_time_limit_seconds", etag
     case createTime = "create_time", updateTime = "update_time", deleteTime = "delete_time", questionCount = "question_count"
+    case authorDisplayName = "author_display_name"
   }
 
   /// nil: every field.
@@ -66,6 +67,7 @@ public struct QuizReadMask: Sendable, Hashable {
     if !self.includes(.updateTime) { quiz.clearUpdateTime() }
     if !self.includes(.deleteTime) { quiz.clearDeleteTime() }
     if !self.includes(.questionCount) { quiz.questionCount = 0 }
+    if !self.includes(.authorDisplayName) { quiz.authorDisplayName = "" }
   }
 
   private static func camel(_ snake: String) -> String {

@@ -44,12 +44,19 @@ public struct QuizRecord: Sendable, Hashable {
   public var deletedTimeMs: Int64?
   /// In position order; each carries its answer key (redacted only when serialized for a caller).
   public var questions: [Quiz_V1_Question]?
+  /// The author's public display name (from the auth service, never from an email); not
+  /// content: it changes with the author's renames, without touching the etag.
+  public var authorDisplayName: String
+  /// The author's profile version that name is from (0: not filled yet).
+  public var authorNameVersion: Int64
 
   public init(
     id: String, authorID: String, title: String, description: String, tags: [String], state: QuizState,
     questionTimeLimitSeconds: Int, questionCount: Int, etag: String, createTimeMs: Int64, updateTimeMs: Int64,
-    deletedTimeMs: Int64? = nil, questions: [Quiz_V1_Question]? = nil
+    deletedTimeMs: Int64? = nil, questions: [Quiz_V1_Question]? = nil, authorDisplayName: String = "", authorNameVersion: Int64 = 0
   ) {
+    self.authorDisplayName = authorDisplayName
+    self.authorNameVersion = authorNameVersion
     self.id = id
     self.authorID = authorID
     self.title = title

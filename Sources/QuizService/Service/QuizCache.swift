@@ -130,6 +130,19 @@ public final class QuizCache: QuizChangeObserver, Sendable {
   /// Drops every entry that showed a quiz of `authorID`.
   public func invalidate(author authorID: String) { self.store.invalidate(tag: "author:\(authorID)") }
 
+  /// The `event` of a notification that an author's display name changed on their quizzes.
+  static let authorRenamedEvent = "quiz.author_renamed"
+
+  /// Inside the unit of work that changed the display name on `authorID`'s quizzes: every
+  /// replica (this one included) drops the entries that showed that author once it commits.
+  /// (A replica too old to know the event reads it as a change of quiz "", a no-op; its
+  /// entries age out with the TTL.)
+  public static func postAuthorRenamed(_ authorID: String, in uow: UnitOfWork) async throws {
+    let message = QuizChangeMessage(event: Self.authorRenamedEvent, id: "", etag: "", authorID: authorID, lists: false)
+    let payload = String(decoding: try JSONEncoder().encode(message), as: UTF8.self)
+    try await ChangeNotifier.post(channel: Self.channel, payload: payload, in: uow)
+  }
+
   public func flushAll() { self.store.flushAll() }
 
   /// Applies the notifications of every replica until the notifier closes. A `.reset`
@@ -147,7 +160,11 @@ public final class QuizCache: QuizChangeObserver, Sendable {
           self.store.flushAll()
           continue
         }
-        self.invalidate(id: change.id, lists: change.lists)
+        if change.event == Self.authorRenamedEvent {
+          self.invalidate(author: change.authorID)
+        } else {
+          self.invalidate(id: change.id, lists: change.lists)
+        }
       }
     }
   }

@@ -62,11 +62,26 @@ public enum QuizModule: ServiceModule {
     // Invalidation across replicas: PostgreSQL NOTIFY/LISTEN, in-process on SQLite.
     let notifier = ChangeNotifier(database: database, logger: context.logger)
     let cache = try QuizCache(limits: context.options.cacheLimits, notifier: notifier, logger: context.logger)
-    let service = QuizService(db: database, tokens: tokens, logger: context.logger, audit: AuditLog(sink: context.logSink), cache: cache)
+    guard let remoteAuth = context.remoteAuth else {
+      throw ConfigError(key: "auth-target", origin: nil, reason: "the quiz service reads authors' names from the auth service")
+    }
+    // Authors' display names: auth's BatchGetUsers, on the remote-auth client the host runs.
+    let authors = RemoteAuthorDirectory(client: remoteAuth.client.client, credentials: remoteAuth.credentials)
+    let service = QuizService(
+      db: database, tokens: tokens, authors: authors, logger: context.logger, audit: AuditLog(sink: context.logSink), cache: cache)
+    // Renames follow through auth's "users" feed, read as this service's own principal.
+    let usersFeed = RemoteEventFeed(producer: "auth", topic: "users", client: remoteAuth.client.client, credentials: remoteAuth.credentials)
+    let authorNames = AuthorNameFollower.consumer(
+      feed: usersFeed, database: database, directory: authors, logger: context.logger)
     return ModuleParts(
       services: [service], lifecycle: [ChangeNotifierLifecycle(notifier: notifier, followers: [{ await cache.follow() }])],
-      caches: [cache.store])
+      caches: [cache.store], jobs: QuizJobs.handlers(),
+      dataMigrations: [AuthorNameBackfill(directory: authors).migration], feeds: [Self.quizzesTopic], eventConsumers: [authorNames])
   }
+
+  /// The outbox's topic: every write of a quiz.
+  public static let quizzesTopic = EventTopic(
+    name: "quizzes", types: ["quiz.changed", "quiz.published", "quiz.deleted"], resync: "quiz.v1.QuizService/BatchGetQuizzes")
 
   /// The zero-setup page-token key: made once, kept next to the SQLite file, owner-only. With
   /// PostgreSQL replicas may run on several machines, so the key must be given.

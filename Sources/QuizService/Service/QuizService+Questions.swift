@@ -152,7 +152,7 @@ extension QuizService {
       }
       questions += buffered.map { QuizRules.normalized($0, id: Self.newID("qq_")) }
       quiz.questions = questions
-      return WriteEffect(replaceQuestions: true)
+      return WriteEffect(replaceQuestions: true, recomputeStatistics: true)
     }
     return .with {
       $0.imported = Int32(buffered.count)

@@ -12,6 +12,7 @@ extension QuizService {
     // not store invalid input.
     try request.fieldViolations.check()
     let author = try QuizAccess.author(forCreateBy: Self.viewer())
+    let profile = try await self.authorProfile(author)
     let now = self.now()
     let input = request.quiz
     var quiz = QuizRecord(
@@ -21,13 +22,34 @@ extension QuizService {
       questionCount: input.questions.count, etag: "", createTimeMs: now, updateTimeMs: now,
       questions: input.questions.map { QuizRules.normalized($0, id: Self.newID("qq_")) })
     quiz.etag = QuizEtag.initial(quiz)
-    try await self.db.transaction { uow in
+    quiz = try await self.db.transaction { uow in
+      var quiz = quiz
+      // The newer of the profile just read and a rename applied since.
+      let name = try await self.quizzes.newestAuthorName(profile, in: uow)
+      quiz.authorDisplayName = name.displayName
+      quiz.authorNameVersion = name.version
       try await self.quizzes.insert(quiz, in: uow)
       try await self.recordChange(quiz, kind: .created, in: uow)
+      return quiz
     }
     await self.observer?.committed(QuizChange(kind: .created, id: quiz.id, etag: quiz.etag, authorID: quiz.authorID))
     self.logger.info("quiz created", metadata: ["quiz_id": .string(quiz.id), "author_id": .string(author)])
     return Self.message(quiz, answerKeys: true)
+  }
+
+  /// The author's public profile from auth, for a new quiz. Auth unreachable: UNAVAILABLE
+  /// (a quiz is never stored with a wrong name). An author auth doesn't know gets an empty
+  /// name at version 0 (a later rename fills it).
+  func authorProfile(_ authorID: String) async throws -> AuthorProfile {
+    do {
+      return try await self.authors.profiles(ids: [authorID])[authorID] ?? AuthorProfile(id: authorID, displayName: "", version: 0)
+    } catch let error as RPCError where error.code == .deadlineExceeded || error.code == .cancelled {
+      throw error
+    } catch {
+      self.logger.warning(
+        "author lookup failed; quiz not created", metadata: ["author_id": .string(authorID), "error": .string("\(error)")])
+      throw RPCError(code: .unavailable, message: "the author's profile can't be read right now (auth service unavailable); try again")
+    }
   }
 
   public func updateQuiz(request: Quiz_V1_UpdateQuizRequest, context: ServerContext) async throws -> Quiz_V1_Quiz {

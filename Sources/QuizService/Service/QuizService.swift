@@ -51,15 +51,19 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
   let exportBatch: Int
   /// Signs and checks list page tokens (one key for every replica).
   let tokens: PageTokenCodec
+  /// Authors' public display names (auth's BatchGetUsers), asked at CreateQuiz.
+  let authors: any AuthorDirectory
 
   public init(
-    db: Database, tokens: PageTokenCodec, logger: Logger, audit: AuditLog = .disabled, quizzes: QuizRepository = QuizRepository(),
+    db: Database, tokens: PageTokenCodec, authors: any AuthorDirectory, logger: Logger, audit: AuditLog = .disabled,
+    quizzes: QuizRepository = QuizRepository(),
     now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) },
     exportBatch: Int = 100, cache: QuizCache? = nil, observer: (any QuizChangeObserver)? = nil
   ) {
     self.db = db
     self.quizzes = quizzes
     self.tokens = tokens
+    self.authors = authors
     self.logger = logger
     self.audit = audit
     self.now = now
@@ -108,6 +112,8 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
     var kind: QuizChange.Kind = .changed
     /// Title or tags changed (see `QuizChange.listFieldsChanged`).
     var listFieldsChanged = false
+    /// Enqueue `quiz.recompute_stats` for the quiz in the write's unit of work (bulk imports).
+    var recomputeStatistics = false
   }
 
   /// Loads quiz `id` for writing, checks access and the etag, applies `change`, writes it if
@@ -131,6 +137,8 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
       // The row moved on between our read and the write (PostgreSQL without the row lock
       // taken, or a concurrent writer on another replica): the caller's view is stale.
       guard written else { throw QuizError.etagMismatch(id: id) }
+      // Before the outbox append, which serializes appenders until commit.
+      if effect.recomputeStatistics { try await QuizJobs.enqueueRecompute(quizID: next.id, in: uow) }
       try await self.recordChange(next, kind: effect.kind, listFieldsChanged: effect.listFieldsChanged, in: uow)
       return (next, effect)
     }
@@ -166,6 +174,7 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
     var m = Quiz_V1_Quiz()
     m.id = quiz.id
     m.authorID = quiz.authorID
+    m.authorDisplayName = quiz.authorDisplayName
     m.title = quiz.title
     m.description_p = quiz.description
     m.tags = quiz.tags

@@ -46,6 +46,24 @@ public enum QuizMigrations {
         return statements
       },
       Outbox.migration(version: 2),
+      // The job queue (quiz.recompute_stats, outbox retention).
+      JobQueue.migration(version: 3),
+      // The author's public display name on every quiz, and the per-author version of the
+      // name last applied (user.renamed's key version; 0: never filled, see
+      // AuthorNameBackfill); quiz_authors keeps the newest name known per author, so a quiz
+      // created while a rename is applied still gets the newer one.
+      Migration(version: 4, name: "quizzes.author_display_name", expandOnly: true) { _ in
+        [
+          "ALTER TABLE quizzes ADD COLUMN author_display_name TEXT NOT NULL DEFAULT ''",
+          "ALTER TABLE quizzes ADD COLUMN author_name_version BIGINT NOT NULL DEFAULT 0",
+          "CREATE TABLE quiz_authors (author_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, version BIGINT NOT NULL)",
+        ]
+      },
+      QuizStatisticsRepository.migration(version: 5),
+      // The feed of the outbox (topic "quizzes"): acknowledgements and purge horizons.
+      OutboxRetention.migration(version: 6),
+      // Consuming auth's "users" (author names): offsets, key versions, dead letters.
+      ConsumerStore.migration(version: 7),
     ]
   }
 }

@@ -22,7 +22,8 @@ public struct QuizRepository: Sendable {
   public init() {}
 
   static let columns: SQLQueryString = """
-    id, author_id, title, description, state, question_time_limit_seconds, question_count, etag, create_time_ms, update_time_ms, deleted_time_ms
+    id, author_id, title, description, state, question_time_limit_seconds, question_count, etag, create_time_ms, update_time_ms, deleted_time_ms,
+    author_display_name, author_name_version
     """
 
   // MARK: Writes
@@ -34,7 +35,7 @@ public struct QuizRepository: Sendable {
         + """
         ) VALUES (\(bind: q.id), \(bind: q.authorID), \(bind: q.title), \(bind: q.description), \(bind: q.state.rawValue),
           \(bind: q.questionTimeLimitSeconds), \(bind: q.questionCount), \(bind: q.etag), \(bind: q.createTimeMs),
-          \(bind: q.updateTimeMs), \(bind: q.deletedTimeMs))
+          \(bind: q.updateTimeMs), \(bind: q.deletedTimeMs), \(bind: q.authorDisplayName), \(bind: q.authorNameVersion))
         """)
     try await self.insertTags(q.tags, quizID: q.id, in: uow)
     try await self.insertQuestions(q.questions ?? [], quizID: q.id, in: uow)
@@ -159,7 +160,9 @@ public struct QuizRepository: Sendable {
         questionCount: try row.decode(column: "question_count", as: Int.self), etag: try row.decode(column: "etag", as: String.self),
         createTimeMs: try row.decode(column: "create_time_ms", as: Int64.self),
         updateTimeMs: try row.decode(column: "update_time_ms", as: Int64.self),
-        deletedTimeMs: try row.decode(column: "deleted_time_ms", as: Int64?.self))
+        deletedTimeMs: try row.decode(column: "deleted_time_ms", as: Int64?.self),
+        authorDisplayName: try row.decode(column: "author_display_name", as: String.self),
+        authorNameVersion: try row.decode(column: "author_name_version", as: Int64.self))
     }
   }
 }

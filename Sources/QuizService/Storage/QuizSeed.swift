@@ -6,6 +6,9 @@ import Storage
 public enum QuizSeed {
   public static let demoQuizID = "qz_demo_swift_concurrency"
   public static let demoAuthorID = "quizwire-demo"
+  /// Not a user of the auth service: the demo's name is fixed (version 1, so the author-name
+  /// backfill leaves it alone).
+  public static let demoAuthorName = "Quizwire"
 
   /// A data migration, so it runs once per database (recorded in `data_migrations`, replicas
   /// take turns) and only when the database holds no quiz yet: an installation that already
@@ -67,7 +70,7 @@ public enum QuizSeed {
       id: demoQuizID, authorID: demoAuthorID, title: "Swift concurrency basics",
       description: "async/await, actors, Sendable and cancellation: five questions to warm up.", tags: ["concurrency", "swift"],
       state: .published, questionTimeLimitSeconds: Int(QuizRules.defaultTimeLimit), questionCount: questions.count, etag: "",
-      createTimeMs: nowMs, updateTimeMs: nowMs, questions: questions)
+      createTimeMs: nowMs, updateTimeMs: nowMs, questions: questions, authorDisplayName: demoAuthorName, authorNameVersion: 1)
     quiz.etag = QuizEtag.initial(quiz)
     return quiz
   }

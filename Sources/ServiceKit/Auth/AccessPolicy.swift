@@ -11,6 +11,9 @@ public enum AccessPolicy: Sendable, Hashable {
   /// The suite's own services only: client-credentials tokens of internal clients
   /// (`Principal.Kind.service`), never other OAuth clients.
   case servicesOnly
+  /// The suite's services and signed-in people (their tokens, delegated or not, and their API
+  /// keys); not OAuth clients acting for themselves.
+  case servicesOrUsers
   /// Any authenticated principal; one that acts within scopes (an API key, an OAuth client, a
   /// token a client holds for a user) must also hold this scope (`quiz:write`).
   case scope(String)
@@ -52,6 +55,10 @@ public struct AccessPolicies: Sendable {
     case .servicesOnly:
       guard let principal else { return AuthFailure.missingCredentials.rpcError }
       return principal.kind == .service ? nil : RPCError(code: .permissionDenied, message: "only services may call this method")
+    case .servicesOrUsers:
+      guard let principal else { return AuthFailure.missingCredentials.rpcError }
+      return principal.kind == .client
+        ? RPCError(code: .permissionDenied, message: "only services and signed-in users may call this method") : nil
     case .scope(let scope):
       guard let principal else { return AuthFailure.missingCredentials.rpcError }
       return principal.allows(scope: scope) ? nil : RPCError(code: .permissionDenied, message: "requires the scope \(scope)")

@@ -59,7 +59,7 @@ public struct RemoteAuth: Sendable {
     var clientConfig = ServiceClientConfig(replicas: config.targets)
     clientConfig.idempotentMethods = [
       Auth_V1_AuthService.Method.GetJWKS.descriptor, Auth_V1_AuthService.Method.CheckAPIKey.descriptor,
-      Auth_V1_AuthService.Method.ClientCredentials.descriptor,
+      Auth_V1_AuthService.Method.ClientCredentials.descriptor, Auth_V1_AuthService.Method.BatchGetUsers.descriptor,
     ]
     let client = try ServiceClient(clientConfig)
     self.client = client

@@ -1,5 +1,6 @@
 import GRPCCore
 import Logging
+import QuizwireProtos
 import ServiceLifecycle
 import Storage
 
@@ -10,7 +11,7 @@ public enum ServiceAssembly {
   /// Every key a module's `serve` reads, for `--help` and to refuse keys nobody reads.
   public static func keys<M: ServiceModule>(of module: M.Type) -> [ConfigKey] {
     var keys = ServiceHost.Config.keys
-    if !M.migrations.isEmpty { keys += StorageOptions.keys }
+    if !M.migrations.isEmpty { keys += StorageOptions.keys + JobOptions.keys }
     if M.dependsOn.contains("auth") { keys += RemoteAuthConfig.keys }
     for dependency in M.dependsOn where dependency != "auth" {
       keys.append(ConfigKey("\(dependency)-target", "The \(dependency) service's framed address(es): host:port[,host:port]."))
@@ -40,9 +41,10 @@ public enum ServiceAssembly {
     let options = try M.Options(layers: layers)
     let storage = M.migrations.isEmpty ? nil : try StorageOptions(layers: layers)
     let remoteAuth = M.dependsOn.contains("auth") ? try RemoteAuthConfig(layers: layers, service: M.name) : nil
+    let jobs = M.migrations.isEmpty ? JobOptions() : try JobOptions(layers: layers)
     return try await self.host(
       M.self, options: options, layers: layers, host: config, storage: storage, remoteAuth: remoteAuth,
-      logSink: logSink, logLevel: level
+      logSink: logSink, logLevel: level, jobs: jobs
     ).host
   }
 
@@ -50,7 +52,7 @@ public enum ServiceAssembly {
   public static func host<M: ServiceModule>(
     _ module: M.Type, options: M.Options, layers: ConfigLayers? = nil, host config: ServiceHost.Config,
     storage: StorageOptions?, remoteAuth remoteAuthConfig: RemoteAuthConfig?,
-    logSink: LogSink = .standardOutput, logLevel: Logger.Level = .info,
+    logSink: LogSink = .standardOutput, logLevel: Logger.Level = .info, jobs jobOptions: JobOptions = JobOptions(),
     inspect: (ModuleContext<M.Options>, ModuleParts) -> Void = { _, _ in }
   ) async throws -> (host: ServiceHost, database: Database?) {
     let name = M.protoServices.first ?? M.name
@@ -73,18 +75,26 @@ public enum ServiceAssembly {
       var lifecycle: [any Service] = []
       var readiness = parts.readiness
       var steps: [BeforeServingStep] = []
+      var backgroundMigrations: BackgroundDataMigrations?
       if let database {
         // First in, last out: the database outlives every other piece.
         lifecycle.append(DatabaseLifecycle(database: database))
         readiness.insert(DependencyCheck(name: "database") { try await database.ping() }, at: 0)
         let migrator = try Migrator(service: M.name, migrations: M.migrations, dataMigrations: M.dataMigrations)
+        // The module's own backfills run in the background after the schema (their names
+        // checked against the static ones here).
+        _ = try Migrator(service: M.name, migrations: M.migrations, dataMigrations: M.dataMigrations + parts.dataMigrations)
+        let own = parts.dataMigrations.isEmpty ? nil : try Migrator(service: M.name, migrations: M.migrations, dataMigrations: parts.dataMigrations)
+        let background = own.map { BackgroundDataMigrations(migrator: $0, database: database, logger: logger) }
         steps.append(
           BeforeServingStep("migrations") {
             let applied = try await migrator.migrate(database)
             if !applied.isEmpty {
               logger.notice("migrations applied", metadata: ["versions": .string(applied.map(String.init).joined(separator: ","))])
             }
+            background?.schemaMigrated()
           })
+        backgroundMigrations = background
       }
       if let remoteAuth {
         lifecycle.append(remoteAuth.client)
@@ -92,14 +102,43 @@ public enum ServiceAssembly {
       }
       lifecycle += parts.lifecycle
       steps += parts.beforeServing
-      let security = parts.security ?? remoteAuth?.security(policies: M.policies) ?? ServiceHost.Security(policies: M.policies)
+      // Last in, first out; it starts once migrations and the module's steps are done.
+      let jobWorker = self.jobWorker(parts: parts, database: database, options: jobOptions, logger: logger, startImmediately: false)
+      if let jobWorker {
+        lifecycle.append(jobWorker)
+        steps.append(BeforeServingStep("job worker") { jobWorker.start() })
+      }
+      var services = parts.services
+      var policies = M.policies
+      var config = config
+      var feed: EventFeedService?
+      if !parts.feeds.isEmpty {
+        guard let database else { throw ConfigError(key: "data-dir", origin: nil, reason: "\(M.name) serves event feeds but keeps no outbox") }
+        // The feed's own notifier: appends wake its subscriptions in every replica.
+        let notifier = ChangeNotifier(database: database, logger: logger)
+        let service = EventFeedService(database: database, topics: parts.feeds, notifier: notifier, logger: logger)
+        services.append(service)
+        lifecycle.append(ChangeNotifierLifecycle(notifier: notifier))
+        policies.merge(EventFeedService.policies)
+        // A subscription lasts as long as its consumer asks (an hour by default), then resumes.
+        config.methodDeadlines[Events_V1_EventFeed.Method.Subscribe.descriptor] = .seconds(2 * 3600)
+        feed = service
+      }
+      lifecycle += parts.eventConsumers
+      // Last in, first out: stops before the clients and the database it uses.
+      if let backgroundMigrations { lifecycle.append(backgroundMigrations) }
+      var security = parts.security ?? remoteAuth?.security(policies: policies) ?? ServiceHost.Security(policies: policies)
+      if feed != nil { security.policies.merge(EventFeedService.policies) }
       let host = try ServiceHost(
-        name: name, services: parts.services, security: security, dependencies: readiness, lifecycle: lifecycle,
+        name: name, services: services, security: security, dependencies: readiness, lifecycle: lifecycle,
         beforeServing: steps, config: config, logSink: logSink, logLevel: logLevel)
+      if let feed { host.metrics.observe(feed: feed) }
+      for consumer in parts.eventConsumers { host.metrics.observe(consumer: consumer) }
       // Saturation shows on /metrics: the database's connection gates and the module's own.
       if let database { host.metrics.observe(database) }
       for (prefix, gate) in parts.gates { host.metrics.observe(gate, prefix: prefix) }
       for cache in parts.caches { host.metrics.observe(cache: cache) }
+      jobWorker?.useMetrics(host.metrics.factory)
       return (host, database)
     } catch {
       // Nothing runs yet: the database is the only thing open.

@@ -142,12 +142,34 @@ public struct ModuleParts: Sendable {
   public var gates: [(prefix: String, gate: BoundedGate)]
   /// Response caches of the module's own, exported on `/metrics` as `cache_hits_total{cache}` …
   public var caches: [any ResponseCacheObservable]
+  /// Topics of the module's outbox, served as `events.v1.EventFeed` (service principals only)
+  /// and purged by the outbox retention job.
+  public var feeds: [EventTopic]
+  /// Consumers of other services' feeds: run by the host, lag on `/metrics`.
+  public var eventConsumers: [EventConsumer]
+  /// Handlers of the module's background jobs (its `jobs` table, `JobQueue`); the assembly
+  /// runs a `JobWorker` for them (docs/services.md, "Jobs").
+  public var jobs: [JobHandler]
+  /// Jobs that run every so often, once per period across replicas; each needs a handler in
+  /// `jobs`.
+  public var recurringJobs: [RecurringJob]
+  /// Backfills that need more than the database (another service's answers), so they can't
+  /// be static `ServiceModule.dataMigrations`: run in the background once the schema is
+  /// migrated, while the service serves, retried with backoff until done (a dependency that
+  /// is down delays them, never the start). Names must differ from the static ones.
+  public var dataMigrations: [DataMigration]
 
   public init(
     services: [any RegistrableRPCService], security: ServiceHost.Security? = nil, readiness: [DependencyCheck] = [],
     lifecycle: [any Service] = [], beforeServing: [BeforeServingStep] = [], gates: [(prefix: String, gate: BoundedGate)] = [],
-    caches: [any ResponseCacheObservable] = []
+    caches: [any ResponseCacheObservable] = [], jobs: [JobHandler] = [], recurringJobs: [RecurringJob] = [],
+    dataMigrations: [DataMigration] = [], feeds: [EventTopic] = [], eventConsumers: [EventConsumer] = []
   ) {
+    self.dataMigrations = dataMigrations
+    self.jobs = jobs
+    self.recurringJobs = recurringJobs
+    self.feeds = feeds
+    self.eventConsumers = eventConsumers
     self.gates = gates
     self.caches = caches
     self.services = services

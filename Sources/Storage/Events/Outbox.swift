@@ -18,15 +18,10 @@ import SQLKit
 /// commit one at a time from their append on, so append last in the unit of work.
 public enum Outbox {
   /// One stored event.
-  public struct Event: Sendable, Hashable {
-    public var offset: Int64
-    public var type: String
-    public var key: String
-    public var keyVersion: Int64
-    public var payload: Data
-    public var timeMs: Int64
-    public var traceContext: String?
-  }
+  public typealias Event = EventEnvelope
+
+  /// The change-notification channel an append posts on (after commit), waking the feeds.
+  public static let channel = "quizwire_outbox"
 
   /// The `outbox` table as a schema step: add `Outbox.migration(version: n)` to a service's
   /// migrations. `offset` is quoted everywhere: it is a reserved word in both dialects.
@@ -70,18 +65,20 @@ public enum Outbox {
       INSERT INTO outbox (type, key, key_version, payload, time_ms, trace_context)
       VALUES (\(bind: type), \(bind: key), \(bind: keyVersion), \(bind: payload), \(bind: timeMs), \(bind: traceContext))
       """)
+    try await ChangeNotifier.post(channel: Self.channel, payload: "", in: uow)
   }
 
   /// The advisory lock appends take on PostgreSQL ("QWOUTBOX"). One outbox per database, so
   /// one key per database serializes exactly one service's appends.
   public static let appendLock: Int64 = 0x5157_4F55_5442_4F58
 
-  /// Events after `offset` in offset order, at most `limit`.
-  public static func read(after offset: Int64, limit: Int, in uow: UnitOfWork) async throws -> [Event] {
+  /// Events after `offset` in offset order, at most `limit`; only those of `types` when given.
+  public static func read(after offset: Int64, types: [String]? = nil, limit: Int, in uow: UnitOfWork) async throws -> [Event] {
+    let filter: SQLQueryString = types.map { "AND type IN (\(binds: $0))" } ?? ""
     let rows = try await uow.sql.raw(
       """
       SELECT "offset", type, key, key_version, payload, time_ms, trace_context FROM outbox
-      WHERE "offset" > \(bind: offset) ORDER BY "offset" LIMIT \(bind: limit)
+      WHERE "offset" > \(bind: offset) \(filter) ORDER BY "offset" LIMIT \(bind: limit)
       """
     ).all()
     return try rows.map { row in
@@ -91,5 +88,38 @@ public enum Outbox {
         payload: try row.decode(column: "payload", as: Data.self), timeMs: try row.decode(column: "time_ms", as: Int64.self),
         traceContext: try row.decode(column: "trace_context", as: String?.self))
     }
+  }
+
+  /// The greatest committed offset (0 for an empty outbox). Retention never purges the
+  /// newest row, so the head survives purges.
+  public static func head(in uow: UnitOfWork) async throws -> Int64 {
+    let row = try await uow.sql.raw(#"SELECT COALESCE(MAX("offset"), 0) AS head FROM outbox"#).first()
+    return try row?.decode(column: "head", as: Int64.self) ?? 0
+  }
+}
+
+/// One event as stored by its producer and delivered to consumers.
+public struct EventEnvelope: Sendable, Hashable {
+  public var offset: Int64
+  /// "user.renamed" …
+  public var type: String
+  /// What it is about (a user id …).
+  public var key: String
+  /// Grows with every change of `key`: consumers apply only newer versions.
+  public var keyVersion: Int64
+  /// The serialized payload message.
+  public var payload: Data
+  public var timeMs: Int64
+  /// W3C traceparent of the write that emitted it.
+  public var traceContext: String?
+
+  public init(offset: Int64, type: String, key: String, keyVersion: Int64, payload: Data, timeMs: Int64, traceContext: String? = nil) {
+    self.offset = offset
+    self.type = type
+    self.key = key
+    self.keyVersion = keyVersion
+    self.payload = payload
+    self.timeMs = timeMs
+    self.traceContext = traceContext
   }
 }
