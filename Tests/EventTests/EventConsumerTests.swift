@@ -118,6 +118,10 @@ final class EventConsumerTests: XCTestCase {
   func testPurgedOffsetsAreOutOfRangeAndTheConsumerResyncsFromTheHead() async throws {
     let harness = try await EventHarness()
     let ledger = try await harness.startLedger(storage: StorageOptions(dataDir: harness.dir))
+    // The host keeps the hourly retention job of its feeds scheduled.
+    try await assertEventually {
+      try await ledger.database.read { try await JobQueue.counts(in: $0) }.contains { $0.kind == OutboxRetentionJob.kind }
+    }
     let old = OutboxRetention.nowMs() - 40 * 86_400_000
     try await ledger.database.transaction { uow in
       for index in 0..<20 {

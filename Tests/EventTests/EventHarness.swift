@@ -19,7 +19,9 @@ enum LedgerModule: ServiceModule {
   static let defaultPorts = ServicePorts(framed: 0, grpc: 0, admin: 0)
   static let dependsOn = ["auth"]
   static let topic = EventTopic(name: "entries", types: ["entry.added"], resync: "the ledger's own listing")
-  static var migrations: [Migration] { [Outbox.migration(version: 1), OutboxRetention.migration(version: 2)] }
+  static var migrations: [Migration] {
+    [Outbox.migration(version: 1), OutboxRetention.migration(version: 2), JobQueue.migration(version: 3)]
+  }
   static func configureHost(_ config: inout ServiceHost.Config) {
     config.readinessInterval = .milliseconds(100)
     config.rateLimit = nil

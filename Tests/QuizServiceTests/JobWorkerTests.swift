@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
 import Logging
 import QuizService
 import QuizwireProtos
@@ -186,6 +189,10 @@ final class JobWorkerTests: XCTestCase {
         XCTAssertEqual(stats?.recomputations, 1)
         let left = try await db.read { uow in try await JobQueue.counts(in: uow) }
         XCTAssertTrue(left.allSatisfy { $0.due + $0.running + $0.dead == 0 }, "\(left)")
+        let admin = try await harness.quizHost.addresses().admin
+        let (data, _) = try await URLSession.shared.data(from: URL(string: "http://\(admin!)/metrics")!)
+        let metrics = String(decoding: data, as: UTF8.self)
+        XCTAssertTrue(metrics.contains(#"jobs_processed_total{kind="quiz.recompute_stats",outcome="done"} 1"#), metrics)
       } catch {
         try? await db.shutdown()
         throw error

@@ -164,9 +164,13 @@ final class QuizServiceTests: XCTestCase {
       let versions = events.map(\.keyVersion)
       XCTAssertEqual(versions, versions.sorted(), "key versions never go back")
       XCTAssertEqual(Set(versions).count, 3, "one version per write")
-      let payload = try JSONSerialization.jsonObject(with: events[0].payload) as? [String: String]
-      XCTAssertEqual(payload?["id"], quiz.id)
-      XCTAssertEqual(payload?["etag"], quiz.etag)
+      let payload = try Quiz_V1_QuizChanged(serializedBytes: events[0].payload)
+      XCTAssertEqual(payload.quizID, quiz.id)
+      XCTAssertEqual(payload.etag, quiz.etag)
+      XCTAssertEqual(payload.change, "created")
+      let deleted = try Quiz_V1_QuizChanged(serializedBytes: events[4].payload)
+      XCTAssertEqual(deleted.change, "deleted")
+      XCTAssertEqual(deleted.authorID, quiz.authorID)
       // A refused write appends nothing.
       _ = await rpcError { _ = try await asCaller(Self.stranger) { try await service.archiveQuiz(request: .with { $0.id = quiz.id }, context: context()) } }
       let after = try await db.read { uow in try await Outbox.read(after: 0, limit: 100, in: uow) }

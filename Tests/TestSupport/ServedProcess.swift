@@ -111,7 +111,8 @@ public final class ServedProcess: Sendable {
     self.process.terminate()
     let end = Date().addingTimeInterval(5)
     while self.process.isRunning, Date() < end { Thread.sleep(forTimeInterval: 0.05) }
-    if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+    // Gone before this returns: a successor on the same files must not meet it.
+    self.sigkill()
   }
 
   /// This build's `quizwire` (debug, else release), found from the package root.

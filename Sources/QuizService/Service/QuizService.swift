@@ -157,14 +157,23 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
     var types = ["quiz.changed"]
     if kind == .published { types.append("quiz.published") }
     if kind == .deleted { types.append("quiz.deleted") }
-    let payload = try JSONSerialization.data(
-      withJSONObject: ["id": quiz.id, "etag": quiz.etag, "author_id": quiz.authorID, "state": quiz.state.rawValue, "change": kind.rawValue],
-      options: [.sortedKeys])
+    let payload = try Self.changedPayload(quiz, change: kind.rawValue)
     let trace = ServiceContext.current?.traceContext?.traceParentHeaderValue
     for type in types {
       try await Outbox.append(
         type: type, key: quiz.id, keyVersion: quiz.updateTimeMs, payload: payload, traceContext: trace, timeMs: quiz.updateTimeMs, in: uow)
     }
+  }
+
+  /// The `quiz.v1.QuizChanged` payload of the quiz's events.
+  static func changedPayload(_ quiz: QuizRecord, change: String) throws -> Data {
+    var changed = Quiz_V1_QuizChanged()
+    changed.quizID = quiz.id
+    changed.etag = quiz.etag
+    changed.authorID = quiz.authorID
+    changed.state = quiz.state.proto
+    changed.change = change
+    return try changed.serializedBytes()
   }
 
   // MARK: Messages

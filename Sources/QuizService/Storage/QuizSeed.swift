@@ -19,9 +19,7 @@ public enum QuizSeed {
       guard try await repository.isEmpty(in: uow) else { return nil }
       let quiz = self.demo(nowMs: Int64(Date().timeIntervalSince1970 * 1000))
       try await repository.insert(quiz, in: uow)
-      let payload = try JSONSerialization.data(
-        withJSONObject: ["id": quiz.id, "etag": quiz.etag, "author_id": quiz.authorID, "state": quiz.state.rawValue, "change": "created"],
-        options: [.sortedKeys])
+      let payload = try QuizService.changedPayload(quiz, change: "created")
       for type in ["quiz.changed", "quiz.published"] {
         try await Outbox.append(type: type, key: quiz.id, keyVersion: quiz.updateTimeMs, payload: payload, timeMs: quiz.updateTimeMs, in: uow)
       }

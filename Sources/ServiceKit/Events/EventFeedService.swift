@@ -24,6 +24,8 @@ public final class EventFeedService: Events_V1_EventFeed.SimpleServiceProtocol {
   private let config: Config
   private let logger: Logger
   private let counters = Mutex(Counters())
+  /// Open subscriptions' wake signals: `close()` finishes them, which ends the streams.
+  private let open = Mutex<(closed: Bool, next: UInt64, signals: [UInt64: AsyncStream<Void>.Continuation])>((false, 0, [:]))
 
   /// What the feed did, for /metrics and tests.
   public struct Counters: Sendable, Hashable {
@@ -42,6 +44,18 @@ public final class EventFeedService: Events_V1_EventFeed.SimpleServiceProtocol {
   }
 
   public var statistics: Counters { self.counters.withLock { $0 } }
+
+  /// Ends every subscription (normally: the stream ends with OK) and refuses new ones with
+  /// UNAVAILABLE: the host's drain calls it, so consumers move to another replica at once
+  /// instead of holding the drain for its whole grace period.
+  public func close() {
+    let signals = self.open.withLock { open in
+      open.closed = true
+      defer { open.signals = [:] }
+      return Array(open.signals.values)
+    }
+    for signal in signals { signal.finish() }
+  }
 
   /// Only the suite's own services read feeds.
   public static var policies: [MethodDescriptor: AccessPolicy] {
@@ -86,6 +100,13 @@ public final class EventFeedService: Events_V1_EventFeed.SimpleServiceProtocol {
 
     // Wakes coalesce: however many commits happened, one re-read catches up with all.
     let (signals, signal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    let id = try self.open.withLock { open -> UInt64 in
+      guard !open.closed else { throw RPCError(code: .unavailable, message: "draining: subscribe to another replica") }
+      defer { open.next += 1 }
+      open.signals[open.next] = signal
+      return open.next
+    }
+    defer { _ = self.open.withLock { $0.signals.removeValue(forKey: id) } }
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask {
         for await _ in wakes { signal.yield() }

@@ -11,7 +11,7 @@ public enum ServiceAssembly {
   /// Every key a module's `serve` reads, for `--help` and to refuse keys nobody reads.
   public static func keys<M: ServiceModule>(of module: M.Type) -> [ConfigKey] {
     var keys = ServiceHost.Config.keys
-    if !M.migrations.isEmpty { keys += StorageOptions.keys + JobOptions.keys }
+    if !M.migrations.isEmpty { keys += StorageOptions.keys + JobOptions.keys + OutboxRetentionJob.keys }
     if M.dependsOn.contains("auth") { keys += RemoteAuthConfig.keys }
     for dependency in M.dependsOn where dependency != "auth" {
       keys.append(ConfigKey("\(dependency)-target", "The \(dependency) service's framed address(es): host:port[,host:port]."))
@@ -69,7 +69,7 @@ public enum ServiceAssembly {
       let context = ModuleContext(
         options: options, layers: try layers ?? ConfigLayers(environment: [:]), host: config, database: database, storage: storage,
         remoteAuth: remoteAuth, logger: logger, logSink: logSink, logLevel: logLevel)
-      let parts = try await M.make(context)
+      var parts = try await M.make(context)
       inspect(context, parts)
 
       var lifecycle: [any Service] = []
@@ -102,6 +102,10 @@ public enum ServiceAssembly {
       }
       lifecycle += parts.lifecycle
       steps += parts.beforeServing
+      if !parts.feeds.isEmpty {
+        parts.jobs.append(OutboxRetentionJob.handler(topics: parts.feeds, policy: try OutboxRetentionJob.policy(layers: context.layers)))
+        parts.recurringJobs.append(OutboxRetentionJob.recurring)
+      }
       // Last in, first out; it starts once migrations and the module's steps are done.
       let jobWorker = self.jobWorker(parts: parts, database: database, options: jobOptions, logger: logger, startImmediately: false)
       if let jobWorker {
@@ -124,7 +128,12 @@ public enum ServiceAssembly {
         config.methodDeadlines[Events_V1_EventFeed.Method.Subscribe.descriptor] = .seconds(2 * 3600)
         feed = service
       }
-      lifecycle += parts.eventConsumers
+      if !parts.eventConsumers.isEmpty {
+        // Consumers write to tables the migrations create: they start once those ran.
+        let migrated = Latch()
+        lifecycle += parts.eventConsumers.map { DeferredStart(service: $0, latch: migrated) }
+        steps.append(BeforeServingStep("event consumers") { migrated.fire() })
+      }
       // Last in, first out: stops before the clients and the database it uses.
       if let backgroundMigrations { lifecycle.append(backgroundMigrations) }
       var security = parts.security ?? remoteAuth?.security(policies: policies) ?? ServiceHost.Security(policies: policies)
@@ -132,7 +141,10 @@ public enum ServiceAssembly {
       let host = try ServiceHost(
         name: name, services: services, security: security, dependencies: readiness, lifecycle: lifecycle,
         beforeServing: steps, config: config, logSink: logSink, logLevel: logLevel)
-      if let feed { host.metrics.observe(feed: feed) }
+      if let feed {
+        host.metrics.observe(feed: feed)
+        host.onDrain { feed.close() }
+      }
       for consumer in parts.eventConsumers { host.metrics.observe(consumer: consumer) }
       // Saturation shows on /metrics: the database's connection gates and the module's own.
       if let database { host.metrics.observe(database) }
@@ -156,5 +168,17 @@ public struct DatabaseLifecycle: Service {
   public func run() async throws {
     try? await gracefulShutdown()
     try await self.database.shutdown()
+  }
+}
+
+/// Runs `service` once `latch` fires; if graceful shutdown comes first, never.
+struct DeferredStart: Service {
+  let service: any Service
+  let latch: Latch
+
+  func run() async throws {
+    try? await cancelWhenGracefulShutdown { await self.latch.wait() }
+    guard self.latch.isFired, !Task.isCancelled else { return }
+    try await self.service.run()
   }
 }

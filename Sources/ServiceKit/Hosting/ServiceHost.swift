@@ -86,6 +86,7 @@ public final class ServiceHost: Service, Sendable {
   private let started = AsyncValue<Result<Void, any Error>>()
   private let draining = NIOLockedValueBox(false)
   private let drainSignal = AsyncStream<Void>.makeStream()
+  private let drainActions = NIOLockedValueBox<[@Sendable () -> Void]>([])
 
   /// - Parameters:
   ///   - name: the service name health reports under (besides "").
@@ -290,6 +291,13 @@ public final class ServiceHost: Service, Sendable {
     return ListenAddresses(framed: "\(framed.ipAddress ?? "?"):\(framed.port ?? 0)", grpc: g, admin: admin)
   }
 
+  /// Runs `action` when the drain begins, before the GOAWAYs: for calls that would otherwise
+  /// run until the grace period ends (event feed subscriptions end at once, and their
+  /// consumers resume on another replica).
+  public func onDrain(_ action: @escaping @Sendable () -> Void) {
+    self.drainActions.withLockedValue { $0.append(action) }
+  }
+
   /// Drains: readiness and health turn false first, then GOAWAY on both transports; calls
   /// still running after the grace period are cancelled.
   public func beginGracefulShutdown() {
@@ -300,6 +308,7 @@ public final class ServiceHost: Service, Sendable {
     guard first else { return }
     self.logger.info("draining", metadata: ["service": .string(self.name), "grace_s": .stringConvertible(self.config.grace.components.seconds)])
     self.readiness.beginDraining()
+    for action in self.drainActions.withLockedValue({ $0 }) { action() }
     self.drainSignal.continuation.yield()
     self.drainSignal.continuation.finish()
     self.framedServer.beginGracefulShutdown()

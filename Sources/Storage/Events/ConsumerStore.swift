@@ -85,7 +85,7 @@ public enum ConsumerStore {
   public static func claim(group: String, key: String, version: Int64, offset: Int64, in uow: UnitOfWork) async throws -> Bool {
     let lock: SQLQueryString = uow.dialect == .postgres ? "FOR UPDATE" : ""
     let row = try await uow.sql.raw(
-      #"SELECT version, "offset" FROM event_key_versions WHERE consumer_group = \#(bind: group) AND key = \#(bind: key) \#(lock)"#
+      #"SELECT version, "offset" FROM event_key_versions WHERE consumer_group = \#(bind: group) AND key = \#(bind: key) "# + lock
     ).first()
     if let row {
       let applied = (try row.decode(column: "version", as: Int64.self), try row.decode(column: "offset", as: Int64.self))
@@ -148,14 +148,14 @@ public enum ConsumerStore {
   public static func deadLetters(group: String? = nil, state: DeadLetter.State? = nil, limit: Int = 100, in uow: UnitOfWork)
     async throws -> [DeadLetter]
   {
-    let byGroup: SQLQueryString = group.map { "AND consumer_group = \(bind: $0)" } ?? ""
-    let byState: SQLQueryString = state.map { "AND state = \(bind: $0.rawValue)" } ?? ""
+    let byGroup: SQLQueryString = group.map { " AND consumer_group = \(bind: $0)" } ?? ""
+    let byState: SQLQueryString = state.map { " AND state = \(bind: $0.rawValue)" } ?? ""
     let rows = try await uow.sql.raw(
       #"""
       SELECT id, consumer_group, feed, "offset", type, key, key_version, payload, time_ms, trace_context, error, attempts, state,
         parked_ms, resolved_ms
-      FROM event_dead_letters WHERE 1 = 1 \#(byGroup) \#(byState) ORDER BY parked_ms, id LIMIT \#(bind: limit)
-      """#
+      FROM event_dead_letters WHERE 1 = 1
+      """# + byGroup + byState + " ORDER BY parked_ms, id LIMIT \(bind: limit)"
     ).all()
     return try rows.map { row in
       DeadLetter(
@@ -175,10 +175,10 @@ public enum ConsumerStore {
   /// Asks the running consumer to replay parked letters: one by id, or every parked one of
   /// `group` (all groups when nil) with `id == nil`. Returns how many were marked.
   public static func requestRetry(id: String?, group: String? = nil, in uow: UnitOfWork) async throws -> Int {
-    let byID: SQLQueryString = id.map { "AND id = \(bind: $0)" } ?? ""
-    let byGroup: SQLQueryString = group.map { "AND consumer_group = \(bind: $0)" } ?? ""
+    let byID: SQLQueryString = id.map { " AND id = \(bind: $0)" } ?? ""
+    let byGroup: SQLQueryString = group.map { " AND consumer_group = \(bind: $0)" } ?? ""
     let rows = try await uow.sql.raw(
-      "UPDATE event_dead_letters SET state = 'retry' WHERE state = 'parked' \(byID) \(byGroup) RETURNING id"
+      "UPDATE event_dead_letters SET state = 'retry' WHERE state = 'parked'" + byID + byGroup + " RETURNING id"
     ).all()
     return rows.count
   }

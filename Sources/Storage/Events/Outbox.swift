@@ -74,13 +74,11 @@ public enum Outbox {
 
   /// Events after `offset` in offset order, at most `limit`; only those of `types` when given.
   public static func read(after offset: Int64, types: [String]? = nil, limit: Int, in uow: UnitOfWork) async throws -> [Event] {
-    let filter: SQLQueryString = types.map { "AND type IN (\(binds: $0))" } ?? ""
-    let rows = try await uow.sql.raw(
+    let filter: SQLQueryString = types.map { " AND type IN (\(binds: $0))" } ?? ""
+    let select: SQLQueryString = """
+      SELECT "offset", type, key, key_version, payload, time_ms, trace_context FROM outbox WHERE "offset" > \(bind: offset)
       """
-      SELECT "offset", type, key, key_version, payload, time_ms, trace_context FROM outbox
-      WHERE "offset" > \(bind: offset) \(filter) ORDER BY "offset" LIMIT \(bind: limit)
-      """
-    ).all()
+    let rows = try await uow.sql.raw(select + filter + #" ORDER BY "offset" LIMIT \#(bind: limit)"#).all()
     return try rows.map { row in
       Event(
         offset: try row.decode(column: "offset", as: Int64.self), type: try row.decode(column: "type", as: String.self),

@@ -93,10 +93,10 @@ public enum OutboxRetention {
         type IN (\(binds: topic.types)) AND "offset" < \(bind: head)
         AND ((time_ms < \(bind: windowStart) AND "offset" <= \(bind: acknowledged)) OR time_ms < \(bind: maximumStart))
         """
-      let row = try await uow.sql.raw(#"SELECT MAX("offset") AS through, COUNT(*) AS n FROM outbox WHERE \#(condition)"#).first()
+      let row = try await uow.sql.raw(#"SELECT MAX("offset") AS through, COUNT(*) AS n FROM outbox WHERE "# + condition).first()
       let count = try row?.decode(column: "n", as: Int.self) ?? 0
       guard count > 0, let through = try row?.decode(column: "through", as: Int64?.self) else { continue }
-      try await uow.write("DELETE FROM outbox WHERE \(condition)")
+      try await uow.write("DELETE FROM outbox WHERE " + condition)
       try await uow.write(
         """
         INSERT INTO outbox_retention (topic, purged_through, purged_ms) VALUES (\(bind: topic.name), \(bind: through), \(bind: nowMs))
@@ -105,13 +105,13 @@ public enum OutboxRetention {
       removed += count
     }
     let carried = topics.flatMap(\.types)
-    let stray: SQLQueryString = carried.isEmpty ? "" : "AND type NOT IN (\(binds: carried))"
+    let stray: SQLQueryString = carried.isEmpty ? "" : " AND type NOT IN (\(binds: carried))"
     let strayRow = try await uow.sql.raw(
-      #"SELECT COUNT(*) AS n FROM outbox WHERE time_ms < \#(bind: windowStart) AND "offset" < \#(bind: head) \#(stray)"#
+      #"SELECT COUNT(*) AS n FROM outbox WHERE time_ms < \#(bind: windowStart) AND "offset" < \#(bind: head)"# + stray
     ).first()
     let strayCount = try strayRow?.decode(column: "n", as: Int.self) ?? 0
     if strayCount > 0 {
-      try await uow.write(#"DELETE FROM outbox WHERE time_ms < \#(bind: windowStart) AND "offset" < \#(bind: head) \#(stray)"#)
+      try await uow.write(#"DELETE FROM outbox WHERE time_ms < \#(bind: windowStart) AND "offset" < \#(bind: head)"# + stray)
       removed += strayCount
     }
     return removed
