@@ -140,7 +140,8 @@ public final class Database: Sendable {
         // The writer gate makes this the only writer in the process, so taking the write lock
         // up front only waits for other processes (busy_timeout).
         try await self.run(writer) {
-          try await Self.inTransaction(UnitOfWork(sql: $0.sql(), dialect: .sqlite, commitHooks: CommitHooks(), localKey: self.localKey), begin: "BEGIN IMMEDIATE", body)
+          try await Self.inTransaction(
+            UnitOfWork(sql: $0.sql(), dialect: .sqlite, commitHooks: CommitHooks(), localKey: self.localKey), begin: "BEGIN IMMEDIATE", body)
         }
       case .postgres(let lane):
         try await self.run(lane) {

@@ -130,7 +130,10 @@ final class EventConsumerTests: XCTestCase {
     }
     // A group acknowledged 10; the 7-day window purges up to it; newer rows stay.
     try await withFeed(harness, ledger.address) { feed in
-      try await feed.acknowledge(.with { $0.topic = "entries"; $0.consumerGroup = "slow"; $0.offset = 10 })
+      try await feed.acknowledge(
+        .with {
+          $0.topic = "entries"; $0.consumerGroup = "slow"; $0.offset = 10
+        })
     }
     var policy = OutboxRetention.Policy()
     policy.maximumWindow = .seconds(365 * 86_400)
@@ -142,7 +145,13 @@ final class EventConsumerTests: XCTestCase {
     let horizon = try await ledger.database.read { try await OutboxRetention.horizon(topic: "entries", in: $0) }
     XCTAssertEqual(horizon, 19)
     try await withFeed(harness, ledger.address) { feed in
-      await assertCode(.outOfRange) { try await feed.subscribe(.with { $0.topic = "entries"; $0.afterOffset = 5 }) { for try await _ in $0 {} } }
+      await assertCode(.outOfRange) {
+        try await feed.subscribe(
+          .with {
+            $0.topic = "entries"; $0.afterOffset = 5
+          }
+        ) { for try await _ in $0 {} }
+      }
     }
 
     // A durable consumer at offset 0 resyncs, then goes on from the head.

@@ -29,7 +29,11 @@ final class EventFeedTests: XCTestCase {
     try await withFeed(harness, ledger.address) { feed in
       let received = Mutex<[Events_V1_SubscribeResponse]>([])
       let subscription = Task {
-        try await feed.subscribe(.with { $0.topic = "entries"; $0.afterOffset = 3 }) { messages in
+        try await feed.subscribe(
+          .with {
+            $0.topic = "entries"; $0.afterOffset = 3
+          }
+        ) { messages in
           for try await message in messages { received.withLock { $0.append(message) } }
         }
       }
@@ -62,11 +66,26 @@ final class EventFeedTests: XCTestCase {
     try await EventHarness.append(3, to: ledger.database)
     try await withFeed(harness, ledger.address) { feed in
       await assertCode(.notFound) { try await feed.subscribe(.with { $0.topic = "nope" }) { for try await _ in $0 {} } }
-      await assertCode(.outOfRange) { try await feed.subscribe(.with { $0.topic = "entries"; $0.afterOffset = 4 }) { for try await _ in $0 {} } }
-      await assertCode(.invalidArgument) {
-        try await feed.subscribe(.with { $0.topic = "entries"; $0.consumerGroup = "Bad Group!" }) { for try await _ in $0 {} }
+      await assertCode(.outOfRange) {
+        try await feed.subscribe(
+          .with {
+            $0.topic = "entries"; $0.afterOffset = 4
+          }
+        ) { for try await _ in $0 {} }
       }
-      await assertCode(.outOfRange) { try await feed.acknowledge(.with { $0.topic = "entries"; $0.consumerGroup = "g"; $0.offset = 9 }) }
+      await assertCode(.invalidArgument) {
+        try await feed.subscribe(
+          .with {
+            $0.topic = "entries"; $0.consumerGroup = "Bad Group!"
+          }
+        ) { for try await _ in $0 {} }
+      }
+      await assertCode(.outOfRange) {
+        try await feed.acknowledge(
+          .with {
+            $0.topic = "entries"; $0.consumerGroup = "g"; $0.offset = 9
+          })
+      }
     }
     // No token, and a user's token: only service principals read feeds.
     let transport = try FramedClientTransport(config: .init(targets: [FramedTarget(ledger.address)!]))
@@ -76,8 +95,15 @@ final class EventFeedTests: XCTestCase {
       let authTransport = try FramedClientTransport(config: .init(targets: [FramedTarget(harness.authAddress)!]))
       try await withGRPCClient(transport: authTransport) { authGRPC in
         let auth = Auth_V1_AuthService.Client(wrapping: authGRPC)
-        _ = try await auth.register(.with { $0.email = "eve@example.com"; $0.password = "a good long password"; $0.displayName = "Eve" })
-        let token = try await auth.login(.with { $0.email = "eve@example.com"; $0.password = "a good long password" }).accessToken
+        _ = try await auth.register(
+          .with {
+            $0.email = "eve@example.com"; $0.password = "a good long password"; $0.displayName = "Eve"
+          })
+        let token = try await auth.login(
+          .with {
+            $0.email = "eve@example.com"; $0.password = "a good long password"
+          }
+        ).accessToken
         await assertCode(.permissionDenied) {
           try await client.subscribe(.with { $0.topic = "entries" }, metadata: ["authorization": .string("Bearer \(token)")]) {
             for try await _ in $0.messages {}

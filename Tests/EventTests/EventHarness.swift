@@ -74,7 +74,8 @@ final class EventHarness: Sendable {
     config.adminPort = 0
     config.grace = .seconds(1)
     let (host, database) = try await ServiceAssembly.host(
-      LedgerModule.self, options: try NoOptions(layers: ConfigLayers(environment: [:])), host: config, storage: storage, remoteAuth: try self.remoteAuth("ledger"),
+      LedgerModule.self, options: try NoOptions(layers: ConfigLayers(environment: [:])), host: config, storage: storage,
+      remoteAuth: try self.remoteAuth("ledger"),
       logSink: self.log.sink)
     let run = Task { try await host.run() }
     let address = try await host.addresses().framed
@@ -89,7 +90,8 @@ final class EventHarness: Sendable {
     let remote = try RemoteAuth(config: try self.remoteAuth(client))
     let ledgerClient = try ServiceClient(ServiceClientConfig(replicas: [ledger]))
     let feed = RemoteEventFeed(producer: "ledger", topic: LedgerModule.topic.name, client: ledgerClient.client, credentials: remote.credentials)
-    let consumer = EventConsumer(feed: feed, mode: mode(database), config: config, logger: Logger(label: "tally") { JSONLogHandler(label: $0, level: .info, sink: self.log.sink) })
+    let consumer = EventConsumer(
+      feed: feed, mode: mode(database), config: config, logger: Logger(label: "tally") { JSONLogHandler(label: $0, level: .info, sink: self.log.sink) })
     return RunningConsumer(consumer: consumer, services: [remote.client, ledgerClient, consumer])
   }
 
@@ -183,7 +185,8 @@ final class RunningConsumer: Sendable {
   init(consumer: EventConsumer, services: [any Service]) {
     self.consumer = consumer
     let group = ServiceGroup(
-      configuration: ServiceGroupConfiguration(services: services.map { .init(service: $0) }, logger: Logger(label: "consumer") { _ in SwiftLogNoOpLogHandler() }))
+      configuration: ServiceGroupConfiguration(
+        services: services.map { .init(service: $0) }, logger: Logger(label: "consumer") { _ in SwiftLogNoOpLogHandler() }))
     self.group = group
     self.run = Task { try await group.run() }
   }

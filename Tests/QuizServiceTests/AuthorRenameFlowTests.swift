@@ -23,8 +23,15 @@ final class AuthorRenameFlowTests: XCTestCase {
     let authTransport = try FramedClientTransport(config: .init(targets: [FramedTarget(authAddress)!]))
     try await withGRPCClient(transport: authTransport) { authGRPC in
       let authAPI = Auth_V1_AuthService.Client(wrapping: authGRPC)
-      _ = try await authAPI.register(.with { $0.email = "rita@example.com"; $0.password = "a good long password"; $0.displayName = "Rita" })
-      let token = try await authAPI.login(.with { $0.email = "rita@example.com"; $0.password = "a good long password" }).accessToken
+      _ = try await authAPI.register(
+        .with {
+          $0.email = "rita@example.com"; $0.password = "a good long password"; $0.displayName = "Rita"
+        })
+      let token = try await authAPI.login(
+        .with {
+          $0.email = "rita@example.com"; $0.password = "a good long password"
+        }
+      ).accessToken
       let bearer: Metadata = ["authorization": .string("Bearer \(token)")]
 
       var quizID = ""

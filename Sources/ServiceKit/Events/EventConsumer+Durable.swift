@@ -163,7 +163,8 @@ extension EventConsumer {
         do {
           try await handler.database.transaction { uow in
             if try await ConsumerStore.claim(
-              group: handler.group, key: letter.event.key, version: letter.event.keyVersion, offset: letter.event.offset, in: uow) {
+              group: handler.group, key: letter.event.key, version: letter.event.keyVersion, offset: letter.event.offset, in: uow)
+            {
               try await handler.apply(letter.event, uow)
             }
             try await ConsumerStore.finishRetry(id: letter.id, error: nil, nowMs: Self.nowMs(), in: uow)
