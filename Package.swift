@@ -135,6 +135,16 @@ let package = Package(
       ],
       swiftSettings: settings
     ),
+    // scoring.v1.ScoringService: event-sourced attempts, Play streams, leaderboards, user stats.
+    .target(
+      name: "ScoringService",
+      dependencies: [
+        "ServiceKit", "Storage", "QuizwireProtos",
+        grpcCore, grpcProtobuf, swiftProtobuf, logging, nioCore, sqlKit,
+        .product(name: "Metrics", package: "swift-metrics"),
+      ],
+      swiftSettings: settings
+    ),
     // bench.v1.EchoService: the service the benchmarks and interop tests drive.
     .target(name: "BenchService", dependencies: ["QuizwireProtos", "ServiceKit", grpcCore, grpcProtobuf], swiftSettings: settings),
     // Load generator and the side-by-side benchmark.
@@ -150,7 +160,7 @@ let package = Package(
     .executableTarget(
       name: "quizwire",
       dependencies: [
-        "BenchService", "AuthService", "QuizService", "Storage", "ServiceKit", "LoadTest", "FramedTransport", "FramedWire", "QuizwireProtos",
+        "BenchService", "AuthService", "QuizService", "ScoringService", "Storage", "ServiceKit", "LoadTest", "FramedTransport", "FramedWire", "QuizwireProtos",
         grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, serviceLifecycle,
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -192,6 +202,14 @@ let package = Package(
       dependencies: [
         "QuizService", "AuthService", "ServiceKit", "Storage", "TestSupport", "FramedTransport", "QuizwireProtos",
         grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, sqlKit, logging, serviceLifecycle, nioCore, nioPosix,
+      ],
+      swiftSettings: settings
+    ),
+    .testTarget(
+      name: "ScoringServiceTests",
+      dependencies: [
+        "ScoringService", "QuizService", "AuthService", "ServiceKit", "Storage", "TestSupport", "FramedTransport", "QuizwireProtos",
+        grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, sqlKit, logging, serviceLifecycle,
       ],
       swiftSettings: settings
     ),

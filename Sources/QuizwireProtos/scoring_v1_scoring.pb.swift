@@ -388,6 +388,25 @@ public nonisolated struct Scoring_V1_Finished: Sendable {
   fileprivate var _attempt: Scoring_V1_Attempt? = nil
 }
 
+/// An answer the server refused while the stream goes on (e.g. FAILED_PRECONDITION: that
+/// question is not the current one).
+public nonisolated struct Scoring_V1_Rejected: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A google.rpc.Code.
+  public var code: Int32 = 0
+
+  public var message: String = String()
+
+  public var questionID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Scoring_V1_PlayEvent: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -419,12 +438,21 @@ public nonisolated struct Scoring_V1_PlayEvent: Sendable {
     set {kind = .finished(newValue)}
   }
 
+  public var rejected: Scoring_V1_Rejected {
+    get {
+      if case .rejected(let v)? = kind {return v}
+      return Scoring_V1_Rejected()
+    }
+    set {kind = .rejected(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
     case question(Scoring_V1_QuestionEvent)
     case feedback(Scoring_V1_Feedback)
     case finished(Scoring_V1_Finished)
+    case rejected(Scoring_V1_Rejected)
 
   }
 
@@ -1296,9 +1324,49 @@ nonisolated extension Scoring_V1_Finished: SwiftProtobuf.Message, SwiftProtobuf.
   }
 }
 
+nonisolated extension Scoring_V1_Rejected: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Rejected"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{3}question_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.code) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.questionID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.code != 0 {
+      try visitor.visitSingularInt32Field(value: self.code, fieldNumber: 1)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 2)
+    }
+    if !self.questionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.questionID, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Scoring_V1_Rejected, rhs: Scoring_V1_Rejected) -> Bool {
+    if lhs.code != rhs.code {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.questionID != rhs.questionID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Scoring_V1_PlayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}question\0\u{1}feedback\0\u{1}finished\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}question\0\u{1}feedback\0\u{1}finished\0\u{1}rejected\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1345,6 +1413,19 @@ nonisolated extension Scoring_V1_PlayEvent: SwiftProtobuf.Message, SwiftProtobuf
           self.kind = .finished(v)
         }
       }()
+      case 4: try {
+        var v: Scoring_V1_Rejected?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .rejected(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .rejected(v)
+        }
+      }()
       default: break
       }
     }
@@ -1367,6 +1448,10 @@ nonisolated extension Scoring_V1_PlayEvent: SwiftProtobuf.Message, SwiftProtobuf
     case .finished?: try {
       guard case .finished(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .rejected?: try {
+      guard case .rejected(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     }()
     case nil: break
     }

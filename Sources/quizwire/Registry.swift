@@ -1,6 +1,7 @@
 import AuthService
 import BenchService
 import QuizService
+import ScoringService
 import ServiceKit
 
 /// Every service of the suite. Adding a service is one line here (docs/services.md,
@@ -10,6 +11,7 @@ enum Registry {
     AuthModule.self,
     BenchModule.self,
     QuizModule.self,
+    ScoringModule.self,
   ]
 
   static var names: [String] { modules.map { $0.name } }
