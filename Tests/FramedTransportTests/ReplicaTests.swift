@@ -152,6 +152,39 @@ final class ReplicaTests: XCTestCase {
     }
   }
 
+  /// With a retry policy and no replica reachable, a call fails at once with UNAVAILABLE (after
+  /// its retries), not at its deadline: GRPCCore 2.4.3 holds a call whose `withStream` throws
+  /// until the deadline, so the transport answers with a failed stream instead.
+  func testNoReachableReplicaFailsFastEvenWithARetryPolicy() async throws {
+    // A port that was just free: nothing listens there.
+    let server = try await FramedTestServer(services: [EchoService()])
+    let target = server.target
+    await server.kill()
+    let retry = RetryPolicy(
+      maxAttempts: 3, initialBackoff: .milliseconds(20), maxBackoff: .milliseconds(50), backoffMultiplier: 2,
+      retryableStatusCodes: [.unavailable])
+    try await withFramedClient(
+      [target],
+      configure: { config in
+        config.serviceConfig = ServiceConfig(methodConfig: [
+          MethodConfig(names: [MethodConfig.Name(service: "")], timeout: .seconds(5), executionPolicy: .retry(retry))
+        ])
+      }
+    ) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      for _ in 0..<3 {
+        let start = ContinuousClock.now
+        do {
+          _ = try await echo.unary(echoRequest("x"))
+          XCTFail("answered with no server")
+        } catch let error as RPCError {
+          XCTAssertEqual(error.code, .unavailable, error.message)
+        }
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(2), "failed at once, not at the 5 s deadline")
+      }
+    }
+  }
+
   func testBackoffGrowsWithJitterAndResets() {
     var b = Backoff(initial: .milliseconds(100), maximum: .seconds(1), multiplier: 2, jitter: 0.2)
     XCTAssertEqual(b.next(unit: 0.5), .milliseconds(100))

@@ -124,7 +124,18 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     options: CallOptions,
     _ closure: (RPCStream<Inbound, Outbound>, ClientContext) async throws -> T
   ) async throws -> T {
-    let (connection, replica) = try await self.pool.pick(waitForReady: options.waitForReady ?? false)
+    let connection: ClientConnection
+    let replica: Int
+    do {
+      (connection, replica) = try await self.pool.pick(waitForReady: options.waitForReady ?? false)
+    } catch let error as RPCError {
+      // No replica to call: answered as a stream that fails at once (trailers-only), not by
+      // throwing. GRPCCore 2.4.3's retry executor, when `withStream` throws, returns without
+      // cancelling its deadline task and so holds every such call until its deadline; a
+      // failed response goes through its normal path instead (retried per policy, then
+      // returned at once).
+      return try await closure(Self.failedStream(descriptor, error), ClientContext(descriptor: descriptor, remotePeer: "", localPeer: ""))
+    }
     let peer = connection.status.peerSettings
     let encoding = options.compression.flatMap(MessageEncoding.init(grpc:)) ?? self.config.compression
     let usable = peer.acceptEncodings.contains(encoding.bit) ? encoding : .identity
@@ -161,6 +172,25 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     }
     return try await closure(rpc, ClientContext(descriptor: descriptor, remotePeer: connection.remote, localPeer: connection.local))
   }
+}
+
+extension FramedClientTransport {
+  /// A stream whose response is `error` as trailers-only and whose requests go nowhere.
+  static func failedStream(_ descriptor: MethodDescriptor, _ error: RPCError) -> RPCStream<Inbound, Outbound> {
+    let (inbound, continuation) = AsyncThrowingStream<RPCResponsePart<FramedBytes>, any Error>.makeStream()
+    continuation.yield(.status(Status(code: Status.Code(error.code), message: error.message), error.metadata))
+    continuation.finish()
+    return RPCStream(
+      descriptor: descriptor, inbound: RPCAsyncSequence(wrapping: inbound), outbound: RPCWriter.Closable(wrapping: DiscardingWriter()))
+  }
+}
+
+/// Accepts and drops request parts (the outbound side of a stream that never opened).
+struct DiscardingWriter: ClosableRPCWriterProtocol {
+  func write(_ element: RPCRequestPart<FramedBytes>) async throws {}
+  func write(contentsOf elements: some Sequence<RPCRequestPart<FramedBytes>>) async throws {}
+  func finish() async {}
+  func finish(throwing error: any Error) async {}
 }
 
 extension MessageEncoding {
