@@ -86,6 +86,16 @@ final class EventFeedTests: XCTestCase {
             $0.topic = "entries"; $0.consumerGroup = "g"; $0.offset = 9
           })
       }
+      // Negative offsets are malformed, not out of range.
+      var negative = Events_V1_SubscribeRequest()
+      negative.topic = "entries"
+      negative.afterOffset = -1
+      await assertCode(.invalidArgument) { try await feed.subscribe(negative) { for try await _ in $0 {} } }
+      var negativeAck = Events_V1_AcknowledgeRequest()
+      negativeAck.topic = "entries"
+      negativeAck.consumerGroup = "g"
+      negativeAck.offset = -1
+      await assertCode(.invalidArgument) { try await feed.acknowledge(negativeAck) }
     }
     // No token, and a user's token: only service principals read feeds.
     let transport = try FramedClientTransport(config: .init(targets: [FramedTarget(ledger.address)!]))

@@ -67,6 +67,7 @@ public final class EventFeedService: Events_V1_EventFeed.SimpleServiceProtocol {
   ) async throws {
     let topic = try self.topic(named: request.topic)
     try Self.checkGroup(request.consumerGroup, required: false)
+    guard request.afterOffset >= 0 else { throw RPCError(code: .invalidArgument, message: "after_offset must not be negative") }
     // Subscribed before the first read: an append committing in between still wakes us.
     let wakes = try self.notifier.subscribe(channel: Outbox.channel)
     let (head, horizon) = try await self.database.read { uow in
@@ -74,7 +75,7 @@ public final class EventFeedService: Events_V1_EventFeed.SimpleServiceProtocol {
     }
     var offset = request.fromHead ? head : request.afterOffset
     if !request.fromHead {
-      guard request.afterOffset >= 0, request.afterOffset <= head else {
+      guard request.afterOffset <= head else {
         throw RPCError(code: .outOfRange, message: "after_offset \(request.afterOffset) is past the head \(head) of \(topic.name)")
       }
       guard request.afterOffset >= horizon else {
@@ -154,8 +155,9 @@ public final class EventFeedService: Events_V1_EventFeed.SimpleServiceProtocol {
   public func acknowledge(request: Events_V1_AcknowledgeRequest, context: ServerContext) async throws -> Events_V1_AcknowledgeResponse {
     let topic = try self.topic(named: request.topic)
     try Self.checkGroup(request.consumerGroup, required: true)
+    guard request.offset >= 0 else { throw RPCError(code: .invalidArgument, message: "offset must not be negative") }
     let head = try await self.database.read { try await Outbox.head(in: $0) }
-    guard request.offset >= 0, request.offset <= head else {
+    guard request.offset <= head else {
       throw RPCError(code: .outOfRange, message: "offset \(request.offset) is past the head \(head) of \(topic.name)")
     }
     try await self.database.transaction { uow in
