@@ -39,14 +39,5 @@ final class DeadLetterCLITests: XCTestCase {
 }
 
 private func quizwire(_ arguments: [String]) throws -> (status: Int32, stdout: String) {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: try ServedProcess.quizwireExecutable())
-  process.arguments = arguments
-  let out = Pipe()
-  process.standardOutput = out
-  process.standardError = FileHandle.nullDevice
-  try process.run()
-  let data = out.fileHandleForReading.readDataToEndOfFile()
-  process.waitUntilExit()
-  return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+  try ChildCommand.run([try ServedProcess.quizwireExecutable()] + arguments)
 }

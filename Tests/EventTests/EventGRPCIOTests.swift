@@ -15,7 +15,7 @@ final class EventGRPCIOTests: XCTestCase {
     .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Interop/python/grpcio_events.py")
 
   func testGRPCIOReadsAFeed() async throws {
-    guard try shell("python3 -c 'import grpc'") == 0 else {
+    guard try ChildCommand.succeeds("python3 -c 'import grpc'") else {
       if TestDatabases.requireAll { return XCTFail("python3 with grpcio is required (pip install grpcio)") }
       throw XCTSkip("python3 with grpcio not found")
     }
@@ -33,7 +33,7 @@ final class EventGRPCIOTests: XCTestCase {
       ).accessToken
     }
     let grpcAddress = try await ledger.host.addresses().grpc
-    let output = try runCommand(["python3", Self.script.path, grpcAddress, token, "50"])
+    let output = try ChildCommand.run(["python3", Self.script.path, grpcAddress, token, "50"]).stdout
     let reports = output.split(separator: "\n").compactMap { line -> [String: Any]? in
       guard line.hasPrefix("{") else { return nil }
       return try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
@@ -45,30 +45,4 @@ final class EventGRPCIOTests: XCTestCase {
     await ledger.stop()
     await harness.shutdown()
   }
-}
-
-private func shell(_ command: String) throws -> Int32 {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: "/bin/sh")
-  p.arguments = ["-c", command + " >/dev/null 2>&1"]
-  try p.run()
-  p.waitUntilExit()
-  return p.terminationStatus
-}
-
-/// Runs a command to completion (60 s at most) and returns its standard output.
-private func runCommand(_ arguments: [String]) throws -> String {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  p.arguments = arguments
-  let out = Pipe()
-  p.standardOutput = out
-  p.standardError = FileHandle.nullDevice
-  try p.run()
-  let killer = DispatchWorkItem { if p.isRunning { p.terminate() } }
-  DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: killer)
-  let data = out.fileHandleForReading.readDataToEndOfFile()
-  p.waitUntilExit()
-  killer.cancel()
-  return String(decoding: data, as: UTF8.self)
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import ServiceKit
+import TestSupport
 import XCTest
 
 @testable import QuizService
@@ -17,7 +18,7 @@ final class QuizGRPCIOTests: XCTestCase {
   static let cases = ["anonymous_get_published", "unknown_quiz", "create_without_credentials", "create_invalid", "create_signed_in"]
 
   func testGRPCIOClientAgainstTheQuizService() async throws {
-    guard try Self.shell("python3 -c 'import grpc'") == 0 else {
+    guard try ChildCommand.succeeds("python3 -c 'import grpc'") else {
       if ProcessInfo.processInfo.environment["QUIZWIRE_REQUIRE_ALL"] == "1" {
         return XCTFail("python3 with grpcio is required (pip install grpcio)")
       }
@@ -29,7 +30,7 @@ final class QuizGRPCIOTests: XCTestCase {
       let bearer = try XCTUnwrap(author.metadata[stringValues: "authorization"].first(where: { _ in true }), "no bearer token")
       let token = String(bearer.dropFirst("Bearer ".count))
       let grpc = try await harness.quizHost.addresses().grpc
-      let output = try Self.run(["python3", Self.script.path, grpc, QuizSeed.demoQuizID, token])
+      let output = try ChildCommand.run(["python3", Self.script.path, grpc, QuizSeed.demoQuizID, token]).stdout
       let reports = output.split(separator: "\n").compactMap { line -> [String: Any]? in
         guard line.hasPrefix("{") else { return nil }
         return try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
@@ -43,31 +44,5 @@ final class QuizGRPCIOTests: XCTestCase {
       throw error
     }
     await harness.stop()
-  }
-
-  static func shell(_ command: String) throws -> Int32 {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/sh")
-    p.arguments = ["-c", command + " >/dev/null 2>&1"]
-    try p.run()
-    p.waitUntilExit()
-    return p.terminationStatus
-  }
-
-  /// Runs a command to completion (60 s at most) and returns its standard output.
-  static func run(_ arguments: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = arguments
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let killer = DispatchWorkItem { if p.isRunning { p.terminate() } }
-    DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: killer)
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    killer.cancel()
-    return String(decoding: data, as: UTF8.self)
   }
 }

@@ -1,3 +1,5 @@
+import Storage
+
 /// When to try an event again after it failed, and when to give up and park it: exponential
 /// backoff from `initial`, doubled per failure up to `maximum`, for `attempts` tries in all.
 /// Pure, so the policy is tested without a feed or a clock.
@@ -24,10 +26,8 @@ public struct RetrySchedule: Sendable, Hashable {
     return .retry(after: self.delay(afterFailure: failures))
   }
 
-  /// `initial · 2^(failures-1)`, at most `maximum`.
+  /// `initial · 2^(failures-1)`, at most `maximum` (the job queue's backoff, without jitter).
   public func delay(afterFailure failures: Int) -> Duration {
-    let doublings = min(max(failures - 1, 0), 30)
-    let delay = self.initial * (1 << doublings)
-    return min(delay, self.maximum)
+    JobBackoff(base: self.initial, cap: self.maximum, jitter: 0).nominalDelay(afterAttempt: failures)
   }
 }
