@@ -604,6 +604,12 @@ public nonisolated struct Scoring_V1_UserStats: Sendable {
 
   public var bestScores: [Scoring_V1_QuizBest] = []
 
+  /// Play counters (write-behind: up to about a second behind the log, repaired by
+  /// `quizwire scoring rebuild-projections`).
+  public var answersGiven: Int64 = 0
+
+  public var timePlayedMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1766,7 +1772,7 @@ nonisolated extension Scoring_V1_QuizBest: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Scoring_V1_UserStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UserStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}attempts\0\u{1}finished\0\u{3}total_score\0\u{3}best_scores\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}attempts\0\u{1}finished\0\u{3}total_score\0\u{3}best_scores\0\u{3}answers_given\0\u{3}time_played_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1779,6 +1785,8 @@ nonisolated extension Scoring_V1_UserStats: SwiftProtobuf.Message, SwiftProtobuf
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.finished) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.totalScore) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.bestScores) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.answersGiven) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.timePlayedMs) }()
       default: break
       }
     }
@@ -1800,6 +1808,12 @@ nonisolated extension Scoring_V1_UserStats: SwiftProtobuf.Message, SwiftProtobuf
     if !self.bestScores.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.bestScores, fieldNumber: 5)
     }
+    if self.answersGiven != 0 {
+      try visitor.visitSingularInt64Field(value: self.answersGiven, fieldNumber: 6)
+    }
+    if self.timePlayedMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.timePlayedMs, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1809,6 +1823,8 @@ nonisolated extension Scoring_V1_UserStats: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.finished != rhs.finished {return false}
     if lhs.totalScore != rhs.totalScore {return false}
     if lhs.bestScores != rhs.bestScores {return false}
+    if lhs.answersGiven != rhs.answersGiven {return false}
+    if lhs.timePlayedMs != rhs.timePlayedMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
