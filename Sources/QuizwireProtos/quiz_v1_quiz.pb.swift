@@ -203,6 +203,29 @@ public nonisolated struct Quiz_V1_Quiz: @unchecked Sendable {
     set {_uniqueStorage()._authorDisplayName = newValue}
   }
 
+  /// Output only: finished attempts at this quiz, counted from the scoring service's
+  /// `attempt.finished` events (consumer group `quiz.play-stats`; each attempt once). Not
+  /// content: it changes without touching `etag` or `update_time`, and follows the plays by
+  /// the consumer's lag (normally well under a second).
+  public var playCount: Int64 {
+    get {_storage._playCount}
+    set {_uniqueStorage()._playCount = newValue}
+  }
+
+  /// Output only: the mean score of those attempts in points (the scale of
+  /// `scoring.v1.Attempt.score`); 0 while `play_count` is 0.
+  public var averageScore: Double {
+    get {_storage._averageScore}
+    set {_uniqueStorage()._averageScore = newValue}
+  }
+
+  /// Output only: the total score of those attempts over their total `max_score`, 0..1. Unlike
+  /// `average_score` it stays comparable when the questions (and so the maximum) change.
+  public var averageScoreFraction: Double {
+    get {_storage._averageScoreFraction}
+    set {_uniqueStorage()._averageScoreFraction = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -809,7 +832,7 @@ nonisolated extension Quiz_V1_QuestionKind: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Quiz_V1_Quiz: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Quiz"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}author_id\0\u{1}title\0\u{1}description\0\u{1}tags\0\u{1}state\0\u{1}questions\0\u{3}question_time_limit_seconds\0\u{1}etag\0\u{3}create_time\0\u{3}update_time\0\u{3}delete_time\0\u{3}question_count\0\u{3}author_display_name\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}author_id\0\u{1}title\0\u{1}description\0\u{1}tags\0\u{1}state\0\u{1}questions\0\u{3}question_time_limit_seconds\0\u{1}etag\0\u{3}create_time\0\u{3}update_time\0\u{3}delete_time\0\u{3}question_count\0\u{3}author_display_name\0\u{3}play_count\0\u{3}average_score\0\u{3}average_score_fraction\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -826,6 +849,9 @@ nonisolated extension Quiz_V1_Quiz: SwiftProtobuf.Message, SwiftProtobuf._Messag
     var _deleteTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
     var _questionCount: Int32 = 0
     var _authorDisplayName: String = String()
+    var _playCount: Int64 = 0
+    var _averageScore: Double = 0
+    var _averageScoreFraction: Double = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -850,6 +876,9 @@ nonisolated extension Quiz_V1_Quiz: SwiftProtobuf.Message, SwiftProtobuf._Messag
       _deleteTime = source._deleteTime
       _questionCount = source._questionCount
       _authorDisplayName = source._authorDisplayName
+      _playCount = source._playCount
+      _averageScore = source._averageScore
+      _averageScoreFraction = source._averageScoreFraction
     }
   }
 
@@ -882,6 +911,9 @@ nonisolated extension Quiz_V1_Quiz: SwiftProtobuf.Message, SwiftProtobuf._Messag
         case 12: try { try decoder.decodeSingularMessageField(value: &_storage._deleteTime) }()
         case 13: try { try decoder.decodeSingularInt32Field(value: &_storage._questionCount) }()
         case 14: try { try decoder.decodeSingularStringField(value: &_storage._authorDisplayName) }()
+        case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._playCount) }()
+        case 16: try { try decoder.decodeSingularDoubleField(value: &_storage._averageScore) }()
+        case 17: try { try decoder.decodeSingularDoubleField(value: &_storage._averageScoreFraction) }()
         default: break
         }
       }
@@ -936,6 +968,15 @@ nonisolated extension Quiz_V1_Quiz: SwiftProtobuf.Message, SwiftProtobuf._Messag
       if !_storage._authorDisplayName.isEmpty {
         try visitor.visitSingularStringField(value: _storage._authorDisplayName, fieldNumber: 14)
       }
+      if _storage._playCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._playCount, fieldNumber: 15)
+      }
+      if _storage._averageScore.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._averageScore, fieldNumber: 16)
+      }
+      if _storage._averageScoreFraction.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._averageScoreFraction, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -959,6 +1000,9 @@ nonisolated extension Quiz_V1_Quiz: SwiftProtobuf.Message, SwiftProtobuf._Messag
         if _storage._deleteTime != rhs_storage._deleteTime {return false}
         if _storage._questionCount != rhs_storage._questionCount {return false}
         if _storage._authorDisplayName != rhs_storage._authorDisplayName {return false}
+        if _storage._playCount != rhs_storage._playCount {return false}
+        if _storage._averageScore != rhs_storage._averageScore {return false}
+        if _storage._averageScoreFraction != rhs_storage._averageScoreFraction {return false}
         return true
       }
       if !storagesAreEqual {return false}
