@@ -151,7 +151,7 @@ let package = Package(
     .target(
       name: "LoadTest",
       dependencies: [
-        "BenchService", "FramedTransport", "QuizwireProtos", grpcCore, grpcHTTP2, nioCore, nioPosix,
+        "BenchService", "FramedTransport", "QuizwireProtos", grpcCore, grpcProtobuf, grpcHTTP2, nioCore, nioPosix,
         .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),
       ],
@@ -247,7 +247,10 @@ let package = Package(
     .testTarget(name: "QuizwireCLITests", swiftSettings: settings),
     .testTarget(
       name: "LoadTestTests",
-      dependencies: ["LoadTest", "BenchService", "FramedTransport", grpcCore, .product(name: "Histogram", package: "hdrhistogram-swift")],
+      dependencies: [
+        "LoadTest", "BenchService", "FramedTransport", "QuizwireProtos", "AuthService", "QuizService", "ScoringService", "ServiceKit",
+        "TestSupport", grpcCore, .product(name: "Histogram", package: "hdrhistogram-swift"),
+      ],
       swiftSettings: settings
     ),
     .testTarget(

@@ -8,6 +8,15 @@ public struct LoadReport: Codable, Sendable, Equatable {
     public var p99_us: UInt64
     public var p999_us: UInt64
     public var max_us: UInt64
+
+    /// The recorder's percentiles.
+    public init(_ recorder: LatencyRecorder) {
+      self.p50_us = recorder.percentile(50)
+      self.p90_us = recorder.percentile(90)
+      self.p99_us = recorder.percentile(99)
+      self.p999_us = recorder.percentile(99.9)
+      self.max_us = recorder.maxMicros
+    }
   }
 
   public var method: String
@@ -29,9 +38,12 @@ public struct LoadReport: Codable, Sendable, Equatable {
   public var interrupted: Bool
   /// The full distribution in HdrHistogram's percentile format (not part of the JSON).
   public var histogramText: String?
+  /// `--scenario play|watch` only (absent from the JSON otherwise): `calls` are completed
+  /// attempts with the right score, `calls_per_s` attempts/s, `latency` per answer.
+  public var play: PlayStats?
 
   enum CodingKeys: String, CodingKey {
-    case method, transport, mode, calls, messages, elapsed_s, calls_per_s, messages_per_s, bytes, errors, latency, interrupted
+    case method, transport, mode, calls, messages, elapsed_s, calls_per_s, messages_per_s, bytes, errors, latency, interrupted, play
   }
 
   public init(
@@ -51,9 +63,7 @@ public struct LoadReport: Codable, Sendable, Equatable {
     self.messages_per_s = (Double(messages) / seconds).rounded()
     self.bytes = bytes
     self.errors = errors
-    self.latency = Latency(
-      p50_us: recorder.percentile(50), p90_us: recorder.percentile(90), p99_us: recorder.percentile(99),
-      p999_us: recorder.percentile(99.9), max_us: recorder.maxMicros)
+    self.latency = Latency(recorder)
     self.interrupted = interrupted
     self.histogramText = recorder.count > 0 ? recorder.percentileDistribution() : nil
   }
@@ -76,6 +86,38 @@ public struct LoadReport: Codable, Sendable, Equatable {
         \(Self.rate(self.calls_per_s)) calls/s, \(Int(self.messages_per_s)) messages/s, \(self.bytes) payload bytes
         latency µs: p50 \(self.latency.p50_us)  p90 \(self.latency.p90_us)  p99 \(self.latency.p99_us)  p99.9 \(self.latency.p999_us)  max \(self.latency.max_us)
         errors: \(errorText)
-      """
+      """ + (self.play.map { "\n" + $0.summary } ?? "")
+  }
+}
+
+/// The play scenario's own figures (the `play` object of the JSON).
+public struct PlayStats: Codable, Sendable, Equatable {
+  public var players: Int
+  /// Accounts the players share round-robin.
+  public var users: Int
+  public var quiz_id: String
+  public var think_time_ms: Int
+  /// Answers that got their feedback (each one latency sample).
+  public var answers: Int
+  /// Streams opened again after RESOURCE_EXHAUSTED (same idempotency key: the attempt resumes).
+  public var retries: Int
+  /// Registering, signing in and publishing the quiz, before the timed part.
+  public var provisioning_s: Double
+  /// `--scenario watch` only.
+  public var watch: WatchStats?
+
+  /// A short human summary.
+  public var summary: String {
+    var text = "  \(self.players) players, \(self.users) users, \(self.answers) answers, \(self.retries) retries; provisioning \(self.provisioning_s) s"
+    if let w = self.watch {
+      let errors = w.errors.isEmpty ? "0" : w.errors.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+      text += """
+
+          \(w.watchers) watchers: \(w.snapshots) snapshots, \(w.deliveries) deliveries (\(w.before_finished) before finished), \
+        \(w.unseen_attempts) attempts never shown (not a user's best), \(w.lagging) lagging, errors: \(errors)
+          delivery latency µs: p50 \(w.latency.p50_us)  p90 \(w.latency.p90_us)  p99 \(w.latency.p99_us)  p99.9 \(w.latency.p999_us)  max \(w.latency.max_us)
+        """
+    }
+    return text
   }
 }

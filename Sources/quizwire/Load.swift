@@ -17,6 +17,14 @@ struct Load: AsyncParsableCommand {
       quizwire load --framed 127.0.0.1:7410 --method \(LoadGenerator.registerMethod) --concurrency 16 --duration 30s
       quiz.v1.QuizService/GetQuiz reads --quiz-id (default the demo quiz); quiz.v1.QuizService/ListQuizzes reads a page of 20
       (as the caller of --metadata authorization=Bearer <token>; anonymous pages are cached).
+      --scenario play: --players virtual players over scoring.v1.ScoringService/Play (--framed or --grpc: the scoring
+      service). Before the timed part it registers --users accounts on --auth (shared round-robin by the players) and
+      publishes a load quiz on --quiz whose answers it knows; every attempt's final score is checked (a mismatch is an
+      error, wrong_score). Players answer after --think-time and play until --duration, or --requests attempts in all;
+      --ramp-up spreads their starts. Reports attempts/s (calls), per-answer latency (answer sent → feedback).
+      quizwire load --scenario play --framed 127.0.0.1:7430 --players 100 --think-time 100ms --duration 30s
+      --scenario watch: the same with --watchers leaderboard watchers (WatchLeaderboard, top 100) and the delivery
+      latency from a player's `finished` to a watcher's snapshot holding that attempt.
       """)
 
   @Option(help: "Target over the framed wire (host:port).") var framed: String?
@@ -33,9 +41,21 @@ struct Load: AsyncParsableCommand {
   @Option(help: "Messages per stream for the streaming methods.") var messagesPerStream = 100
   @Flag(help: "Print the report as one JSON object on the last line.") var json = false
   @Option(help: "Write the latency distribution (HdrHistogram percentile format, µs) to this file.") var histogramOut: String?
+  @Option(help: "play: players over scoring's Play; watch: players plus leaderboard watchers.") var scenario: String?
+  @Option(help: "play/watch: the auth service (framed host:port) that provisions the accounts.") var auth = "127.0.0.1:7410"
+  @Option(help: "play/watch: the quiz service (framed host:port) that gets the load quiz.") var quiz = "127.0.0.1:7420"
+  @Option(help: "play/watch: concurrent virtual players.") var players = 10
+  @Option(help: "play/watch: accounts the players share (default min(players, 50)).") var users: Int?
+  @Option(help: "play/watch: pause before each answer, e.g. 100ms (0 for none).") var thinkTime = "100ms"
+  @Option(help: "play/watch: spread the players' starts over this long, e.g. 2s (default 0).") var rampUp = "0"
+  @Option(help: "watch: leaderboard watchers (default 10).") var watchers = 10
 
   func validate() throws {
     guard (framed == nil) != (grpc == nil) else { throw ValidationError("give exactly one of --framed or --grpc") }
+    if let scenario {
+      try self.validatePlay(scenario)
+      return
+    }
     guard LoadMethod(rawValue: method) != nil || method == LoadGenerator.registerMethod || LoadGenerator.quizMethods.contains(method) else {
       throw ValidationError("unknown --method \(method)")
     }
@@ -50,7 +70,8 @@ struct Load: AsyncParsableCommand {
     _ = try Self.parseDuration(duration)
   }
 
-  static func parseDuration(_ text: String) throws -> Duration {
+  static func parseDuration(_ text: String, option: String = "--duration", allowZero: Bool = false) throws -> Duration {
+    if allowZero, text == "0" { return .zero }
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
     for (suffix, scale) in units where text.hasSuffix(suffix) {
       // At least 1 ms and at most a week: anything else is a typo, not a run.
@@ -58,7 +79,7 @@ struct Load: AsyncParsableCommand {
         return .milliseconds(Int64(v * scale * 1000))
       }
     }
-    throw ValidationError("--duration takes a number with ms, s, m or h between 1ms and 7 days, e.g. 30s; got \(text)")
+    throw ValidationError("\(option) takes a number with ms, s, m or h between 1ms and 7 days, e.g. 30s; got \(text)")
   }
 
   func run() async throws {
@@ -73,6 +94,11 @@ struct Load: AsyncParsableCommand {
     let progress = LoadProgress()
     let signals = SignalWatcher { progress.stop() }
     defer { signals.cancel() }
+    if self.scenario != nil {
+      let report = try await self.runPlay(progress: progress)
+      try self.finish(report, ticked: isatty(STDERR_FILENO) == 1)
+      return
+    }
     let ticker = isatty(STDERR_FILENO) == 1 ? Self.progressLine(progress) : nil
     defer { ticker?.cancel() }
 
@@ -86,7 +112,12 @@ struct Load: AsyncParsableCommand {
       let transport = try HTTP2ClientTransport.Posix(target: target.resolvableTarget, transportSecurity: .plaintext)
       report = try await withGRPCClient(transport: transport) { await self.run(options, client: $0, transportName: "h2", progress: progress) }
     }
-    if ticker != nil { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+    try self.finish(report, ticked: ticker != nil)
+  }
+
+  /// Prints the report (and writes the histogram file).
+  func finish(_ report: LoadReport, ticked: Bool) throws {
+    if ticked { FileHandle.standardError.write("\n".data(using: .utf8)!) }
     if let histogramOut {
       // The report keeps percentiles; the distribution file comes from the generator's histogram.
       try (report.histogramText ?? "").write(toFile: histogramOut, atomically: true, encoding: .utf8)
@@ -114,7 +145,7 @@ struct Load: AsyncParsableCommand {
   }
 
   /// A live "rate, errors, elapsed" line on stderr, only when it is a terminal.
-  static func progressLine(_ progress: LoadProgress) -> Task<Void, Never> {
+  static func progressLine(_ progress: LoadProgress, unit: String = "calls") -> Task<Void, Never> {
     Task {
       let start = ContinuousClock.now
       var last = 0
@@ -122,7 +153,7 @@ struct Load: AsyncParsableCommand {
         try? await Task.sleep(for: .seconds(1))
         let calls = progress.completedCalls
         let elapsed = Double((ContinuousClock.now - start).microseconds) / 1e6
-        FileHandle.standardError.write(String(format: "\r%.0f s  %d calls/s  %d errors   ", elapsed, calls - last, progress.failedCalls).data(using: .utf8)!)
+        FileHandle.standardError.write("\r\(Int(elapsed.rounded())) s  \(calls - last) \(unit)/s  \(progress.failedCalls) errors   ".data(using: .utf8)!)
         last = calls
       }
     }
