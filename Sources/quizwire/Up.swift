@@ -64,6 +64,11 @@ struct Up: AsyncParsableCommand {
       let reads = Set(ServiceAssembly.keys(of: module).map(\.name))
       if reads.contains("internal-clients"), !internalClients.isEmpty { flags["internal-clients"] = internalClients.joined(separator: ",") }
       if reads.contains("admin-emails"), let adminEmails { flags["admin-emails"] = adminEmails }
+      // Optional targets (not dependencies): a module that can follow another, e.g. quiz's
+      // --scoring-target (play counts), gets its address when that one runs too.
+      for other in modules where other.name != module.name && !module.dependsOn.contains(other.name) {
+        if reads.contains("\(other.name)-target") { flags["\(other.name)-target"] = "127.0.0.1:\(other.defaultPorts.framed)" }
+      }
       hosts.append(try await ServiceAssembly.host(module, layers: try ConfigLayers(environment: env, flags: flags)))
     }
     FileHandle.standardError.write(Data("quizwire up: serving \(modules.map { $0.name }.joined(separator: ", ")); Ctrl-C drains and exits\n".utf8))

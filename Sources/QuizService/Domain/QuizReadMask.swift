@@ -11,6 +11,7 @@ public struct QuizReadMask: Sendable, Hashable {
     case questionTimeLimitSeconds = "question_time_limit_seconds", etag
     case createTime = "create_time", updateTime = "update_time", deleteTime = "delete_time", questionCount = "question_count"
     case authorDisplayName = "author_display_name"
+    case playCount = "play_count", averageScore = "average_score", averageScoreFraction = "average_score_fraction"
   }
 
   /// nil: every field.
@@ -68,6 +69,9 @@ public struct QuizReadMask: Sendable, Hashable {
     if !self.includes(.deleteTime) { quiz.clearDeleteTime() }
     if !self.includes(.questionCount) { quiz.questionCount = 0 }
     if !self.includes(.authorDisplayName) { quiz.authorDisplayName = "" }
+    if !self.includes(.playCount) { quiz.playCount = 0 }
+    if !self.includes(.averageScore) { quiz.averageScore = 0 }
+    if !self.includes(.averageScoreFraction) { quiz.averageScoreFraction = 0 }
   }
 
   private static func camel(_ snake: String) -> String {

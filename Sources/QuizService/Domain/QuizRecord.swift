@@ -49,12 +49,16 @@ public struct QuizRecord: Sendable, Hashable {
   public var authorDisplayName: String
   /// The author's profile version that name is from (0: not filled yet).
   public var authorNameVersion: Int64
+  /// Finished attempts counted from scoring's `attempt.finished` (not content: no etag change).
+  public var plays: QuizPlays
 
   public init(
     id: String, authorID: String, title: String, description: String, tags: [String], state: QuizState,
     questionTimeLimitSeconds: Int, questionCount: Int, etag: String, createTimeMs: Int64, updateTimeMs: Int64,
-    deletedTimeMs: Int64? = nil, questions: [Quiz_V1_Question]? = nil, authorDisplayName: String = "", authorNameVersion: Int64 = 0
+    deletedTimeMs: Int64? = nil, questions: [Quiz_V1_Question]? = nil, authorDisplayName: String = "", authorNameVersion: Int64 = 0,
+    plays: QuizPlays = QuizPlays()
   ) {
+    self.plays = plays
     self.authorDisplayName = authorDisplayName
     self.authorNameVersion = authorNameVersion
     self.id = id
@@ -86,6 +90,25 @@ public struct QuizRecord: Sendable, Hashable {
     if let questions { self.questionCount = questions.count }
     self.etag = QuizEtag.next(after: self.etag, quiz: self)
   }
+}
+
+/// A quiz's play statistics: sums kept by the `quiz.play-stats` consumer, averages derived.
+public struct QuizPlays: Sendable, Hashable {
+  public var count: Int64
+  /// Total score and total `max_score` of the counted attempts, in points.
+  public var scoreSum: Int64
+  public var maxScoreSum: Int64
+
+  public init(count: Int64 = 0, scoreSum: Int64 = 0, maxScoreSum: Int64 = 0) {
+    self.count = count
+    self.scoreSum = scoreSum
+    self.maxScoreSum = maxScoreSum
+  }
+
+  /// Mean score in points; 0 without plays.
+  public var averageScore: Double { self.count > 0 ? Double(self.scoreSum) / Double(self.count) : 0 }
+  /// Total score over total maximum, 0...1; 0 without plays (or with a 0 maximum).
+  public var averageFraction: Double { self.maxScoreSum > 0 ? Double(self.scoreSum) / Double(self.maxScoreSum) : 0 }
 }
 
 /// Entity tags: a hash chained over the previous tag, the update time and the content, so

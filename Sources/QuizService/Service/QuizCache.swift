@@ -47,7 +47,8 @@ struct QuizChangeMessage: Codable, Sendable, Hashable {
 ///   `quiz_changed` through the `ChangeNotifier` inside its unit of work (`pending`), so
 ///   every other replica applies it once it commits; this replica applies it at once after
 ///   the commit (`committed`). A `.reset` from the notifier (LISTEN connection lost)
-///   flushes everything.
+///   flushes everything. Author renames (`postAuthorRenamed`) and counted plays
+///   (`postPlayed`) are posted the same way from the consumers' units of work.
 public final class QuizCache: QuizChangeObserver, Sendable {
   public static let channel = "quiz_changed"
   static let listsTag = "lists"
@@ -139,6 +140,19 @@ public final class QuizCache: QuizChangeObserver, Sendable {
   /// entries age out with the TTL.)
   public static func postAuthorRenamed(_ authorID: String, in uow: UnitOfWork) async throws {
     let message = QuizChangeMessage(event: Self.authorRenamedEvent, id: "", etag: "", authorID: authorID, lists: false)
+    let payload = String(decoding: try JSONEncoder().encode(message), as: UTF8.self)
+    try await ChangeNotifier.post(channel: Self.channel, payload: payload, in: uow)
+  }
+
+  /// The `event` of a notification that a quiz's play statistics changed.
+  static let playedEvent = "quiz.played"
+
+  /// Inside the unit of work that counted a play of `quizID`: every replica (this one
+  /// included) drops the entries that showed that quiz once it commits, so a read after that
+  /// shows the new count (not content: the etag stays). Read as a change of `quizID` without
+  /// list membership, also by replicas that predate the event.
+  public static func postPlayed(quizID: String, in uow: UnitOfWork) async throws {
+    let message = QuizChangeMessage(event: Self.playedEvent, id: quizID, etag: "", authorID: "", lists: false)
     let payload = String(decoding: try JSONEncoder().encode(message), as: UTF8.self)
     try await ChangeNotifier.post(channel: Self.channel, payload: payload, in: uow)
   }

@@ -16,11 +16,19 @@ public struct QuizOptions: ServiceOptions {
     ConfigKey("quiz-cache-entries", "Most entries the read cache holds (default 10000)."),
     ConfigKey("quiz-cache-mb", "Most megabytes the read cache holds (default 64)."),
     ConfigKey("quiz-cache-ttl", "Seconds a cached read lives at most (default 30)."),
+    ConfigKey(
+      "scoring-target",
+      "The scoring service's framed address(es), host:port[,host:port]: play counts and averages follow its attempt.finished events (without it they stay 0)."
+    ),
   ]
 
   /// From QUIZWIRE_QUIZ_PAGE_TOKEN_KEY(_FILE).
   public var pageTokenKey: Secret?
   public var cacheLimits = ResponseCache<QuizCacheKey, QuizCacheValue>.Limits()
+  /// The scoring service's replicas; nil: no play statistics are followed. Not a dependency
+  /// (`dependsOn`): scoring calls quiz, so quiz must start, and `up --only auth,quiz` run,
+  /// without it.
+  public var scoringTargets: [String]?
 
   public init() {}
 
@@ -29,6 +37,13 @@ public struct QuizOptions: ServiceOptions {
     self.cacheLimits.maxEntries = try layers.int("quiz-cache-entries", default: self.cacheLimits.maxEntries, in: 1...10_000_000)
     self.cacheLimits.maxBytes = try layers.int("quiz-cache-mb", default: self.cacheLimits.maxBytes >> 20, in: 1...65_536) << 20
     self.cacheLimits.ttl = .seconds(try layers.int("quiz-cache-ttl", default: 30, in: 1...86_400))
+    if let (text, origin) = layers.raw("scoring-target") {
+      do {
+        self.scoringTargets = try ServiceTargets.parse(text, key: "scoring-target")
+      } catch let error as ConfigError {
+        throw ConfigError(key: "scoring-target", origin: origin, reason: error.reason)
+      }
+    }
   }
 }
 
@@ -73,10 +88,31 @@ public enum QuizModule: ServiceModule {
     let usersFeed = RemoteEventFeed(producer: "auth", topic: "users", client: remoteAuth.client.client, credentials: remoteAuth.credentials)
     let authorNames = AuthorNameFollower.consumer(
       feed: usersFeed, database: database, directory: authors, logger: context.logger)
-    return ModuleParts(
+    var parts = ModuleParts(
       services: [service], lifecycle: [ChangeNotifierLifecycle(notifier: notifier, followers: [{ await cache.follow() }])],
       caches: [cache.store], jobs: QuizJobs.handlers(),
       dataMigrations: [AuthorNameBackfill(directory: authors).migration], feeds: [Self.quizzesTopic], eventConsumers: [authorNames])
+    if let playStats = try Self.playStatsConsumer(context, database: database, credentials: remoteAuth.credentials) {
+      // The assembly starts consumers after the lifecycle and stops them first: the client outlives it.
+      parts.lifecycle.append(playStats.client)
+      parts.eventConsumers.append(playStats.consumer)
+    }
+    return parts
+  }
+
+  /// Play statistics follow scoring's `attempts` over a client to `--scoring-target` (read as
+  /// this service's principal); without the setting, none (said once in the log). Scoring
+  /// starts after quiz (it calls quiz), so the consumer keeps retrying until scoring answers.
+  static func playStatsConsumer(
+    _ context: ModuleContext<QuizOptions>, database: Database, credentials: ClientCredentialsToken?
+  ) throws -> (client: ServiceClient, consumer: EventConsumer)? {
+    guard let targets = context.options.scoringTargets else {
+      context.logger.info("no --scoring-target: play counts and average scores are not followed")
+      return nil
+    }
+    let client = try ServiceClient(ServiceClientConfig(replicas: targets), interceptors: [])
+    let feed = RemoteEventFeed(producer: "scoring", topic: PlayStatsFollower.topic, client: client.client, credentials: credentials)
+    return (client, PlayStatsFollower.consumer(feed: feed, database: database, logger: context.logger))
   }
 
   /// The outbox's topic: every write of a quiz.

@@ -204,6 +204,9 @@ public struct QuizService: Quiz_V1_QuizService.SimpleServiceProtocol {
     m.createTime = timestamp(quiz.createTimeMs)
     m.updateTime = timestamp(quiz.updateTimeMs)
     if let deleted = quiz.deletedTimeMs { m.deleteTime = timestamp(deleted) }
+    m.playCount = quiz.plays.count
+    m.averageScore = quiz.plays.averageScore
+    m.averageScoreFraction = quiz.plays.averageFraction
     mask.apply(to: &m)
     return m
   }

@@ -64,6 +64,9 @@ public enum QuizMigrations {
       OutboxRetention.migration(version: 6),
       // Consuming auth's "users" (author names): offsets, key versions, dead letters.
       ConsumerStore.migration(version: 7),
+      // Play counts and averages from scoring's "attempts": sums on the quiz row, one
+      // dedupe row per counted attempt (QuizPlayStats).
+      QuizPlayStats.migration(version: 8),
     ]
   }
 }

@@ -25,6 +25,9 @@ public struct QuizRepository: Sendable {
     id, author_id, title, description, state, question_time_limit_seconds, question_count, etag, create_time_ms, update_time_ms, deleted_time_ms,
     author_display_name, author_name_version
     """
+  /// What reads select: the written columns and the play statistics, which only the
+  /// `quiz.play-stats` consumer writes (`QuizPlayStats`).
+  static let readColumns: SQLQueryString = Self.columns + ", play_count, play_score_sum, play_max_score_sum"
 
   // MARK: Writes
 
@@ -93,14 +96,14 @@ public struct QuizRepository: Sendable {
   /// PostgreSQL (SQLite's single writer already serializes writers).
   public func find(id: String, load: QuizLoad = .everything, forUpdate: Bool = false, in uow: UnitOfWork) async throws -> QuizRecord? {
     let lock: SQLQueryString = forUpdate && uow.dialect == .postgres ? " FOR UPDATE" : ""
-    let rows = try await Self.rows("SELECT " + Self.columns + " FROM quizzes WHERE id = \(bind: id)" + lock, in: uow)
+    let rows = try await Self.rows("SELECT " + Self.readColumns + " FROM quizzes WHERE id = \(bind: id)" + lock, in: uow)
     return try await self.attach(load, to: rows, in: uow).first
   }
 
   /// The quizzes among `ids` that exist (deleted ones too), in no particular order.
   public func find(ids: [String], load: QuizLoad, in uow: UnitOfWork) async throws -> [QuizRecord] {
     guard !ids.isEmpty else { return [] }
-    let rows = try await Self.rows("SELECT " + Self.columns + " FROM quizzes WHERE id IN (\(binds: ids))", in: uow)
+    let rows = try await Self.rows("SELECT " + Self.readColumns + " FROM quizzes WHERE id IN (\(binds: ids))", in: uow)
     return try await self.attach(load, to: rows, in: uow)
   }
 
@@ -108,7 +111,7 @@ public struct QuizRepository: Sendable {
   /// `cursorTail`: conditions, order, limit, all bound), then tags and questions for the
   /// whole page as `load` asks.
   public func list(tail: SQLQueryString, load: QuizLoad, in uow: UnitOfWork) async throws -> [QuizRecord] {
-    let rows = try await Self.rows("SELECT " + Self.columns + " FROM quizzes" + tail, in: uow)
+    let rows = try await Self.rows("SELECT " + Self.readColumns + " FROM quizzes" + tail, in: uow)
     return try await self.attach(load, to: rows, in: uow)
   }
 
@@ -162,7 +165,10 @@ public struct QuizRepository: Sendable {
         updateTimeMs: try row.decode(column: "update_time_ms", as: Int64.self),
         deletedTimeMs: try row.decode(column: "deleted_time_ms", as: Int64?.self),
         authorDisplayName: try row.decode(column: "author_display_name", as: String.self),
-        authorNameVersion: try row.decode(column: "author_name_version", as: Int64.self))
+        authorNameVersion: try row.decode(column: "author_name_version", as: Int64.self),
+        plays: QuizPlays(
+          count: try row.decode(column: "play_count", as: Int64.self), scoreSum: try row.decode(column: "play_score_sum", as: Int64.self),
+          maxScoreSum: try row.decode(column: "play_max_score_sum", as: Int64.self)))
     }
   }
 }

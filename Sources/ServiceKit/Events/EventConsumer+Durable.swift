@@ -47,9 +47,12 @@ extension EventConsumer {
           try await ConsumerStore.advance(
             group: handler.group, feed: self.feed.feed, from: stored, to: first.headOffset, nowMs: Self.nowMs(), in: uow)
         }
-        self.stats.withLock { $0.resyncs += 1 }
+        self.stats.withLock {
+          $0.resyncs += 1
+          $0.connections += 1
+        }
         self.observe(head: first.headOffset, applied: first.headOffset, age: nil)
-        try await self.apply(remaining: &iterator, from: first.headOffset, handler)
+        try await self.apply(remaining: &iterator, from: first.headOffset, opened: true, handler)
       }
     }
     throw RPCError(code: .unavailable, message: "the producer ended the subscription")
@@ -59,18 +62,25 @@ extension EventConsumer {
     _ messages: RPCAsyncSequence<Events_V1_SubscribeResponse, any Error>, from stored: Int64?, _ handler: Durable
   ) async throws {
     var iterator = messages.makeAsyncIterator()
-    try await self.apply(remaining: &iterator, from: stored, handler)
+    try await self.apply(remaining: &iterator, from: stored, opened: false, handler)
   }
 
+  /// `opened`: the subscription's first message was read already (and counted).
   private func apply(
     remaining iterator: inout RPCAsyncSequence<Events_V1_SubscribeResponse, any Error>.AsyncIterator, from stored: Int64?,
-    _ handler: Durable
+    opened: Bool, _ handler: Durable
   ) async throws {
-    self.stats.withLock { $0.connections += 1 }
+    // A connection counts once the producer answered: a call to a producer that isn't up
+    // fails on its first read (see `startupGrace`).
+    var opened = opened
     var offset = stored
     var acknowledged = stored ?? 0
     var lastAcknowledgement = ContinuousClock.now
     while let message = try await iterator.next() {
+      if !opened {
+        opened = true
+        self.stats.withLock { $0.connections += 1 }
+      }
       for event in message.events.map(EventFeedService.envelope(from:)) where event.offset > (offset ?? 0) {
         let age = max(0, Double(Self.nowMs() - event.timeMs) / 1000)
         self.observe(head: message.headOffset, applied: nil, age: age)

@@ -64,6 +64,13 @@ public final class EventConsumer: Service, Sendable {
     public var acknowledgeInterval: Duration = .seconds(5)
     /// How often requested dead-letter replays are looked for.
     public var replayInterval: Duration = .seconds(1)
+    /// After start, how long a producer that isn't ready is expected rather than a fault:
+    /// services of a suite start together and a producer may come up after its consumers
+    /// (quiz follows scoring, which calls quiz) — not listening yet (UNAVAILABLE), or
+    /// listening before it has the auth service's signing keys (UNAUTHENTICATED). Until the
+    /// first subscription opens, and within this, the retries log one info line, not a
+    /// warning each; later failures warn (a wrong target or a missing grant included).
+    public var startupGrace: Duration = .seconds(30)
     public var lease = ConsumerLease.Timing()
     public init() {}
   }
@@ -131,6 +138,8 @@ public final class EventConsumer: Service, Sendable {
   /// lost subscription; one that ran for a while resets the backoff.
   func reconnecting(_ session: @escaping @Sendable () async throws -> Void) async throws {
     var failures = 0
+    let started = ContinuousClock.now
+    var announcedWaiting = false
     while true {
       try Task.checkCancellation()
       let start = ContinuousClock.now
@@ -141,7 +150,15 @@ public final class EventConsumer: Service, Sendable {
       } catch let error as RPCError where error.code == .cancelled && Task.isCancelled {
         throw CancellationError()
       } catch {
-        self.logger.warning("event feed subscription ended; reconnecting", metadata: ["error": .string(Self.describe(error))])
+        let metadata: Logger.Metadata = ["error": .string(Self.describe(error))]
+        if self.isStartingUp(since: started, error: error) {
+          if !announcedWaiting {
+            self.logger.info("event feed not reachable yet; retrying until the producer is ready", metadata: metadata)
+          }
+          announcedWaiting = true
+        } else {
+          self.logger.warning("event feed subscription ended; reconnecting", metadata: metadata)
+        }
       }
       try Task.checkCancellation()
       failures = ContinuousClock.now - start > .seconds(10) ? 1 : failures + 1
@@ -177,6 +194,13 @@ public final class EventConsumer: Service, Sendable {
       }
       await handler.reset()
     }
+  }
+
+  /// Whether `error` is the producer not being ready yet at start: UNAVAILABLE or
+  /// UNAUTHENTICATED, no subscription ever opened, within `startupGrace`.
+  private func isStartingUp(since started: ContinuousClock.Instant, error: any Error) -> Bool {
+    guard let rpc = error as? RPCError, rpc.code == .unavailable || rpc.code == .unauthenticated else { return false }
+    return self.statistics.connections == 0 && ContinuousClock.now - started < self.config.startupGrace
   }
 
   /// Records the position after a message or an event.
