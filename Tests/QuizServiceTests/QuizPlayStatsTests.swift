@@ -91,6 +91,18 @@ final class QuizPlayStatsTests: XCTestCase {
     XCTAssertThrowsError(try PlayStatsFollower.decode(try Self.envelope(Self.finished("a1", quiz: "", score: 1), offset: 1)))
   }
 
+  /// `--scoring-target` is optional; given, it must be host:port[,host:port].
+  func testTheScoringTargetIsOptionalAndCheckedWhenGiven() throws {
+    XCTAssertNil(try QuizOptions(layers: ConfigLayers(environment: [:], flags: [:])).scoringTargets)
+    let two = try QuizOptions(layers: ConfigLayers(environment: [:], flags: ["scoring-target": "127.0.0.1:7430, 127.0.0.1:7530"]))
+    XCTAssertEqual(two.scoringTargets, ["127.0.0.1:7430", "127.0.0.1:7530"])
+    let fromEnvironment = try QuizOptions(layers: ConfigLayers(environment: ["QUIZWIRE_SCORING_TARGET": "scoring:7430"], flags: [:]))
+    XCTAssertEqual(fromEnvironment.scoringTargets, ["scoring:7430"])
+    XCTAssertThrowsError(try QuizOptions(layers: ConfigLayers(environment: [:], flags: ["scoring-target": "no-port"]))) { error in
+      XCTAssertEqual((error as? ConfigError)?.key, "scoring-target")
+    }
+  }
+
   /// A counted play drops the quiz's entries on another replica's cache once it commits; a
   /// rolled-back one doesn't.
   func testACountedPlayDropsTheQuizFromEveryReplicasCache() async throws {
