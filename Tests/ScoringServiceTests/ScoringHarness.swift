@@ -33,7 +33,10 @@ final class ScoringHarness: Sendable {
 
   /// `scoringDatabaseURL`: the scoring replicas share that PostgreSQL database (else each
   /// has SQLite in the test directory; use one replica then).
-  static func start(scoringDatabaseURL: String? = nil, scoringReplicas: Int = 1) async throws -> ScoringHarness {
+  /// `scoringFlags`: more configuration for the scoring hosts (e.g. `rate-limit`).
+  static func start(
+    scoringDatabaseURL: String? = nil, scoringReplicas: Int = 1, scoringFlags: [String: String] = [:]
+  ) async throws -> ScoringHarness {
     let dir = try TestDatabases.temporaryDirectory()
     var options = AuthServerOptions(dataDir: dir)
     options.hashing = ScryptParameters(logN: 10, r: 8, p: 1)
@@ -58,7 +61,8 @@ final class ScoringHarness: Sendable {
     var scoringAddresses: [String] = []
     for _ in 0..<scoringReplicas {
       let environment = scoringDatabaseURL.map { ["QUIZWIRE_DATABASE_URL": $0] } ?? [:]
-      let scoringHost = try await host(ScoringModule.self, ["quiz-target": quizAddress], environment: environment)
+      let scoringHost = try await host(
+        ScoringModule.self, ["quiz-target": quizAddress].merging(scoringFlags) { $1 }, environment: environment)
       scoringHosts.append(scoringHost)
       scoringAddresses.append(try await scoringHost.addresses().framed)
     }

@@ -10,6 +10,8 @@ public struct ScoredAnswer: Sendable, Hashable {
   /// Recorded after the deadline, timed out, or never given (finished before it).
   public var late: Bool
   public var atMs: Int64
+  /// The player answered (as opposed to a time-out or a question never reached).
+  public var given = false
 }
 
 /// An attempt folded from its events. Deadline rule: question 0 is shown at the start, each
@@ -40,6 +42,10 @@ public struct AttemptState: Sendable, Hashable {
     self.currentQuestion == nil ? nil : self.currentShownMs + self.started.timeLimitMs
   }
   public var durationMs: Int64? { self.finishMs.map { $0 - self.started.atMs } }
+  /// Answers the player gave (late ones included; time-outs not): a play counter.
+  public var answersGiven: Int64 { Int64(self.answers.count { $0.given }) }
+  /// Time from the start to the last recorded question (answer or time-out): a play counter.
+  public var playedMs: Int64 { self.currentShownMs - self.started.atMs }
   /// The last deadline of the attempt if nobody answers from now on.
   public var lastDeadlineMs: Int64 {
     let remaining = Int64(self.started.questions.count - self.currentIndex)
@@ -74,7 +80,7 @@ public struct AttemptState: Sendable, Hashable {
       self.answers.append(
         ScoredAnswer(
           questionID: question.id, choiceIDs: record.choiceIDs, text: record.text, correct: correct, points: points, late: late,
-          atMs: record.atMs))
+          atMs: record.atMs, given: !record.timedOut))
       self.currentShownMs = record.atMs
     case .finished(let finished):
       guard !self.isFinished else { return }

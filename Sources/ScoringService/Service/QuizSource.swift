@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import QuizwireProtos
 import ServiceKit
+import Synchronization
 
 /// What scoring knows of a quiz: enough to decide visibility and to snapshot an attempt.
 public struct QuizSnapshot: Sendable, Hashable {
@@ -15,10 +16,20 @@ public struct QuizSnapshot: Sendable, Hashable {
   public var keys: [QuestionKey]
 }
 
+/// Who may see a quiz's board and attempts: its author and state.
+public struct QuizSummary: Sendable, Hashable {
+  public var id: String
+  public var authorID: String
+  public var state: Quiz_V1_QuizState
+}
+
 /// Where scoring reads quizzes: the quiz service (GetQuiz + GetAnswerKey) as this service's own
 /// principal. Throws NOT_FOUND for a quiz that doesn't exist (or was deleted).
 public protocol QuizSource: Sendable {
+  /// The quiz as it is now, with its answer key (starting an attempt).
   func quiz(id: String) async throws -> QuizSnapshot
+  /// Author and state, possibly cached until the quiz's next event (leaderboard reads).
+  func summary(id: String) async throws -> QuizSummary
   /// Forget what is cached for `id` (quiz.changed / quiz.deleted).
   func invalidate(id: String)
   func invalidateAll()
@@ -32,6 +43,12 @@ public final class RemoteQuizSource<Transport: ClientTransport>: QuizSource {
   /// (`cache_hits_total{cache="scoring.answer_keys"}`). An etag's keys never change, so the
   /// TTL only bounds how long a quiz nobody plays stays in memory.
   public let keys: ResponseCache<String, [QuestionKey]>
+  /// Author and state by quiz id for leaderboard and attempt reads, dropped on every event of
+  /// the quiz (`invalidate`); the TTL bounds staleness if the quiz feed is away.
+  public let summaries = ResponseCache<String, QuizSummary>(
+    name: "scoring.quiz_summaries", limits: .init(maxEntries: 10_000, maxBytes: 8 << 20, ttl: .seconds(30)))
+  /// Concurrent misses of one quiz share one GetQuiz (1,000 watchers arriving at once).
+  private let inFlight = Mutex<[String: Task<QuizSummary, any Error>]>([:])
 
   /// `client` calls with this service's client-credentials token (`ModuleContext.client(for:)`).
   public init(
@@ -40,6 +57,24 @@ public final class RemoteQuizSource<Transport: ClientTransport>: QuizSource {
   ) {
     self.client = Quiz_V1_QuizService.Client(wrapping: client)
     self.keys = ResponseCache(name: "scoring.answer_keys", limits: limits)
+  }
+
+  public func summary(id: String) async throws -> QuizSummary {
+    if let cached = self.summaries.value(for: id) { return cached }
+    let ticket = self.summaries.ticket()
+    let (task, owner) = self.inFlight.withLock { inFlight -> (Task<QuizSummary, any Error>, Bool) in
+      if let running = inFlight[id] { return (running, false) }
+      let task = Task {
+        let quiz = try await self.client.getQuiz(.with { $0.id = id }, options: Self.callOptions)
+        return QuizSummary(id: quiz.id, authorID: quiz.authorID, state: quiz.state)
+      }
+      inFlight[id] = task
+      return (task, true)
+    }
+    defer { if owner { self.inFlight.withLock { $0[id] = nil } } }
+    let summary = try await task.value
+    if owner { _ = self.summaries.insert(summary, for: id, bytes: 64 + id.utf8.count + summary.authorID.utf8.count, tags: [id], ticket: ticket) }
+    return summary
   }
 
   public func quiz(id: String) async throws -> QuizSnapshot {
@@ -75,8 +110,14 @@ public final class RemoteQuizSource<Transport: ClientTransport>: QuizSource {
     return options
   }
 
-  public func invalidate(id: String) { _ = self.keys.invalidate(tag: id) }
-  public func invalidateAll() { self.keys.flushAll() }
+  public func invalidate(id: String) {
+    _ = self.keys.invalidate(tag: id)
+    _ = self.summaries.invalidate(tag: id)
+  }
+  public func invalidateAll() {
+    self.keys.flushAll()
+    self.summaries.flushAll()
+  }
 
   static func key(_ k: Quiz_V1_QuestionAnswerKey) -> QuestionKey {
     let kind: QuestionKey.Kind =

@@ -15,12 +15,17 @@ public enum ScoringJobs {
 
   public static var recurring: [RecurringJob] { [RecurringJob(kind: finishAbandoned, every: .seconds(30))] }
 
-  public static func handlers(hub: LeaderboardHub?, now: @escaping @Sendable () -> Int64 = { JobQueue.currentMs() }) -> [JobHandler] {
+  public static func handlers(
+    hub: LeaderboardHub?, counters: PlayCounters? = nil, now: @escaping @Sendable () -> Int64 = { JobQueue.currentMs() }
+  ) -> [JobHandler] {
     [
       JobHandler(kind: finishAbandoned) { _, uow in
-        let changed = try await AttemptRepository().finishAbandoned(nowMs: now(), limit: batch, in: uow)
-        guard let hub else { return }
+        var updates: [(before: AttemptState, after: AttemptState)] = []
+        let changed = try await AttemptRepository().finishAbandoned(nowMs: now(), limit: batch, in: uow) { updates.append($0) }
+        let finished = updates
         uow.afterCommit {
+          for update in finished { counters?.record(before: update.before, after: update.after) }
+          guard let hub else { return }
           Task { for quizID in Set(changed) { await hub.changed(quizID: quizID) } }
         }
       }
@@ -31,11 +36,14 @@ public enum ScoringJobs {
 extension AttemptRepository {
   /// Finishes up to `limit` attempts whose last deadline passed before `nowMs` (time-outs at
   /// each deadline, then `finished`). Returns the quizzes whose boards changed.
-  public func finishAbandoned(nowMs: Int64, limit: Int, in uow: UnitOfWork) async throws -> [String] {
+  public func finishAbandoned(
+    nowMs: Int64, limit: Int, in uow: UnitOfWork, finished: ((before: AttemptState, after: AttemptState)) -> Void = { _ in }
+  ) async throws -> [String] {
     var changed: [String] = []
     for id in try await self.abandoned(beforeMs: nowMs, limit: limit, in: uow) {
       guard let state = try await self.find(id: id, in: uow), !state.isFinished else { continue }
       let (next, version) = try await self.append(state.catchUp(nowMs: nowMs), to: state, in: uow)
+      finished((state, next))
       if version != nil { changed.append(next.started.quizID) }
     }
     return changed

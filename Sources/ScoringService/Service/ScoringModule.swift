@@ -36,8 +36,9 @@ public enum ScoringModule: ServiceModule {
     let quizzes = RemoteQuizSource(client: quizClient.client)
     let names = RemoteNameDirectory(client: remoteAuth.client.client, credentials: remoteAuth.credentials)
     let reader = LeaderboardReader(db: database, names: names)
-    let hub = LeaderboardHub(load: { try await reader.snapshot(quizID: $0) })
-    let service = ScoringService(db: database, quizzes: quizzes, names: names, hub: hub, logger: context.logger)
+    let hub = LeaderboardHub(load: { try await reader.top(quizID: $0) }, present: { await reader.entries($0, offset: $1) })
+    let counters = PlayCounters(db: database, logger: context.logger)
+    let service = ScoringService(db: database, quizzes: quizzes, names: names, hub: hub, counters: counters, logger: context.logger)
 
     // Answer keys cached per etag are dropped on every write of the quiz; deleted quizzes'
     // boards are hidden; renamed players' names follow (quiz's and auth's feeds).
@@ -53,9 +54,10 @@ public enum ScoringModule: ServiceModule {
     let boardChanges = try notifier.subscribe(channel: LeaderboardRepository.channel)
     let following = ChangeNotifierLifecycle(notifier: notifier, followers: [{ await hub.follow(boardChanges) }])
     return ModuleParts(
-      services: [service], lifecycle: [quizClient, following], caches: [quizzes.keys], jobs: ScoringJobs.handlers(hub: hub),
+      services: [service], lifecycle: [quizClient, following, counters], caches: [quizzes.keys, quizzes.summaries, hub],
+      jobs: ScoringJobs.handlers(hub: hub, counters: counters),
       recurringJobs: ScoringJobs.recurring,
-      feeds: [Self.attemptsTopic], eventConsumers: consumers)
+      feeds: [Self.attemptsTopic], eventConsumers: consumers, metrics: [{ counters.export(to: $0) }])
   }
 
   /// The outbox's topic: finished attempts (the quiz service counts plays from it).

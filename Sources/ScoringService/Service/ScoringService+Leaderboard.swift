@@ -11,20 +11,27 @@ extension ScoringService {
     try await self.checkPublicBoard(request.quizID)
     let size = request.pageSize <= 0 ? 50 : min(Int(request.pageSize), 500)
     let offset = request.pageToken.isEmpty ? 0 : (Int(request.pageToken) ?? -1)
-    guard offset >= 0 else { throw RPCError(code: .invalidArgument, message: "bad page_token") }
-    let (rows, version) = try await self.db.read { uow in
-      (
-        try await self.board.page(quizID: request.quizID, offset: offset, limit: size + 1, in: uow),
-        try await self.board.version(quizID: request.quizID, in: uow)
-      )
-    }
-    guard !version.hidden else { throw RPCError(code: .notFound, message: "quiz \(request.quizID) not found") }
+    guard (0...Self.maxLeaderboardOffset).contains(offset) else { throw RPCError(code: .invalidArgument, message: "bad page_token") }
+    // The top of the board comes from memory (write-through); deeper pages from the projection.
+    let board = try await self.hub.board(quizID: request.quizID)
+    guard !board.hidden else { throw RPCError(code: .notFound, message: "quiz \(request.quizID) not found") }
     var response = Scoring_V1_GetLeaderboardResponse()
-    response.entries = await self.reader.entries(Array(rows.prefix(size)), offset: offset)
-    response.version = version.version
-    if rows.count > size { response.nextPageToken = String(offset + size) }
+    response.version = board.version
+    let rows: [LeaderboardResult]
+    let more: Bool
+    if let page = board.page(offset: offset, limit: size) {
+      (rows, more) = page
+    } else {
+      let read = try await self.db.read { uow in try await self.board.page(quizID: request.quizID, offset: offset, limit: size + 1, in: uow) }
+      (rows, more) = (Array(read.prefix(size)), read.count > size)
+    }
+    response.entries = await self.reader.entries(rows, offset: offset)
+    if more { response.nextPageToken = String(offset + size) }
     return response
   }
+
+  /// Page tokens are rank offsets; past this a board is not browsed but searched.
+  static let maxLeaderboardOffset = 1_000_000
 
   public func watchLeaderboard(
     request: Scoring_V1_WatchLeaderboardRequest, response: RPCWriter<Scoring_V1_LeaderboardSnapshot>, context: ServerContext
@@ -50,7 +57,7 @@ extension ScoringService {
   func checkPublicBoard(_ quizID: String) async throws {
     guard !quizID.isEmpty else { throw RPCError(code: .invalidArgument, message: "quiz_id is required") }
     let viewer = Self.viewer()
-    let quiz = try await self.visibleQuiz(quizID, viewer: viewer)
+    let quiz = try await self.visibleSummary(quizID, viewer: viewer)
     guard quiz.state == .published || viewer.isAdmin || viewer.userID == quiz.authorID else {
       throw RPCError(code: .notFound, message: "quiz \(quizID) not found")
     }
@@ -68,22 +75,19 @@ public struct LeaderboardReader: Sendable {
     self.names = names
   }
 
-  /// The shared snapshot of a quiz's top 100 (the hub builds it once per change).
-  public func snapshot(quizID: String) async throws -> Scoring_V1_LeaderboardSnapshot {
+  /// The board's top as the projection holds it (`TopBoard.capacity + 1` rows: one more tells
+  /// whether it goes on), for the hub's memory.
+  public func top(quizID: String) async throws -> TopBoard {
     let (rows, version) = try await self.db.read { uow in
       (
-        try await self.board.page(quizID: quizID, offset: 0, limit: LeaderboardHub.maxTop, in: uow),
+        try await self.board.page(quizID: quizID, offset: 0, limit: TopBoard.capacity + 1, in: uow),
         try await self.board.version(quizID: quizID, in: uow)
       )
     }
-    var snapshot = Scoring_V1_LeaderboardSnapshot()
-    snapshot.quizID = quizID
-    snapshot.version = version.version
-    snapshot.entries = version.hidden ? [] : await self.entries(rows, offset: 0)
-    return snapshot
+    return TopBoard(rows: version.hidden ? [] : rows, version: version.version, hidden: version.hidden)
   }
 
-  func entries(_ rows: [LeaderboardResult], offset: Int) async -> [Scoring_V1_LeaderboardEntry] {
+  public func entries(_ rows: [LeaderboardResult], offset: Int) async -> [Scoring_V1_LeaderboardEntry] {
     let names = await self.names.names(ids: rows.map(\.userID))
     return rows.enumerated().map { i, row in
       .with {

@@ -24,7 +24,10 @@ extension ScoringService {
           let (next, version) = try await self.attempts.append(decide(state), to: state, in: uow)
           return (state, next, version)
         }
-        if let version { await self.hub.changed(quizID: after.started.quizID, version: version) }
+        self.counters?.record(before: before, after: after)
+        if let version, let result = after.result {
+          await self.hub.finished(quizID: after.started.quizID, result: result, version: version)
+        }
         return (before, after)
       } catch StorageError.uniqueViolation {
         continue

@@ -22,6 +22,8 @@ public struct ScoringService: Scoring_V1_ScoringService.SimpleServiceProtocol {
   let quizzes: any QuizSource
   let names: any NameDirectory
   let hub: LeaderboardHub
+  /// Write-behind play counters (nil: not kept, e.g. in tools that only read).
+  let counters: PlayCounters?
   let attempts = AttemptRepository()
   let board = LeaderboardRepository()
   var reader: LeaderboardReader { LeaderboardReader(db: self.db, names: self.names) }
@@ -30,13 +32,14 @@ public struct ScoringService: Scoring_V1_ScoringService.SimpleServiceProtocol {
   let now: @Sendable () -> Int64
 
   public init(
-    db: Database, quizzes: any QuizSource, names: any NameDirectory, hub: LeaderboardHub, logger: Logger,
+    db: Database, quizzes: any QuizSource, names: any NameDirectory, hub: LeaderboardHub, counters: PlayCounters? = nil, logger: Logger,
     now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
   ) {
     self.db = db
     self.quizzes = quizzes
     self.names = names
     self.hub = hub
+    self.counters = counters
     self.logger = logger
     self.now = now
   }
@@ -97,22 +100,37 @@ public struct ScoringService: Scoring_V1_ScoringService.SimpleServiceProtocol {
 
   /// The quiz if `viewer` may see it, as the quiz service decides (QuizAccess): published
   /// quizzes for everyone, drafts and archived ones for their author and admins; otherwise
-  /// (and when deleted) NOT_FOUND.
+  /// (and when deleted) NOT_FOUND. Read fresh from the quiz service (starting an attempt).
   func visibleQuiz(_ id: String, viewer: ScoringViewer) async throws -> QuizSnapshot {
-    let quiz: QuizSnapshot
+    let quiz = try await Self.askQuizService(id) { try await self.quizzes.quiz(id: id) }
+    try Self.checkVisible(QuizSummary(id: quiz.id, authorID: quiz.authorID, state: quiz.state), viewer: viewer)
+    return quiz
+  }
+
+  /// The same rule on the quiz's author and state as cached until its next event (reads of
+  /// boards and attempts: a thousand watchers arriving cost the quiz service one call).
+  func visibleSummary(_ id: String, viewer: ScoringViewer) async throws -> QuizSummary {
+    let quiz = try await Self.askQuizService(id) { try await self.quizzes.summary(id: id) }
+    try Self.checkVisible(quiz, viewer: viewer)
+    return quiz
+  }
+
+  private static func askQuizService<T>(_ id: String, _ body: () async throws -> T) async throws -> T {
     do {
-      quiz = try await self.quizzes.quiz(id: id)
+      return try await body()
     } catch let error as RPCError where error.code == .notFound {
       throw RPCError(code: .notFound, message: "quiz \(id) not found")
     } catch let error as RPCError where error.code == .deadlineExceeded || error.code == .unavailable {
       // Our wait for the quiz service ran out: to the caller, a dependency is unavailable.
       throw RPCError(code: .unavailable, message: "the quiz service is unavailable: \(error.message)")
     }
+  }
+
+  private static func checkVisible(_ quiz: QuizSummary, viewer: ScoringViewer) throws {
     let own = viewer.userID != nil && viewer.userID == quiz.authorID
     guard quiz.state == .published || own || viewer.isAdmin || viewer.isService else {
-      throw RPCError(code: .notFound, message: "quiz \(id) not found")
+      throw RPCError(code: .notFound, message: "quiz \(quiz.id) not found")
     }
-    return quiz
   }
 
   // MARK: Reads
@@ -137,7 +155,7 @@ public struct ScoringService: Scoring_V1_ScoringService.SimpleServiceProtocol {
     switch (request.quizID.isEmpty, request.userID.isEmpty) {
     case (false, true):
       if !viewer.isAdmin {
-        let quiz = try await self.visibleQuiz(request.quizID, viewer: viewer)
+        let quiz = try await self.visibleSummary(request.quizID, viewer: viewer)
         guard viewer.userID == quiz.authorID else { throw RPCError(code: .permissionDenied, message: "only the quiz's author or an admin") }
       }
       owner = .quiz(request.quizID)
@@ -177,6 +195,8 @@ public struct ScoringService: Scoring_V1_ScoringService.SimpleServiceProtocol {
     m.attempts = Int32(stats.attempts)
     m.finished = Int32(stats.finished)
     m.totalScore = stats.totalScore
+    m.answersGiven = stats.answersGiven
+    m.timePlayedMs = stats.timePlayedMs
     m.bestScores = stats.best.sorted { $0.key < $1.key }.map { quizID, best in
       .with {
         $0.quizID = quizID

@@ -8,6 +8,9 @@ public struct UserStatsRecord: Sendable, Hashable {
   public var attempts: Int64
   public var finished: Int64
   public var totalScore: Int64
+  /// Play counters (written behind: see `PlayCounters`).
+  public var answersGiven: Int64 = 0
+  public var timePlayedMs: Int64 = 0
   /// Best per quiz, keyed by quiz id.
   public var best: [String: LeaderboardResult]
 }
@@ -84,7 +87,11 @@ public struct LeaderboardRepository: Sendable {
 
   public func userStats(userID: String, in uow: UnitOfWork) async throws -> UserStatsRecord {
     var stats = UserStatsRecord(userID: userID, attempts: 0, finished: 0, totalScore: 0, best: [:])
-    if let row = try await uow.sql.raw("SELECT attempts, finished, total_score FROM user_stats WHERE user_id = \(bind: userID)").all().first {
+    if let row = try await uow.sql.raw(
+      "SELECT attempts, finished, total_score, answers_given, time_played_ms FROM user_stats WHERE user_id = \(bind: userID)"
+    ).all().first {
+      stats.answersGiven = try row.decode(column: "answers_given", as: Int64.self)
+      stats.timePlayedMs = try row.decode(column: "time_played_ms", as: Int64.self)
       stats.attempts = try row.decode(column: "attempts", as: Int64.self)
       stats.finished = try row.decode(column: "finished", as: Int64.self)
       stats.totalScore = try row.decode(column: "total_score", as: Int64.self)

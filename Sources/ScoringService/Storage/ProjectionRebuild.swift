@@ -23,7 +23,7 @@ public struct ProjectionRebuild: Sendable {
     }
     let repo = AttemptRepository()
     var best: [String: [String: LeaderboardResult]] = [:]  // quiz → user → best
-    var stats: [String: (attempts: Int64, finished: Int64, total: Int64)] = [:]
+    var stats: [String: (attempts: Int64, finished: Int64, total: Int64, answers: Int64, playedMs: Int64)] = [:]
     var after = ""
     var count = 0
     while true {
@@ -37,10 +37,12 @@ public struct ProjectionRebuild: Sendable {
         count += 1
         try await repo.insertRow(state, in: uow)
         let user = state.started.userID
-        stats[user, default: (0, 0, 0)].attempts += 1
+        stats[user, default: (0, 0, 0, 0, 0)].attempts += 1
+        stats[user, default: (0, 0, 0, 0, 0)].answers += state.answersGiven
+        stats[user, default: (0, 0, 0, 0, 0)].playedMs += state.playedMs
         guard let result = state.result else { continue }
-        stats[user, default: (0, 0, 0)].finished += 1
-        stats[user, default: (0, 0, 0)].total += Int64(result.score)
+        stats[user, default: (0, 0, 0, 0, 0)].finished += 1
+        stats[user, default: (0, 0, 0, 0, 0)].total += Int64(result.score)
         let quiz = state.started.quizID
         if let current = best[quiz]?[user], !LeaderboardResult.ranksBefore(result, current) { continue }
         best[quiz, default: [:]][user] = result
@@ -59,8 +61,8 @@ public struct ProjectionRebuild: Sendable {
     for (userID, s) in stats {
       try await uow.write(
         """
-        INSERT INTO user_stats (user_id, attempts, finished, total_score)
-        VALUES (\(bind: userID), \(bind: s.attempts), \(bind: s.finished), \(bind: s.total))
+        INSERT INTO user_stats (user_id, attempts, finished, total_score, answers_given, time_played_ms)
+        VALUES (\(bind: userID), \(bind: s.attempts), \(bind: s.finished), \(bind: s.total), \(bind: s.answers), \(bind: s.playedMs))
         """)
     }
     let quizzes = Set(best.keys).union(

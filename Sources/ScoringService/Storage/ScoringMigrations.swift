@@ -53,6 +53,13 @@ public enum ScoringMigrations {
       OutboxRetention.migration(version: 4),
       // Consuming quiz's "quizzes" and auth's "users".
       ConsumerStore.migration(version: 5),
+      // Write-behind play counters (PlayCounters); additive, so older replicas run on.
+      Migration(version: 6, name: "user_stats play counters", expandOnly: true) { _ in
+        [
+          "ALTER TABLE user_stats ADD COLUMN answers_given BIGINT NOT NULL DEFAULT 0",
+          "ALTER TABLE user_stats ADD COLUMN time_played_ms BIGINT NOT NULL DEFAULT 0",
+        ]
+      },
     ]
   }
 }

@@ -141,6 +141,8 @@ public struct ResponseCacheStatistics: Sendable, Hashable {
   public var refused = 0
   public var entries = 0
   public var bytes = 0
+
+  public init() {}
 }
 
 /// Anything whose statistics go to a host's /metrics (`HostMetrics.observe(cache:)`).

@@ -150,6 +150,7 @@ public enum ServiceAssembly {
       if let database { host.metrics.observe(database) }
       for (prefix, gate) in parts.gates { host.metrics.observe(gate, prefix: prefix) }
       for cache in parts.caches { host.metrics.observe(cache: cache) }
+      for export in parts.metrics { export(host.metrics) }
       jobWorker?.useMetrics(host.metrics.factory)
       return (host, database)
     } catch {

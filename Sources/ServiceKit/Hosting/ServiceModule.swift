@@ -158,13 +158,18 @@ public struct ModuleParts: Sendable {
   /// migrated, while the service serves, retried with backoff until done (a dependency that
   /// is down delays them, never the start). Names must differ from the static ones.
   public var dataMigrations: [DataMigration]
+  /// Series of the module's own on `/metrics` (each registers its gauges and counters on the
+  /// host's registry, typically sampled on scrape with `HostMetrics.onScrape`).
+  public var metrics: [@Sendable (HostMetrics) -> Void]
 
   public init(
     services: [any RegistrableRPCService], security: ServiceHost.Security? = nil, readiness: [DependencyCheck] = [],
     lifecycle: [any Service] = [], beforeServing: [BeforeServingStep] = [], gates: [(prefix: String, gate: BoundedGate)] = [],
     caches: [any ResponseCacheObservable] = [], jobs: [JobHandler] = [], recurringJobs: [RecurringJob] = [],
-    dataMigrations: [DataMigration] = [], feeds: [EventTopic] = [], eventConsumers: [EventConsumer] = []
+    dataMigrations: [DataMigration] = [], feeds: [EventTopic] = [], eventConsumers: [EventConsumer] = [],
+    metrics: [@Sendable (HostMetrics) -> Void] = []
   ) {
+    self.metrics = metrics
     self.dataMigrations = dataMigrations
     self.jobs = jobs
     self.recurringJobs = recurringJobs
