@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ScoringService
+import ServiceKit
 import Storage
 
 /// `quizwire scoring rebuild-projections`: the scoring service's projections (attempts read
@@ -23,9 +24,19 @@ struct Scoring: AsyncParsableCommand {
         print("quizwire scoring rebuild-projections\n\nSettings:\n\(SettingsParser.help(Jobs.storageKeys))")
         return
       }
-      let folded = try await Jobs.withQueue(ScoringModule.name, settings: settings) { db, _ in
-        try await db.transaction { uow in try await ProjectionRebuild().run(in: uow) }
+      // An operator's action on every player's data: on the audit trail either way.
+      let audit = AuditLog(sink: .standardOutput)
+      let who = "operator:" + (ProcessInfo.processInfo.environment["USER"] ?? "unknown")
+      let folded: Int
+      do {
+        folded = try await Jobs.withQueue(ScoringModule.name, settings: settings) { db, _ in
+          try await db.transaction { uow in try await ProjectionRebuild().run(in: uow) }
+        }
+      } catch {
+        audit.record("scoring.rebuild_projections", target: "scoring", outcome: .failed, by: who)
+        throw error
       }
+      audit.record("scoring.rebuild_projections", target: "scoring", details: ["attempts": "\(folded)"], by: who)
       print("rebuilt the projections from \(folded) attempts")
     }
   }

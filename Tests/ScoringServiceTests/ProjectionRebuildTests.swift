@@ -102,4 +102,47 @@ final class ProjectionRebuildTests: XCTestCase {
       XCTAssertEqual(versionsAfter.version, versionsBefore.version + 1, "versions only grow")
     }
   }
+
+  /// `quizwire scoring rebuild-projections` on a service's SQLite file: the projections come
+  /// back from the log (play counters included), and the run is on the audit trail.
+  func testTheRebuildCommandRestoresTheProjectionsAndIsAudited() async throws {
+    let dir = try TestDatabases.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let db = try Database(.sqlite(path: dir + "/scoring.sqlite"), logger: TestDatabases.logger)
+    try await AttemptRepositoryTests.migrate(db)
+    for n in 0..<6 { _ = try await AttemptRepositoryTests.play("at_\(n)", user: "u\(n % 3)", correct: n % 4, at: Int64(n) * 10_000, in: db) }
+    let before = try await Self.tables(db)
+    // Lost projections (and counters that were never flushed).
+    try await db.transaction { uow in
+      try await uow.write("DELETE FROM leaderboard")
+      try await uow.write("UPDATE user_stats SET finished = 0, total_score = 0")
+    }
+    try await db.shutdown()
+
+    let run = try ChildCommand.run([try ServedProcess.quizwireExecutable(), "scoring", "rebuild-projections", "--data-dir", dir])
+    XCTAssertEqual(run.status, 0, run.stdout)
+    XCTAssertTrue(run.stdout.contains("rebuilt the projections from 6 attempts"), run.stdout)
+    let audit = run.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+      .first { $0["event"] as? String == "audit" }
+    XCTAssertEqual(audit?["action"] as? String, "scoring.rebuild_projections")
+    XCTAssertEqual(audit?["outcome"] as? String, "success")
+
+    let reopened = try Database(.sqlite(path: dir + "/scoring.sqlite"), logger: TestDatabases.logger)
+    let after = try await Self.tables(reopened)
+    try await reopened.shutdown()
+    XCTAssertEqual(after["leaderboard"], before["leaderboard"])
+    XCTAssertEqual(after["attempts"], before["attempts"])
+    XCTAssertEqual(after["user_stats"], before["user_stats"])
+    let counters = try await Self.counters(dir)
+    XCTAssertEqual(counters, ["u0": 8, "u1": 8, "u2": 8], "two attempts of four answers each, from the log")
+  }
+
+  static func counters(_ dir: String) async throws -> [String: Int64] {
+    let db = try Database(.sqlite(path: dir + "/scoring.sqlite"), logger: TestDatabases.logger)
+    let rows = try await db.read { uow in try await uow.sql.raw("SELECT user_id, answers_given FROM user_stats").all() }
+    try await db.shutdown()
+    var found: [String: Int64] = [:]
+    for row in rows { found[try row.decode(column: "user_id", as: String.self)] = try row.decode(column: "answers_given", as: Int64.self) }
+    return found
+  }
 }

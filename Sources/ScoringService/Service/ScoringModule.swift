@@ -38,7 +38,9 @@ public enum ScoringModule: ServiceModule {
     let reader = LeaderboardReader(db: database, names: names)
     let hub = LeaderboardHub(load: { try await reader.top(quizID: $0) }, present: { await reader.entries($0, offset: $1) })
     let counters = PlayCounters(db: database, logger: context.logger)
-    let service = ScoringService(db: database, quizzes: quizzes, names: names, hub: hub, counters: counters, logger: context.logger)
+    let service = ScoringService(
+      db: database, quizzes: quizzes, names: names, hub: hub, counters: counters,
+      audit: AuditLog(sink: context.logSink), logger: context.logger)
 
     // Answer keys cached per etag are dropped on every write of the quiz; deleted quizzes'
     // boards are hidden; renamed players' names follow (quiz's and auth's feeds).

@@ -24,6 +24,8 @@ public struct ScoringService: Scoring_V1_ScoringService.SimpleServiceProtocol {
   let hub: LeaderboardHub
   /// Write-behind play counters (nil: not kept, e.g. in tools that only read).
   let counters: PlayCounters?
+  /// Admins reading another user's attempts or statistics are audited.
+  let audit: AuditLog
   let attempts = AttemptRepository()
   let board = LeaderboardRepository()
   var reader: LeaderboardReader { LeaderboardReader(db: self.db, names: self.names) }
@@ -32,7 +34,8 @@ public struct ScoringService: Scoring_V1_ScoringService.SimpleServiceProtocol {
   let now: @Sendable () -> Int64
 
   public init(
-    db: Database, quizzes: any QuizSource, names: any NameDirectory, hub: LeaderboardHub, counters: PlayCounters? = nil, logger: Logger,
+    db: Database, quizzes: any QuizSource, names: any NameDirectory, hub: LeaderboardHub, counters: PlayCounters? = nil, audit: AuditLog = .disabled,
+    logger: Logger,
     now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
   ) {
     self.db = db
@@ -40,6 +43,7 @@ public struct ScoringService: Scoring_V1_ScoringService.SimpleServiceProtocol {
     self.names = names
     self.hub = hub
     self.counters = counters
+    self.audit = audit
     self.logger = logger
     self.now = now
   }
@@ -163,6 +167,7 @@ public struct ScoringService: Scoring_V1_ScoringService.SimpleServiceProtocol {
       guard viewer.isAdmin || viewer.userID == request.userID else {
         throw RPCError(code: .permissionDenied, message: "only that user or an admin")
       }
+      if viewer.userID != request.userID { self.audit.record("scoring.attempts.read", target: "user:\(request.userID)") }
       owner = .user(request.userID)
     default:
       throw RPCError(code: .invalidArgument, message: "exactly one of quiz_id and user_id is required")
@@ -189,6 +194,7 @@ public struct ScoringService: Scoring_V1_ScoringService.SimpleServiceProtocol {
     guard viewer.isAdmin || (viewer.userID != nil && viewer.userID == userID) else {
       throw RPCError(code: .permissionDenied, message: "statistics are for the user and admins")
     }
+    if viewer.userID != userID { self.audit.record("scoring.stats.read", target: "user:\(userID)") }
     let stats = try await self.db.read { uow in try await self.board.userStats(userID: userID, in: uow) }
     var m = Scoring_V1_UserStats()
     m.userID = userID
