@@ -101,6 +101,10 @@ public struct PlayStats: Codable, Sendable, Equatable {
   public var answers: Int
   /// Streams opened again after RESOURCE_EXHAUSTED (same idempotency key: the attempt resumes).
   public var retries: Int
+  /// The most `Play` streams open at once (the server had answered, `finished` not yet read).
+  public var peak_streams: Int
+  /// One message per error key in `errors` (the first seen), e.g. why a stream was UNAVAILABLE.
+  public var error_examples: [String: String]
   /// Registering, signing in and publishing the quiz, before the timed part.
   public var provisioning_s: Double
   /// `--scenario watch` only.
@@ -108,7 +112,9 @@ public struct PlayStats: Codable, Sendable, Equatable {
 
   /// A short human summary.
   public var summary: String {
-    var text = "  \(self.players) players, \(self.users) users, \(self.answers) answers, \(self.retries) retries; provisioning \(self.provisioning_s) s"
+    var text =
+      "  \(self.players) players, \(self.users) users, \(self.answers) answers, \(self.retries) retries, \(self.peak_streams) streams open at most; provisioning \(self.provisioning_s) s"
+    for (key, message) in self.error_examples.sorted(by: { $0.key < $1.key }) { text += "\n  \(key): \(message)" }
     if let w = self.watch {
       let errors = w.errors.isEmpty ? "0" : w.errors.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
       text += """

@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import QuizwireProtos
+import Synchronization
 
 /// The shape of a `--scenario play` (or `watch`) run.
 public struct PlayLoadOptions: Sendable {
@@ -39,6 +40,23 @@ public struct PlayLoad: Sendable {
     self.fixture = fixture
   }
 
+  /// Streams open right now (from the server's first answer to the end) and the most at once.
+  final class StreamGauge: Sendable {
+    private let open = Synchronization.Atomic<Int>(0)
+    private let highest = Synchronization.Atomic<Int>(0)
+    func opened() {
+      let now = self.open.add(1, ordering: .relaxed).newValue
+      var seen = self.highest.load(ordering: .relaxed)
+      while now > seen {
+        let (exchanged, original) = self.highest.compareExchange(expected: seen, desired: now, ordering: .relaxed)
+        if exchanged { break }
+        seen = original
+      }
+    }
+    func closed() { self.open.subtract(1, ordering: .relaxed) }
+    var peak: Int { self.highest.load(ordering: .relaxed) }
+  }
+
   /// Per-player tallies, merged at the end.
   struct Tally: Sendable {
     var latency = LatencyRecorder()
@@ -47,6 +65,8 @@ public struct PlayLoad: Sendable {
     var messages = 0
     var retries = 0
     var errors: [String: Int] = [:]
+    /// The first message seen for each error (what a status alone doesn't say).
+    var examples: [String: String] = [:]
     /// Attempt id → when its player received `finished` (the watch scenario's start point).
     var finished: [String: ContinuousClock.Instant] = [:]
 
@@ -57,6 +77,7 @@ public struct PlayLoad: Sendable {
       self.messages += o.messages
       self.retries += o.retries
       self.errors.merge(o.errors, uniquingKeysWith: +)
+      self.examples.merge(o.examples) { a, _ in a }
       self.finished.merge(o.finished) { a, _ in a }
     }
   }
@@ -89,9 +110,10 @@ public struct PlayLoad: Sendable {
     let start = ContinuousClock.now
     let deadline = self.options.duration.map { start + $0 }
     let players = max(1, self.options.players)
+    let gauge = StreamGauge()
     let tally = await withTaskGroup(of: Tally.self) { group in
       for p in 0..<players {
-        group.addTask { await self.player(p, of: players, api: api, deadline: deadline, progress: progress) }
+        group.addTask { await self.player(p, of: players, api: api, deadline: deadline, gauge: gauge, progress: progress) }
       }
       var all = Tally()
       for await t in group { all.merge(t) }
@@ -122,13 +144,16 @@ public struct PlayLoad: Sendable {
       interrupted: progress.isStopped)
     report.play = PlayStats(
       players: players, users: self.fixture.tokens.count, quiz_id: self.fixture.quizID, think_time_ms: Int(self.options.thinkTime.microseconds / 1000),
-      answers: tally.answers, retries: tally.retries, provisioning_s: Double(self.fixture.elapsed.microseconds / 1000) / 1000, watch: watchStats)
+      answers: tally.answers, retries: tally.retries, peak_streams: gauge.peak, error_examples: tally.examples,
+      provisioning_s: Double(self.fixture.elapsed.microseconds / 1000) / 1000,
+      watch: watchStats)
     return report
   }
 
   /// One virtual player: its share of `options.attempts` (or attempts until the deadline).
   func player<T: ClientTransport>(
-    _ p: Int, of players: Int, api: Scoring_V1_ScoringService.Client<T>, deadline: ContinuousClock.Instant?, progress: LoadProgress
+    _ p: Int, of players: Int, api: Scoring_V1_ScoringService.Client<T>, deadline: ContinuousClock.Instant?, gauge: StreamGauge,
+    progress: LoadProgress
   ) async -> Tally {
     var t = Tally()
     if self.options.rampUp > .zero {
@@ -137,7 +162,7 @@ public struct PlayLoad: Sendable {
     let quota = self.options.attempts.map { $0 / players + (p < $0 % players ? 1 : 0) } ?? Int.max
     var k = 0
     while k < quota, !progress.isStopped, deadline.map({ ContinuousClock.now < $0 }) ?? true {
-      await self.attempt(player: p, number: k, api: api, progress: progress, tally: &t)
+      await self.attempt(player: p, number: k, api: api, gauge: gauge, progress: progress, tally: &t)
       k += 1
     }
     return t
@@ -145,13 +170,13 @@ public struct PlayLoad: Sendable {
 
   /// One attempt, opened again with the same key after a RESOURCE_EXHAUSTED (it resumes).
   func attempt<T: ClientTransport>(
-    player p: Int, number k: Int, api: Scoring_V1_ScoringService.Client<T>, progress: LoadProgress, tally t: inout Tally
+    player p: Int, number k: Int, api: Scoring_V1_ScoringService.Client<T>, gauge: StreamGauge, progress: LoadProgress, tally t: inout Tally
   ) async {
     let metadata: Metadata = ["authorization": .string("Bearer \(self.fixture.tokens[p % self.fixture.tokens.count])")]
     let key = "load-\(self.options.runID)-\(p)-\(k)"
     var tries = 0
     while true {
-      let r = await self.stream(player: p, number: k, key: key, api: api, metadata: metadata, progress: progress)
+      let r = await self.stream(player: p, number: k, key: key, api: api, metadata: metadata, gauge: gauge, progress: progress)
       t.latency.merge(r.latency)
       t.answers += r.answers
       t.messages += r.messages
@@ -175,6 +200,7 @@ public struct PlayLoad: Sendable {
       }
       if let problem {
         t.errors[problem, default: 0] += 1
+        if t.examples[problem] == nil { t.examples[problem] = r.failure?.message ?? problem }
         progress.errors.add(1, ordering: .relaxed)
       } else {
         t.attempts += 1
@@ -186,10 +212,11 @@ public struct PlayLoad: Sendable {
   }
 
   /// One `Play` stream: start (or resume, by the key), answer each question after the think
-  /// time, until `finished`. The request side stays open until then: the server ends the
-  /// attempt's stream when the client half-closes.
+  /// time, until `finished`. The request side stays open until the last answer is sent: the
+  /// server ends the attempt's stream when the client half-closes.
   func stream<T: ClientTransport>(
-    player p: Int, number k: Int, key: String, api: Scoring_V1_ScoringService.Client<T>, metadata: Metadata, progress: LoadProgress
+    player p: Int, number k: Int, key: String, api: Scoring_V1_ScoringService.Client<T>, metadata: Metadata, gauge: StreamGauge,
+    progress: LoadProgress
   ) async -> StreamResult {
     let (requests, sink) = AsyncStream.makeStream(of: Scoring_V1_PlayRequest.self)
     sink.yield(
@@ -207,6 +234,8 @@ public struct PlayLoad: Sendable {
         },
         onResponse: { response in
           defer { sink.finish() }
+          gauge.opened()
+          defer { gauge.closed() }
           var r = StreamResult(messages: 1)
           var sentAt: ContinuousClock.Instant?
           var expected: [String: Bool] = [:]
@@ -233,6 +262,11 @@ public struct PlayLoad: Sendable {
                     }
                   })
                 r.messages += 1
+                // After the last answer the request side is closed: the server reads the
+                // answer before the end of the stream, and the call then ends cleanly on both
+                // sides (left open, the HTTP/2 client resets every finished stream, and
+                // NIOHTTP2 closes a connection that sees more than 200 resets in 30 s).
+                if index == self.fixture.questions.count - 1 { sink.finish() }
               case .feedback(let f):
                 if let s = sentAt { r.latency.record(ContinuousClock.now - s) }
                 sentAt = nil

@@ -93,6 +93,7 @@ final class PlayLoadTests: XCTestCase {
       XCTAssertEqual(report.play?.answers, 200)
       XCTAssertEqual(report.play?.players, 20)
       XCTAssertEqual(report.play?.users, 4)
+      XCTAssertGreaterThan(report.play?.peak_streams ?? 0, 1, "players play at the same time")
       XCTAssertGreaterThan(report.latency.p50_us, 0)
       XCTAssertGreaterThanOrEqual(report.latency.max_us, report.latency.p99_us)
       let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(report.jsonLine().utf8)) as? [String: Any])
