@@ -1,3 +1,4 @@
+import Synchronization
 import XCTest
 
 @testable import ServiceKit
@@ -34,6 +35,30 @@ final class CircuitBreakerTests: XCTestCase {
     b.record(success: true, now: t0 + .seconds(11))
     XCTAssertEqual(b.state, .closed)
     XCTAssertTrue(b.allowCall(now: t0 + .seconds(11)))
+  }
+
+  /// A replica that is down (calls never sent: its connection fails) opens its breaker like
+  /// one that answers with failures; once open, more of them change nothing, and the probe
+  /// after the open period decides as usual.
+  func testUnreachableReplicaOpensItsBreaker() {
+    var config = CircuitBreaker.Config()
+    config.minimumCalls = 3
+    config.windowSize = 3
+    let now = Mutex(self.t0)
+    let breakers = ReplicaBreakers(replicas: 2, config: config, clock: { now.withLock { $0 } })
+    for _ in 0..<2 { breakers.unreachable(replica: 0) }
+    XCTAssertEqual(breakers.state(of: 0), .closed, "below the minimum number of calls")
+    breakers.unreachable(replica: 0)
+    XCTAssertEqual(breakers.state(of: 0), .open(until: self.t0 + config.openDuration))
+    XCTAssertFalse(breakers.admit(replica: 0))
+    XCTAssertTrue(breakers.admit(replica: 1), "the other replica is not affected")
+    breakers.release(replica: 1)
+    breakers.unreachable(replica: 0)
+    XCTAssertEqual(breakers.state(of: 0), .open(until: self.t0 + config.openDuration), "still down: the open period is not extended")
+    now.withLock { $0 = self.t0 + config.openDuration }
+    XCTAssertTrue(breakers.admit(replica: 0), "the probe")
+    breakers.record(replica: 0, failed: false)
+    XCTAssertEqual(breakers.state(of: 0), .closed)
   }
 
   func testOldFailuresSlideOutOfTheWindow() {

@@ -63,18 +63,21 @@ final class ConnectionPool: Sendable {
     while true {
       // A call cancelled (its deadline passed) while waiting for a replica stops waiting.
       try Task.checkCancellation()
-      enum Step { case use(ClientConnection, Int), fail(RPCError), wait(Int) }
+      enum Step { case use(ClientConnection, Int), fail(RPCError, unreachable: [Int]), wait(Int) }
       let step: Step = self.state.withLockedValue { s in
-        if s.shutDown { return .fail(RPCError(code: .unavailable, message: "client transport is shutting down")) }
+        if s.shutDown { return .fail(RPCError(code: .unavailable, message: "client transport is shutting down"), unreachable: []) }
         var candidates: [(index: Int, load: Int)] = []
         var anyConnecting = false
         var failures: [String] = []
+        var failing: [Int] = []
         for (i, slot) in s.slots.enumerated() {
           switch slot {
           case .ready(let c):
             if c.status.isUsable { candidates.append((i, c.status.activeCalls)) } else { anyConnecting = true }
           case .idle, .connecting: anyConnecting = true
-          case .transientFailure(let reason): failures.append(reason)
+          case .transientFailure(let reason):
+            failures.append(reason)
+            failing.append(i)
           }
         }
         var refused = 0
@@ -86,16 +89,18 @@ final class ConnectionPool: Sendable {
         }
         if refused > 0 {
           // Failing fast is the point of an open breaker; waiting would hide it.
-          return .fail(RPCError(code: .unavailable, message: "every reachable replica is failing (circuit open)"))
+          return .fail(RPCError(code: .unavailable, message: "every reachable replica is failing (circuit open)"), unreachable: [])
         }
         if !anyConnecting && !waitForReady {
-          return .fail(RPCError(code: .unavailable, message: "no replica is reachable: \(failures.joined(separator: "; "))"))
+          return .fail(RPCError(code: .unavailable, message: "no replica is reachable: \(failures.joined(separator: "; "))"), unreachable: failing)
         }
         return .wait(s.generation)
       }
       switch step {
       case .use(let c, let index): return (c, index)
-      case .fail(let e): throw e
+      case .fail(let e, let unreachable):
+        for index in unreachable { self.gate?.unreachable(replica: index) }
+        throw e
       case .wait(let seen):
         try await withTaskCancellationHandler {
           try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in

@@ -215,6 +215,9 @@ public protocol ReplicaGate: Sendable {
   func record(replica index: Int, failed: Bool)
   /// An admitted call ended without an outcome that says anything about the replica.
   func release(replica index: Int)
+  /// A call found replica `index` unreachable (its connection is failing) and was not sent:
+  /// a failure of the replica all the same, so a replica that is down opens its breaker.
+  func unreachable(replica index: Int)
 }
 
 package enum ReplicaOutcome {

@@ -48,12 +48,17 @@ public final class ServiceClient: Service, Sendable {
   public let client: GRPCClient<FramedClientTransport>
   public let breakers: ReplicaBreakers
   public let transport: FramedClientTransport
+  /// The service called (metrics labels).
+  public let name: String
+  let replicas: [String]
 
   /// - Parameter interceptors: run after propagation and metrics (e.g. `BearerTokenInterceptor`).
   public init(
-    _ config: ServiceClientConfig, tracer: W3CTracer = W3CTracer(), metrics: HostMetrics? = nil,
+    _ config: ServiceClientConfig, name: String = "", tracer: W3CTracer = W3CTracer(), metrics: HostMetrics? = nil,
     interceptors extra: [any ClientInterceptor] = []
   ) throws {
+    self.name = name
+    self.replicas = config.replicas
     let targets = try config.replicas.map { text in
       guard let target = FramedTarget(text) else { throw ConfigError(key: "replicas", origin: nil, reason: "\"\(text)\" is not host:port") }
       return target
@@ -80,6 +85,21 @@ public final class ServiceClient: Service, Sendable {
   }
 
   public func shutDown() { self.client.beginGracefulShutdown() }
+
+  /// `rpc_client_circuit_open{service, replica}` on `metrics`: 1 while a replica's breaker is
+  /// open or probing, 0 when closed (sampled on scrape).
+  public func export(to metrics: HostMetrics) {
+    let gauges = self.replicas.map { replica in
+      metrics.registry.makeGauge(
+        name: "rpc_client_circuit_open", labels: [("service", self.name), ("replica", replica)],
+        help: "1 while calls to this replica are refused or probing (circuit breaker open or half-open).")
+    }
+    metrics.onScrape("client.\(self.name).\(ObjectIdentifier(self).hashValue)") {
+      for (index, gauge) in gauges.enumerated() {
+        if case .closed = self.breakers.state(of: index) { gauge.set(Double(0)) } else { gauge.set(Double(1)) }
+      }
+    }
+  }
 }
 
 /// `rpc_client_requests_total` and `rpc_client_duration_seconds` by service, method and code.

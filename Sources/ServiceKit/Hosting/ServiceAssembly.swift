@@ -151,6 +151,7 @@ public enum ServiceAssembly {
       for (prefix, gate) in parts.gates { host.metrics.observe(gate, prefix: prefix) }
       for cache in parts.caches { host.metrics.observe(cache: cache) }
       for export in parts.metrics { export(host.metrics) }
+      for client in context.clients.all { client.export(to: host.metrics) }
       jobWorker?.useMetrics(host.metrics.factory)
       return (host, database)
     } catch {

@@ -1,3 +1,4 @@
+import Synchronization
 import GRPCCore
 import Logging
 import QuizwireProtos
@@ -108,6 +109,8 @@ public struct ModuleContext<Options: ServiceOptions>: Sendable {
   public let logger: Logger
   public let logSink: LogSink
   public let logLevel: Logger.Level
+  /// The clients made with `client(for:)`: the assembly exports their breakers on /metrics.
+  let clients = ClientList()
 
   /// A client to another module (`--<name>-target host:port[,host:port]`), calling with this
   /// service's client-credentials token when it depends on auth. Run it: add it to
@@ -120,8 +123,17 @@ public struct ModuleContext<Options: ServiceOptions>: Sendable {
     var config = ServiceClientConfig(replicas: try ServiceTargets.parse(text, key: key))
     config.idempotentMethods = idempotentMethods
     let extra: [any ClientInterceptor] = self.remoteAuth.map { [BearerTokenInterceptor(credentials: $0.credentials)] } ?? []
-    return try ServiceClient(config, interceptors: extra)
+    let client = try ServiceClient(config, name: service, interceptors: extra)
+    self.clients.add(client)
+    return client
   }
+}
+
+/// The downstream clients a module made (see `ModuleContext.clients`).
+final class ClientList: Sendable {
+  private let clients = Mutex<[ServiceClient]>([])
+  func add(_ client: ServiceClient) { self.clients.withLock { $0.append(client) } }
+  var all: [ServiceClient] { self.clients.withLock { $0 } }
 }
 
 /// What a module hands to its host.

@@ -22,6 +22,14 @@ public final class ReplicaBreakers: ReplicaGate {
     self.breakers.withLockedValue { $0[index].record(success: !failed, now: now) }
   }
 
+  public func unreachable(replica index: Int) {
+    let now = self.clock()
+    self.breakers.withLockedValue { breakers in
+      // Open or probing already: nothing new to learn from a replica that is still down.
+      if case .closed = breakers[index].state { breakers[index].record(success: false, now: now) }
+    }
+  }
+
   public func release(replica index: Int) {
     self.breakers.withLockedValue { $0[index].release() }
   }
