@@ -30,6 +30,8 @@ public protocol QuizSource: Sendable {
   func quiz(id: String) async throws -> QuizSnapshot
   /// Author and state, possibly cached until the quiz's next event (leaderboard reads).
   func summary(id: String) async throws -> QuizSummary
+  /// Which of `ids` (at most 100) no longer exist (deleted) — a resync of `quiz.deleted`.
+  func missing(ids: [String]) async throws -> [String]
   /// Forget what is cached for `id` (quiz.changed / quiz.deleted).
   func invalidate(id: String)
   func invalidateAll()
@@ -75,6 +77,15 @@ public final class RemoteQuizSource<Transport: ClientTransport>: QuizSource {
     let summary = try await task.value
     if owner { _ = self.summaries.insert(summary, for: id, bytes: 64 + id.utf8.count + summary.authorID.utf8.count, tags: [id], ticket: ticket) }
     return summary
+  }
+
+  public func missing(ids: [String]) async throws -> [String] {
+    let answer = try await self.client.batchGetQuizzes(
+      .with {
+        $0.ids = ids
+        $0.readMask = .init(protoPaths: ["id"])
+      }, options: Self.callOptions)
+    return answer.missingIds
   }
 
   public func quiz(id: String) async throws -> QuizSnapshot {

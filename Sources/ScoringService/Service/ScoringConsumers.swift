@@ -9,9 +9,12 @@ public enum ScoringConsumers {
   public static let quizzesGroup = "scoring.quizzes"
 
   /// Quiz's `quizzes`, durable (group `scoring.quizzes`): `quiz.deleted` hides that quiz's
-  /// leaderboard (in the consumer's unit of work, so once). Resync has nothing to rebuild: a
-  /// deleted quiz's board is also refused because the quiz service no longer shows the quiz.
-  public static func deletions(feed: any EventFeedClient, database: Database, hub: LeaderboardHub, logger: Logger) -> EventConsumer {
+  /// leaderboard (in the consumer's unit of work, so once). A resync (the feed's retention
+  /// passed this group's offset) asks the quiz service which boards' quizzes are gone and
+  /// hides those.
+  public static func deletions(
+    feed: any EventFeedClient, database: Database, quizzes: any QuizSource, hub: LeaderboardHub, logger: Logger
+  ) -> EventConsumer {
     let durable = EventConsumer.Durable(
       group: quizzesGroup, database: database,
       apply: { event, uow in
@@ -19,8 +22,26 @@ public enum ScoringConsumers {
         _ = try await LeaderboardRepository().hide(quizID: event.key, in: uow)
         uow.afterCommit { Task { await hub.changed(quizID: event.key) } }
       },
-      resync: {})
+      resync: { try await hideDeleted(database: database, quizzes: quizzes, hub: hub) })
     return EventConsumer(feed: feed, mode: .durable(durable), logger: logger)
+  }
+
+  /// Hides every shown board whose quiz the quiz service no longer has; returns how many.
+  @discardableResult
+  public static func hideDeleted(database: Database, quizzes: any QuizSource, hub: LeaderboardHub) async throws -> Int {
+    let board = LeaderboardRepository()
+    var after = ""
+    var hidden = 0
+    while true {
+      let ids = try await database.read { uow in try await board.shownQuizIDs(after: after, limit: 100, in: uow) }
+      guard let last = ids.last else { return hidden }
+      after = last
+      for quizID in try await quizzes.missing(ids: ids) {
+        _ = try await database.transaction { uow in try await board.hide(quizID: quizID, in: uow) }
+        await hub.changed(quizID: quizID)
+        hidden += 1
+      }
+    }
   }
 
   /// Quiz's `quizzes`, broadcast: every write of a quiz drops its cached answer keys here.

@@ -48,7 +48,7 @@ public enum ScoringModule: ServiceModule {
     let usersFeed = RemoteEventFeed(producer: "auth", topic: "users", client: remoteAuth.client.client, credentials: remoteAuth.credentials)
     let consumers = [
       ScoringConsumers.answerKeys(feed: quizFeed, quizzes: quizzes, logger: context.logger),
-      ScoringConsumers.deletions(feed: quizFeed, database: database, hub: hub, logger: context.logger),
+      ScoringConsumers.deletions(feed: quizFeed, database: database, quizzes: quizzes, hub: hub, logger: context.logger),
       ScoringConsumers.names(feed: usersFeed, names: names, logger: context.logger),
     ]
     // Watchers on every replica follow the projection's versions (NOTIFY/LISTEN on PostgreSQL).

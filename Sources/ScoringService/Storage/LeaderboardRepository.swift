@@ -70,6 +70,13 @@ public struct LeaderboardRepository: Sendable {
     return version
   }
 
+  /// Quizzes with a board that is not hidden, in id order after `after` (resyncs).
+  public func shownQuizIDs(after: String, limit: Int, in uow: UnitOfWork) async throws -> [String] {
+    try await uow.sql.raw(
+      "SELECT quiz_id FROM leaderboard_versions WHERE hidden = 0 AND quiz_id > \(bind: after) ORDER BY quiz_id LIMIT \(bind: limit)"
+    ).all().map { try $0.decode(column: "quiz_id", as: String.self) }
+  }
+
   /// The quiz's version (0: never changed) and whether its board is hidden.
   public func version(quizID: String, in uow: UnitOfWork) async throws -> (version: Int64, hidden: Bool) {
     guard let row = try await uow.sql.raw("SELECT version, hidden FROM leaderboard_versions WHERE quiz_id = \(bind: quizID)").all().first
