@@ -145,6 +145,17 @@ let package = Package(
       ],
       swiftSettings: settings
     ),
+    // The HTTP/JSON gateway: routes from the protos' google.api.http options, transcoding,
+    // one error envelope; calls the services over the framed wire.
+    .target(
+      name: "Gateway",
+      dependencies: [
+        "ServiceKit", "QuizwireProtos", grpcCore, grpcProtobuf, swiftProtobuf, logging, nioCore, serviceLifecycle,
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "Tracing", package: "swift-distributed-tracing"),
+      ],
+      swiftSettings: settings
+    ),
     // bench.v1.EchoService: the service the benchmarks and interop tests drive.
     .target(name: "BenchService", dependencies: ["QuizwireProtos", "ServiceKit", grpcCore, grpcProtobuf], swiftSettings: settings),
     // Load generator and the side-by-side benchmark.
@@ -160,7 +171,8 @@ let package = Package(
     .executableTarget(
       name: "quizwire",
       dependencies: [
-        "BenchService", "AuthService", "QuizService", "ScoringService", "Storage", "ServiceKit", "LoadTest", "FramedTransport", "FramedWire", "QuizwireProtos",
+        "BenchService", "AuthService", "QuizService", "ScoringService", "Gateway", "Storage", "ServiceKit", "LoadTest", "FramedTransport", "FramedWire",
+        "QuizwireProtos",
         grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, serviceLifecycle,
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -250,6 +262,15 @@ let package = Package(
       dependencies: [
         "LoadTest", "BenchService", "FramedTransport", "QuizwireProtos", "AuthService", "QuizService", "ScoringService", "ServiceKit",
         "TestSupport", grpcCore, .product(name: "Histogram", package: "hdrhistogram-swift"),
+      ],
+      swiftSettings: settings
+    ),
+    // The gateway over real HTTP in front of real auth, quiz and scoring hosts.
+    .testTarget(
+      name: "GatewayTests",
+      dependencies: [
+        "Gateway", "AuthService", "QuizService", "ScoringService", "ServiceKit", "Storage", "TestSupport", "QuizwireProtos",
+        grpcCore, grpcProtobuf, swiftProtobuf, logging, serviceLifecycle,
       ],
       swiftSettings: settings
     ),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Gateway
 import Logging
 import ServiceKit
 import ServiceLifecycle
@@ -9,7 +10,7 @@ struct Serve: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run one service.",
     discussion: """
-      Services: \(Registry.modules.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ")).
+      Services: \(Registry.modules.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ")); \(GatewayCommand.name) (\(GatewayCommand.summary)).
       Settings are --key value; each may also be QUIZWIRE_<KEY> in the environment or a key in the
       --config JSON file (flags win, then environment, then file). `quizwire serve <service> --help`
       lists a service's settings.
@@ -21,8 +22,12 @@ struct Serve: AsyncParsableCommand {
   var settings: [String] = []
 
   func run() async throws {
+    if service == GatewayCommand.name {
+      try await GatewayCommand.serve(settings)
+      return
+    }
     guard let module = Registry.module(named: service) else {
-      throw ValidationError("unknown service \(service); known: \(Registry.names.joined(separator: ", "))")
+      throw ValidationError("unknown service \(service); known: \((Registry.names + [GatewayCommand.name]).joined(separator: ", "))")
     }
     let keys = ServiceAssembly.keys(of: module)
     if SettingsParser.wantsHelp(settings) {
@@ -36,14 +41,15 @@ struct Serve: AsyncParsableCommand {
   }
 }
 
-/// Runs hosts under swift-service-lifecycle until SIGTERM/SIGINT has drained them, printing
-/// where each listens (one JSON line each) once all are up. A host that cannot start has
-/// logged why; the process exits 1.
-func runHosts(_ hosts: [ServiceHost]) async throws {
+/// Runs hosts (and the gateway, last, so it drains first) under swift-service-lifecycle until
+/// SIGTERM/SIGINT has drained them, printing where each listens (one JSON line each) once all
+/// are up. A host that cannot start has logged why; the process exits 1.
+func runHosts(_ hosts: [ServiceHost], gateway: GatewayHost? = nil) async throws {
   let logger = Logger(label: "quizwire") { JSONLogHandler(label: $0, level: .critical) }
   let group = ServiceGroup(
     configuration: .init(
-      services: hosts.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+      services: hosts.map { .init(service: $0) } + (gateway.map { [.init(service: $0)] } ?? []),
+      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
   do {
     try await withThrowingDiscardingTaskGroup { tasks in
       tasks.addTask { try await group.run() }
@@ -52,8 +58,15 @@ func runHosts(_ hosts: [ServiceHost]) async throws {
         let line = #"{"service":"\#(host.name)","framed":"\#(a.framed)","grpc":"\#(a.grpc)","admin":"\#(a.admin ?? "")"}"# + "\n"
         FileHandle.standardOutput.write(Data(line.utf8))
       }
+      if let gateway {
+        let a = try await gateway.addresses()
+        let line = #"{"service":"gateway","http":"\#(a.http)","url":"http://\#(a.http)/api/v1","admin":"\#(a.admin)"}"# + "\n"
+        FileHandle.standardOutput.write(Data(line.utf8))
+      }
     }
   } catch is HostStartError {
+    throw ExitCode(1)
+  } catch is GatewayStartError {
     throw ExitCode(1)
   }
 }

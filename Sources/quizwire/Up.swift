@@ -1,12 +1,13 @@
 import ArgumentParser
 import Foundation
+import Gateway
 import ServiceKit
 
 struct Up: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run the whole suite on this machine (SQLite in ./.quizwire, zero setup).",
     discussion: """
-      Ports (framed/gRPC/admin): \(Registry.modules.map { "\($0.name) \($0.defaultPorts.framed)/\($0.defaultPorts.grpc)/\($0.defaultPorts.admin)" }.joined(separator: ", ")).
+      Ports (framed/gRPC/admin): \(Registry.modules.map { "\($0.name) \($0.defaultPorts.framed)/\($0.defaultPorts.grpc)/\($0.defaultPorts.admin)" }.joined(separator: ", ")); gateway HTTP \(GatewaySettings.defaultHTTPPort), admin \(GatewaySettings.defaultAdminPort) (with auth, quiz and scoring).
       Services that depend on auth are registered with it as internal OAuth clients; their
       secrets are kept in <data-dir>/<name>-client.secret (0600).
       Use `quizwire serve <service>` to run one service with settings of your choosing.
@@ -23,14 +24,19 @@ struct Up: AsyncParsableCommand {
 
   func run() async throws {
     var modules = Registry.modules
+    var withGateway = true
     if let only {
       let names = only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-      for name in names where Registry.module(named: name) == nil {
-        throw ValidationError("--only: unknown service \(name); known: \(Registry.names.joined(separator: ", "))")
+      for name in names where Registry.module(named: name) == nil && name != GatewayCommand.name {
+        throw ValidationError("--only: unknown service \(name); known: \((Registry.names + [GatewayCommand.name]).joined(separator: ", "))")
       }
       modules = modules.filter { names.contains($0.name) }
+      withGateway = names.contains(GatewayCommand.name)
     }
     let running = Set(modules.map { $0.name })
+    for dependency in GatewaySettings.upstreamNames where withGateway && !running.contains(dependency) {
+      throw ValidationError("gateway needs \(dependency): add it to --only")
+    }
     for module in modules {
       for dependency in module.dependsOn where !running.contains(dependency) {
         throw ValidationError("\(module.name) needs \(dependency): add it to --only")
@@ -71,7 +77,12 @@ struct Up: AsyncParsableCommand {
       }
       hosts.append(try await ServiceAssembly.host(module, layers: try ConfigLayers(environment: env, flags: flags)))
     }
-    FileHandle.standardError.write(Data("quizwire up: serving \(modules.map { $0.name }.joined(separator: ", ")); Ctrl-C drains and exits\n".utf8))
-    try await runHosts(hosts)
+    let gateway = withGateway ? try GatewayCommand.forUp(logLevel: logLevel) : nil
+    let names = modules.map { $0.name } + (withGateway ? [GatewayCommand.name] : [])
+    FileHandle.standardError.write(Data("quizwire up: serving \(names.joined(separator: ", ")); Ctrl-C drains and exits\n".utf8))
+    if withGateway {
+      FileHandle.standardError.write(Data("quizwire up: the API is at http://127.0.0.1:\(GatewaySettings.defaultHTTPPort)/api/v1\n".utf8))
+    }
+    try await runHosts(hosts, gateway: gateway)
   }
 }

@@ -1,0 +1,121 @@
+import Foundation
+import GRPCCore
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceKit
+import SwiftProtobuf
+import Tracing
+
+/// Answers every HTTP request of the API: finds the route in the table, binds the request
+/// message, calls the service and writes the envelope. Refusals (no route, wrong verb, body
+/// too large or not JSON, invalid fields) are answered before any RPC, in the same envelope.
+struct GatewayResponder: HTTPResponder {
+  typealias Context = BasicRequestContext
+  /// `HTTPField.Name` (Hummingbird exports `HTTPFields` but not `HTTPField`).
+  typealias FieldName = HTTPFields.Element.Name
+
+  let routes: RouteTable
+  let upstreams: Upstreams
+  let bodyLimit: Int
+  let tracer: W3CTracer
+  let logger: Logger
+
+  static let requestIDHeader = FieldName("X-Request-Id")!
+  static let apiKeyHeader = FieldName("X-API-Key")!
+
+  func respond(to request: Request, context: Context) async throws -> Response {
+    // The caller's id when it is sane (the same rule as the services'), else a new one.
+    let requestID = RequestIDInterceptor.accept(request.headers[Self.requestIDHeader]) ?? RequestIDInterceptor.makeID()
+    var request = request
+    do {
+      return try await self.handle(&request, requestID: requestID)
+    } catch let error as APIError {
+      return Self.errorResponse(error, requestID: requestID)
+    } catch let error as RPCError {
+      return Self.errorResponse(.from(error), requestID: requestID)
+    } catch {
+      self.logger.error("gateway request failed", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
+      return Self.errorResponse(.from(RPCError(code: .internalError, message: "\(error)")), requestID: requestID)
+    }
+  }
+
+  private func handle(_ request: inout Request, requestID: String) async throws -> Response {
+    let route: Route
+    let bindings: [(field: String, value: String)]
+    switch self.routes.match(verb: request.method.rawValue, path: request.uri.path) {
+    case .notFound:
+      throw APIError.gateway(404, "no route for \(request.method.rawValue) \(request.uri.path)")
+    case .methodNotAllowed(let allow):
+      var error = APIError.gateway(405, "\(request.method.rawValue) is not allowed on \(request.uri.path); allowed: \(allow.joined(separator: ", "))")
+      error.headers["Allow"] = allow.joined(separator: ", ")
+      throw error
+    case .route(let found, let bound):
+      (route, bindings) = (found, bound)
+    }
+    let body = try await self.readBody(&request, route: route)
+    let query = request.uri.queryParameters.map { (String($0.key), String($0.value)) }
+    let binder = RequestBinder(schema: self.routes.schema)
+    let message = try binder.bind(route.method.request, route: route, body: body, bindings: bindings, query: query)
+
+    var metadata: Metadata = [RequestIDInterceptor.key: .string(requestID)]
+    if let authorization = request.headers[.authorization] { metadata.addString(authorization, forKey: "authorization") }
+    if let apiKey = request.headers[Self.apiKeyHeader] { metadata.addString(apiKey, forKey: "x-api-key") }
+    // The caller's trace continues: the client interceptor starts its span under it and
+    // sends the new traceparent on.
+    var serviceContext = ServiceContext.topLevel
+    self.tracer.extract(request.headers, into: &serviceContext, using: HTTPFieldsExtractor())
+    let response = try await ServiceContext.withValue(serviceContext) {
+      try await self.upstreams.call(route, request: message, metadata: metadata)
+    }
+
+    var headers: HTTPFields = [Self.requestIDHeader: requestID]
+    if route.successStatus == 204 { return Response(status: .noContent, headers: headers) }
+    let limit = query.first { $0.0 == "limit" }.flatMap { Int($0.1) }
+    let shaped = try ResponseShaper(schema: self.routes.schema).shape(response, requestedLimit: limit)
+    if route.successStatus == 201, let id = shaped.id, let location = route.location,
+      let path = location.expand([location.variables[0]: id])
+    {
+      headers[.location] = path
+    }
+    headers[.contentType] = "application/json"
+    let data = Envelope.data(shaped.json, requestID: requestID, meta: shaped.meta)
+    return Response(status: .init(code: route.successStatus), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+  }
+
+  /// The body of a route that takes one: at most `bodyLimit` bytes (413), JSON only (415).
+  private func readBody(_ request: inout Request, route: Route) async throws -> Data {
+    guard route.body != .none else { return Data() }
+    if let length = request.headers[.contentLength].flatMap(Int.init), length > self.bodyLimit {
+      throw APIError.gateway(413, "the request body is larger than \(self.bodyLimit) bytes")
+    }
+    let buffer: ByteBuffer
+    do { buffer = try await request.collectBody(upTo: self.bodyLimit) } catch let error as HTTPError where error.status == .contentTooLarge {
+      throw APIError.gateway(413, "the request body is larger than \(self.bodyLimit) bytes")
+    }
+    guard buffer.readableBytes > 0 else { return Data() }
+    let type = request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
+    guard type == "application/json" else {
+      throw APIError.gateway(415, "the request body must be application/json (got \(type ?? "no Content-Type"))")
+    }
+    return Data(buffer.readableBytesView)
+  }
+
+  /// An error in the envelope, with the headers its status row asks for.
+  static func errorResponse(_ error: APIError, requestID: String) -> Response {
+    var headers: HTTPFields = [requestIDHeader: requestID, .contentType: "application/json"]
+    for (name, value) in error.headers.sorted(by: { $0.key < $1.key }) {
+      if let field = FieldName(name) { headers[field] = value }
+    }
+    let data = Envelope.error(error, requestID: requestID)
+    return Response(status: .init(code: error.httpStatus), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+  }
+}
+
+/// Reads `traceparent`/`tracestate` from the HTTP request for the tracer.
+struct HTTPFieldsExtractor: Extractor {
+  typealias Carrier = HTTPFields
+  func extract(key: String, from carrier: HTTPFields) -> String? {
+    GatewayResponder.FieldName(key).flatMap { carrier[$0] }
+  }
+}

@@ -1,0 +1,42 @@
+import Foundation
+import SwiftProtobuf
+
+/// Turns a response message into the envelope's `data` and `meta`: protobuf's canonical JSON
+/// (lowerCamelCase, int64 as strings, enums as names, RFC 3339 times); a list response (one
+/// repeated field and a `next_page_token`) becomes the array itself, its paging in
+/// `meta.pagination`.
+struct ResponseShaper {
+  let schema: MessageSchema
+
+  struct Shaped {
+    var json: String
+    var meta: Envelope.Meta
+    /// The resource's `id`, for `Location` on a create.
+    var id: String?
+  }
+
+  func shape(_ message: any SwiftProtobuf.Message, requestedLimit: Int?) throws -> Shaped {
+    let json = try message.jsonString()
+    let fields = self.schema.fields(of: type(of: message).protoMessageName) ?? []
+    let repeated = fields.filter(\.isRepeated)
+    guard repeated.count == 1, fields.contains(where: { $0.name == "next_page_token" }) else {
+      let id = fields.contains { $0.name == "id" } ? Self.object(json)?["id"] as? String : nil
+      return Shaped(json: json, meta: Envelope.Meta(), id: id)
+    }
+    // A list: split the one object into the array and its paging. Only the outer object is
+    // re-serialized; the elements keep protobuf's JSON forms (int64s stay strings).
+    let object = Self.object(json) ?? [:]
+    let list = object[repeated[0].jsonName] ?? [Any]()
+    var meta = Envelope.Meta(
+      pagination: .init(
+        nextCursor: object["nextPageToken"] as? String ?? "", limit: requestedLimit, total: (object["totalSize"] as? NSNumber)?.intValue))
+    for (key, value) in object.sorted(by: { $0.key < $1.key }) where ![repeated[0].jsonName, "nextPageToken", "totalSize"].contains(key) {
+      meta.extra.append((name: key, json: Envelope.serialize(value)))
+    }
+    return Shaped(json: Envelope.serialize(list), meta: meta, id: nil)
+  }
+
+  private static func object(_ json: String) -> [String: Any]? {
+    (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any]
+  }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import GRPCCore
+import GRPCProtobuf
+import ServiceKit
+import ServiceLifecycle
+import SwiftProtobuf
+
+/// The gateway's clients to the services, one `ServiceClient` per service over the framed
+/// wire: every replica balanced, a breaker per replica, retries for the methods of GET routes
+/// only (a retried write could apply twice).
+public final class Upstreams: Sendable {
+  /// Clients by short service name ("auth", "quiz", "scoring").
+  let clients: [String: ServiceClient]
+
+  /// - Parameter targets: "host:port[,host:port]" by short service name.
+  public init(targets: [String: [String]], routes: RouteTable, metrics: HostMetrics? = nil, tracer: W3CTracer = W3CTracer()) throws {
+    var clients: [String: ServiceClient] = [:]
+    for (name, replicas) in targets {
+      var config = ServiceClientConfig(replicas: replicas)
+      config.idempotentMethods = routes.routes.filter { $0.isIdempotent && Self.shortName(of: $0.method.service) == name }.map(\.method.descriptor)
+      let client = try ServiceClient(config, name: name, tracer: tracer, metrics: metrics)
+      if let metrics { client.export(to: metrics) }
+      clients[name] = client
+    }
+    self.clients = clients
+  }
+
+  /// "quiz.v1.QuizService" → "quiz": the package's first component names the service, as
+  /// the `--<name>-target` settings do.
+  static func shortName(of service: String) -> String { String(service.split(separator: ".").first ?? "") }
+
+  /// The clients, to run for as long as the gateway serves.
+  public var services: [any Service] { self.clients.values.map { $0 as any Service } }
+
+  /// Calls `route`'s method with `request`; RPC failures are thrown as `RPCError`.
+  func call<Request: SwiftProtobuf.Message>(_ route: Route, request: Request, metadata: Metadata) async throws -> any SwiftProtobuf.Message {
+    guard let client = self.clients[Self.shortName(of: route.method.service)] else {
+      throw RPCError(code: .unavailable, message: "no upstream configured for \(route.method.service)")
+    }
+    return try await self.unary(request, route.method.response, route.method.descriptor, client.client, metadata)
+  }
+
+  private func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message, T: ClientTransport>(
+    _ request: Request, _: Response.Type, _ descriptor: MethodDescriptor, _ client: GRPCClient<T>, _ metadata: Metadata
+  ) async throws -> any SwiftProtobuf.Message {
+    try await client.unary(
+      request: ClientRequest(message: request, metadata: metadata), descriptor: descriptor, serializer: ProtobufSerializer<Request>(),
+      deserializer: ProtobufDeserializer<Response>(), options: .defaults
+    ) { try $0.message }
+  }
+}

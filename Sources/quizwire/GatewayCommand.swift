@@ -1,0 +1,33 @@
+import ArgumentParser
+import Foundation
+import Gateway
+import ServiceKit
+
+/// `quizwire serve gateway`: the HTTP/JSON gateway. Not a service module (it serves HTTP, not
+/// RPC), so it is run by name here; its settings and host live in the Gateway module.
+enum GatewayCommand {
+  static let name = "gateway"
+  static let summary = "the HTTP/JSON API in front of auth, quiz and scoring"
+
+  static func serve(_ arguments: [String]) async throws {
+    if SettingsParser.wantsHelp(arguments) {
+      print("quizwire serve \(name): \(summary)\n\nSettings:\n\(SettingsParser.help(GatewaySettings.keys))")
+      return
+    }
+    let flags = try SettingsParser.parse(arguments, keys: GatewaySettings.keys)
+    let layers = try ConfigLayers(filePath: flags["config"], flags: flags)
+    let host = try GatewayHost(settings: try GatewaySettings(layers: layers))
+    try await runHosts([], gateway: host)
+  }
+
+  /// The gateway `quizwire up` runs: default ports, every upstream on its `up` port.
+  static func forUp(logLevel: String?) throws -> GatewayHost {
+    var flags = ["http-port": "\(GatewaySettings.defaultHTTPPort)", "admin-port": "\(GatewaySettings.defaultAdminPort)"]
+    for name in GatewaySettings.upstreamNames {
+      guard let module = Registry.module(named: name) else { continue }
+      flags["\(name)-target"] = "127.0.0.1:\(module.defaultPorts.framed)"
+    }
+    if let logLevel { flags["log-level"] = logLevel }
+    return try GatewayHost(settings: try GatewaySettings(layers: ConfigLayers(flags: flags)))
+  }
+}

@@ -1,0 +1,146 @@
+import AuthService
+import Foundation
+import Gateway
+import QuizService
+import ScoringService
+import ServiceKit
+import Storage
+import TestSupport
+import XCTest
+
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
+
+/// The suite as `quizwire up` runs it, in-process: a real auth service (test-speed scrypt)
+/// with quiz and scoring as internal clients, quiz and scoring assembled from configuration
+/// (`ServiceAssembly`), and the gateway in front of them on 127.0.0.1, port 0, over real HTTP.
+final class GatewayHarness: Sendable {
+  let dir: String
+  let auth: AuthServer
+  let hosts: [ServiceHost]
+  let gateway: GatewayHost
+  /// "http://127.0.0.1:<port>".
+  let baseURL: String
+  let adminURL: String
+  private let tasks: [Task<Void, any Error>]
+
+  static func start() async throws -> GatewayHarness {
+    let dir = try TestDatabases.temporaryDirectory()
+    var options = AuthServerOptions(dataDir: dir)
+    options.hashing = ScryptParameters(logN: 10, r: 8, p: 1)
+    options.internalClients = ["quiz", "scoring"]
+    var authConfig = ServiceHost.Config()
+    authConfig.rateLimit = nil
+    let auth = try await AuthServer.make(options: options, host: authConfig, logSink: CapturedLog().sink)
+    var tasks = [Task { try await auth.host.run() }]
+    let authAddress = try await auth.host.addresses().framed
+
+    func host<M: ServiceModule>(_ module: M.Type, _ extra: [String: String]) async throws -> ServiceHost {
+      let layers = try ConfigLayers(
+        environment: ["QUIZWIRE_CLIENT_SECRET_FILE": LocalSecretFile.clientSecretPath(dataDir: dir, service: module.name)],
+        flags: ["auth-target": authAddress, "data-dir": dir, "framed-port": "0", "grpc-port": "0", "admin-port": "0"].merging(extra) { $1 })
+      let host = try await ServiceAssembly.host(module, layers: layers, logSink: CapturedLog().sink)
+      tasks.append(Task { try await host.run() })
+      return host
+    }
+    let quiz = try await host(QuizModule.self, ["rate-limit": "0"])
+    let quizAddress = try await quiz.addresses().framed
+    let scoring = try await host(ScoringModule.self, ["quiz-target": quizAddress, "rate-limit": "0"])
+    let scoringAddress = try await scoring.addresses().framed
+
+    // The gateway reads the same keys `quizwire serve gateway` does.
+    let settings = try GatewaySettings(
+      layers: ConfigLayers(
+        environment: [:],
+        flags: [
+          "http-port": "0", "admin-port": "0", "auth-target": authAddress, "quiz-target": quizAddress, "scoring-target": scoringAddress,
+        ]))
+    let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
+    tasks.append(Task { try await gateway.run() })
+    let addresses = try await gateway.addresses()
+    return GatewayHarness(
+      dir: dir, auth: auth, hosts: [quiz, scoring], gateway: gateway, baseURL: "http://\(addresses.http)",
+      adminURL: "http://\(addresses.admin)", tasks: tasks)
+  }
+
+  private init(
+    dir: String, auth: AuthServer, hosts: [ServiceHost], gateway: GatewayHost, baseURL: String, adminURL: String, tasks: [Task<Void, any Error>]
+  ) {
+    self.dir = dir
+    self.auth = auth
+    self.hosts = hosts
+    self.gateway = gateway
+    self.baseURL = baseURL
+    self.adminURL = adminURL
+    self.tasks = tasks
+  }
+
+  func stop() async {
+    // The gateway first (its clients close after its last request), then the services.
+    self.tasks.last?.cancel()
+    for host in self.hosts.reversed() { host.beginGracefulShutdown() }
+    self.auth.host.beginGracefulShutdown()
+    for task in self.tasks { _ = await task.result }
+    try? FileManager.default.removeItem(atPath: self.dir)
+  }
+}
+
+/// One HTTP exchange with the gateway, and its envelope parsed.
+struct HTTPResult {
+  var status: Int
+  var headers: [String: String]
+  var body: Data
+  /// The JSON body (nil when there is none, e.g. 204).
+  var json: [String: Any]? { (try? JSONSerialization.jsonObject(with: self.body)) as? [String: Any] }
+  var data: [String: Any]? { self.json?["data"] as? [String: Any] }
+  var list: [[String: Any]]? { self.json?["data"] as? [[String: Any]] }
+  var meta: [String: Any]? { self.json?["meta"] as? [String: Any] }
+  var error: [String: Any]? { self.json?["error"] as? [String: Any] }
+  func header(_ name: String) -> String? { self.headers.first { $0.key.lowercased() == name.lowercased() }?.value }
+  /// The field violations of the first BadRequest detail.
+  var violations: [String: String] {
+    let details = self.error?["details"] as? [[String: Any]] ?? []
+    let badRequest = details.first { ($0["@type"] as? String)?.hasSuffix("google.rpc.BadRequest") == true }
+    var result: [String: String] = [:]
+    for violation in badRequest?["fieldViolations"] as? [[String: Any]] ?? [] {
+      result[violation["field"] as? String ?? "?"] = violation["description"] as? String ?? ""
+    }
+    return result
+  }
+}
+
+extension GatewayHarness {
+  /// Sends `method path` with an optional JSON body (a string, sent as is) and headers.
+  func request(
+    _ method: String, _ path: String, json: String? = nil, bearer: String? = nil, headers: [String: String] = [:],
+    rawBody: Data? = nil
+  ) async throws -> HTTPResult {
+    var request = URLRequest(url: URL(string: self.baseURL + path)!)
+    request.httpMethod = method
+    if let json {
+      request.httpBody = Data(json.utf8)
+      request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+    }
+    if let rawBody { request.httpBody = rawBody }
+    if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
+    for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+    let (data, response) = try await URLSession.shared.data(for: request)
+    let http = response as! HTTPURLResponse
+    var fields: [String: String] = [:]
+    for (name, value) in http.allHeaderFields { fields["\(name)"] = "\(value)" }
+    return HTTPResult(status: http.statusCode, headers: fields, body: data)
+  }
+
+  static let password = "a good long password"
+
+  /// Registers and signs in `email` through the gateway; returns the access token.
+  func signIn(_ email: String, name: String) async throws -> String {
+    let register = try await self.request(
+      "POST", "/api/v1/auth/register", json: #"{"email":"\#(email)","password":"\#(Self.password)","displayName":"\#(name)"}"#)
+    XCTAssertEqual(register.status, 201, String(decoding: register.body, as: UTF8.self))
+    let login = try await self.request("POST", "/api/v1/auth/login", json: #"{"email":"\#(email)","password":"\#(Self.password)"}"#)
+    XCTAssertEqual(login.status, 200, String(decoding: login.body, as: UTF8.self))
+    return try XCTUnwrap(login.data?["accessToken"] as? String)
+  }
+}
