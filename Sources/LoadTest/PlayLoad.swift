@@ -276,7 +276,11 @@ public struct PlayLoad: Sendable {
                 r.finishedAt = ContinuousClock.now
                 r.attemptID = f.attempt.id
                 r.finalScore = f.attempt.state == .finished ? f.attempt.score : nil
-                return r
+                // Read on to the end of the stream: leaving before the trailers arrive
+                // cancels the call, and the HTTP/2 client then resets the stream — 1,000
+                // of those on one connection trip NIOHTTP2's reset-rate guard (GOAWAY
+                // ENHANCE_YOUR_CALM) and every stream on it fails.
+                continue
               case .rejected(let rejected):
                 r.problem = "rejected_\(rejected.code)"
                 return r
@@ -284,7 +288,7 @@ public struct PlayLoad: Sendable {
                 continue
               }
             }
-            r.problem = r.problem ?? "ended_without_finished"
+            if r.finishedAt == nil { r.problem = r.problem ?? "ended_without_finished" }
           } catch let error as RPCError {
             r.failure = error
           } catch {
