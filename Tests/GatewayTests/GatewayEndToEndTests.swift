@@ -32,6 +32,19 @@ final class GatewayEndToEndTests: XCTestCase {
       XCTAssertEqual(me.meta?["request_id"] as? String, "req-gateway-1")
       XCTAssertNotNil((me.meta?["timestamp"] as? String).flatMap { try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse($0) })
       XCTAssertNil(me.error)
+      // …and reached the service as its x-request-id.
+      XCTAssertTrue(
+        suite.authLog.entries().contains { $0["request_id"] as? String == "req-gateway-1" && $0["method"] as? String == "auth.v1.AuthService/GetMe" })
+
+      // An API key made through the gateway works through it as X-API-Key.
+      let key = try await suite.request("POST", "/api/v1/me/api-keys", json: #"{"name":"ci","scopes":["quiz:read"]}"#, bearer: token)
+      XCTAssertEqual(key.status, 201, String(decoding: key.body, as: UTF8.self))
+      let secret = try XCTUnwrap(key.data?["key"] as? String)
+      let byKey = try await suite.request("GET", "/api/v1/me", headers: ["X-API-Key": secret])
+      XCTAssertEqual(byKey.status, 200, String(decoding: byKey.body, as: UTF8.self))
+      XCTAssertEqual(byKey.data?["email"] as? String, "ada@example.com")
+      let keys = try await suite.request("GET", "/api/v1/me/api-keys", bearer: token)
+      XCTAssertEqual(keys.list?.count, 1, "a list without paging is still the array")
 
       // Create: 201 with Location; enums as names, times as RFC 3339.
       let created = try await suite.request("POST", "/api/v1/quizzes", json: Self.quizBody, bearer: token)

@@ -18,6 +18,8 @@ import XCTest
 final class GatewayHarness: Sendable {
   let dir: String
   let auth: AuthServer
+  /// auth's log lines: what reached the service (request ids).
+  let authLog: CapturedLog
   let hosts: [ServiceHost]
   let gateway: GatewayHost
   /// "http://127.0.0.1:<port>".
@@ -32,7 +34,8 @@ final class GatewayHarness: Sendable {
     options.internalClients = ["quiz", "scoring"]
     var authConfig = ServiceHost.Config()
     authConfig.rateLimit = nil
-    let auth = try await AuthServer.make(options: options, host: authConfig, logSink: CapturedLog().sink)
+    let authLog = CapturedLog()
+    let auth = try await AuthServer.make(options: options, host: authConfig, logSink: authLog.sink)
     var tasks = [Task { try await auth.host.run() }]
     let authAddress = try await auth.host.addresses().framed
 
@@ -60,15 +63,17 @@ final class GatewayHarness: Sendable {
     tasks.append(Task { try await gateway.run() })
     let addresses = try await gateway.addresses()
     return GatewayHarness(
-      dir: dir, auth: auth, hosts: [quiz, scoring], gateway: gateway, baseURL: "http://\(addresses.http)",
+      dir: dir, auth: auth, authLog: authLog, hosts: [quiz, scoring], gateway: gateway, baseURL: "http://\(addresses.http)",
       adminURL: "http://\(addresses.admin)", tasks: tasks)
   }
 
   private init(
-    dir: String, auth: AuthServer, hosts: [ServiceHost], gateway: GatewayHost, baseURL: String, adminURL: String, tasks: [Task<Void, any Error>]
+    dir: String, auth: AuthServer, authLog: CapturedLog, hosts: [ServiceHost], gateway: GatewayHost, baseURL: String, adminURL: String,
+    tasks: [Task<Void, any Error>]
   ) {
     self.dir = dir
     self.auth = auth
+    self.authLog = authLog
     self.hosts = hosts
     self.gateway = gateway
     self.baseURL = baseURL

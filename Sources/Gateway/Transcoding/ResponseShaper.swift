@@ -3,8 +3,8 @@ import SwiftProtobuf
 
 /// Turns a response message into the envelope's `data` and `meta`: protobuf's canonical JSON
 /// (lowerCamelCase, int64 as strings, enums as names, RFC 3339 times); a list response (one
-/// repeated field and a `next_page_token`) becomes the array itself, its paging in
-/// `meta.pagination`.
+/// repeated field, and a `next_page_token` or nothing else) becomes the array itself, its
+/// paging in `meta.pagination`.
 struct ResponseShaper {
   let schema: MessageSchema
 
@@ -19,7 +19,8 @@ struct ResponseShaper {
     let json = try message.jsonString()
     let fields = self.schema.fields(of: type(of: message).protoMessageName) ?? []
     let repeated = fields.filter(\.isRepeated)
-    guard repeated.count == 1, fields.contains(where: { $0.name == "next_page_token" }) else {
+    let paged = fields.contains { $0.name == "next_page_token" }
+    guard repeated.count == 1, paged || fields.count == 1 else {
       let id = fields.contains { $0.name == "id" } ? Self.object(json)?["id"] as? String : nil
       return Shaped(json: json, meta: Envelope.Meta(), id: id)
     }
@@ -28,8 +29,9 @@ struct ResponseShaper {
     let object = Self.object(json) ?? [:]
     let list = object[repeated[0].jsonName] ?? [Any]()
     var meta = Envelope.Meta(
-      pagination: .init(
-        nextCursor: object["nextPageToken"] as? String ?? "", limit: requestedLimit, total: (object["totalSize"] as? NSNumber)?.intValue))
+      pagination: paged
+        ? .init(nextCursor: object["nextPageToken"] as? String ?? "", limit: requestedLimit, total: (object["totalSize"] as? NSNumber)?.intValue)
+        : nil)
     for (key, value) in object.sorted(by: { $0.key < $1.key }) where ![repeated[0].jsonName, "nextPageToken", "totalSize"].contains(key) {
       meta.extra.append((name: key, json: Envelope.serialize(value)))
     }
