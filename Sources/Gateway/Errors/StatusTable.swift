@@ -1,4 +1,5 @@
 import GRPCCore
+import ServiceKit
 
 /// The one place where an RPC status becomes an HTTP status (docs/services.md, "Gateway").
 ///
@@ -16,27 +17,9 @@ public enum StatusTable {
     public var retryAfter: Bool
   }
 
-  /// gRPC's code names, as `error.status` spells them.
+  /// gRPC's code names, as `error.status` spells them (the access log's spelling).
   public static func name(of code: RPCError.Code) -> String {
-    switch code {
-    case .cancelled: "CANCELLED"
-    case .unknown: "UNKNOWN"
-    case .invalidArgument: "INVALID_ARGUMENT"
-    case .deadlineExceeded: "DEADLINE_EXCEEDED"
-    case .notFound: "NOT_FOUND"
-    case .alreadyExists: "ALREADY_EXISTS"
-    case .permissionDenied: "PERMISSION_DENIED"
-    case .resourceExhausted: "RESOURCE_EXHAUSTED"
-    case .failedPrecondition: "FAILED_PRECONDITION"
-    case .aborted: "ABORTED"
-    case .outOfRange: "OUT_OF_RANGE"
-    case .unimplemented: "UNIMPLEMENTED"
-    case .internalError: "INTERNAL"
-    case .unavailable: "UNAVAILABLE"
-    case .dataLoss: "DATA_LOSS"
-    case .unauthenticated: "UNAUTHENTICATED"
-    default: "UNKNOWN"
-    }
+    AccessLogInterceptor.name(of: Status.Code(code))
   }
 
   /// The row for `code`. FAILED_PRECONDITION is 422: the services use it for business rules

@@ -7,70 +7,16 @@ Registers and signs in over auth's gRPC/HTTP2 port, then plays "Swift concurrenc
 Prints one JSON object per case: {"case": name, "ok": bool, ...}. Messages are encoded and
 decoded by hand (a few protobuf fields), so no generated code is needed.
 """
-import json
 import queue
 import sys
 
 import grpc
 
+from protowire import field, fields, ident, report
+
 DEMO = "qz_demo_swift_concurrency"
 # By question index: (choice ids, text). The last is wrong on purpose ("b": "Returns false").
 ANSWERS = [(["a"], ""), (["false"], ""), (["a", "b", "d"], ""), ([], " await "), (["b"], "")]
-
-
-def ident(b):
-    return b
-
-
-def varint(value):
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def read_varint(data, i):
-    shift = value = 0
-    while True:
-        b = data[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value, i
-
-
-def fields(data):
-    """(number, value) pairs: ints for varints, bytes for length-delimited fields."""
-    i, out = 0, []
-    while i < len(data):
-        key, i = read_varint(data, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = read_varint(data, i)
-        elif wire == 2:
-            length, i = read_varint(data, i)
-            value, i = data[i:i + length], i + length
-        else:
-            raise ValueError("unexpected wire type %d" % wire)
-        out.append((number, value))
-    return out
-
-
-def field(number, payload):
-    """A length-delimited field (string or message)."""
-    if isinstance(payload, str):
-        payload = payload.encode()
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def report(case, ok, **details):
-    print(json.dumps(dict(case=case, ok=ok, **details)), flush=True)
 
 
 def answer(question_id, index):
