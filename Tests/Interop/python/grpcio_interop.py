@@ -5,22 +5,11 @@ Usage: grpcio_interop.py HOST:PORT
 Prints one JSON object per case: {"case": name, "ok": bool, ...details}. Messages are encoded
 by hand (bench.v1.EchoRequest / EchoResponse are two fields), so no generated code is needed.
 """
-import json
 import sys
 
 import grpc
 
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+from protowire import ident, read_varint, report, varint
 
 
 def echo_request(payload=b"", count=0):
@@ -30,17 +19,6 @@ def echo_request(payload=b"", count=0):
     if count:
         msg += b"\x10" + varint(count)
     return msg
-
-
-def read_varint(data, i):
-    shift = result = 0
-    while True:
-        b = data[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
 
 
 def echo_response(data):
@@ -55,14 +33,6 @@ def echo_response(data):
         else:
             raise ValueError("unexpected field %d" % key)
     return payload, index
-
-
-def ident(b):
-    return b
-
-
-def report(case, ok, **details):
-    print(json.dumps(dict(case=case, ok=ok, **details)), flush=True)
 
 
 def code_of(call):
