@@ -15,6 +15,7 @@ public final class GatewayHost: Service, Sendable {
   public let settings: GatewaySettings
   public let routes: RouteTable
   public let metrics: HostMetrics
+  let openAPI: OpenAPIEndpoints
   let upstreams: Upstreams
   let logger: Logger
   private let state = Mutex<State>(State())
@@ -33,6 +34,7 @@ public final class GatewayHost: Service, Sendable {
     let level = settings.logLevel
     self.logger = Logger(label: "gateway") { JSONLogHandler(label: $0, level: level, sink: logSink) }
     self.routes = try RouteTable()
+    self.openAPI = try OpenAPIEndpoints(routes: self.routes)
     self.metrics = HostMetrics()
     self.upstreams = try Upstreams(targets: settings.targets, routes: self.routes, metrics: self.metrics)
   }
@@ -41,7 +43,7 @@ public final class GatewayHost: Service, Sendable {
   /// listeners stop accepting and finish in-flight requests, then the clients close.
   public func run() async throws {
     let responder = GatewayResponder(
-      routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit, tracer: W3CTracer(), logger: self.logger)
+      routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit, tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI)
     let api = Application(
       responder: responder,
       configuration: .init(address: .hostname(self.settings.host, port: self.settings.httpPort), serverName: nil),

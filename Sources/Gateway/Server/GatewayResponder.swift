@@ -20,6 +20,8 @@ struct GatewayResponder: HTTPResponder {
   let bodyLimit: Int
   let tracer: W3CTracer
   let logger: Logger
+  /// `/openapi.json` and `/docs`, built once at start.
+  let openAPI: OpenAPIEndpoints
 
   static let requestIDHeader = FieldName("X-Request-Id")!
   static let apiKeyHeader = FieldName("X-API-Key")!
@@ -41,6 +43,7 @@ struct GatewayResponder: HTTPResponder {
   }
 
   private func handle(_ request: inout Request, requestID: String) async throws -> Response {
+    if let served = self.openAPI.response(verb: request.method.rawValue, path: request.uri.path, requestID: requestID) { return served }
     let route: Route
     let bindings: [(field: String, value: String)]
     switch self.routes.match(verb: request.method.rawValue, path: request.uri.path) {
