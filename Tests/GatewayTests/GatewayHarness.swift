@@ -27,7 +27,8 @@ final class GatewayHarness: Sendable {
   let adminURL: String
   private let tasks: [Task<Void, any Error>]
 
-  static func start() async throws -> GatewayHarness {
+  /// `gatewayFlags` adds gateway settings (`cors-origins` …) to the ones every test needs.
+  static func start(gatewayFlags: [String: String] = [:]) async throws -> GatewayHarness {
     let dir = try TestDatabases.temporaryDirectory()
     var options = AuthServerOptions(dataDir: dir)
     options.hashing = ScryptParameters(logN: 10, r: 8, p: 1)
@@ -58,7 +59,7 @@ final class GatewayHarness: Sendable {
         environment: [:],
         flags: [
           "http-port": "0", "admin-port": "0", "auth-target": authAddress, "quiz-target": quizAddress, "scoring-target": scoringAddress,
-        ]))
+        ].merging(gatewayFlags) { $1 }))
     let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
     tasks.append(Task { try await gateway.run() })
     let addresses = try await gateway.addresses()

@@ -84,6 +84,19 @@ public struct APIError: Error, Sendable, Hashable {
     return result
   }
 
+  /// `from(error)`, except that a stale etag the client sent as `If-Match` is 412 instead of
+  /// ABORTED's 409: the client's precondition failed (RFC 9110 §13.1.1), which it handles by
+  /// reading again, unlike a conflict it may simply retry. Only the services' ETAG_MISMATCH
+  /// reason counts; any other ABORTED stays 409.
+  public static func from(_ error: RPCError, ifMatchSent: Bool) -> APIError {
+    var result = Self.from(error)
+    if ifMatchSent, error.code == .aborted, result.reason == Self.etagMismatchReason { result.httpStatus = 412 }
+    return result
+  }
+
+  /// The `ErrorInfo.reason` quiz answers a stale etag with (quiz.proto).
+  public static let etagMismatchReason = "ETAG_MISMATCH"
+
   /// A delay as whole seconds, rounded up (Retry-After has no fractions), at least 1.
   static func wholeSeconds(_ delay: Duration) -> Int {
     let (seconds, attoseconds) = delay.components

@@ -50,6 +50,7 @@ public enum StatusTable {
   public static func gatewayStatus(_ httpStatus: Int) -> String {
     switch httpStatus {
     case 400: "INVALID_ARGUMENT"
+    case 403: "PERMISSION_DENIED"
     case 404: "NOT_FOUND"
     case 405: "METHOD_NOT_ALLOWED"
     case 413: "PAYLOAD_TOO_LARGE"

@@ -43,7 +43,8 @@ public final class GatewayHost: Service, Sendable {
   /// listeners stop accepting and finish in-flight requests, then the clients close.
   public func run() async throws {
     let responder = GatewayResponder(
-      routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit, tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI)
+      routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit,
+      cors: CORSPolicy(origins: self.settings.corsOrigins), tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI)
     let api = Application(
       responder: responder,
       configuration: .init(address: .hostname(self.settings.host, port: self.settings.httpPort), serverName: nil),

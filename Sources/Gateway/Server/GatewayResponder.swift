@@ -18,6 +18,7 @@ struct GatewayResponder: HTTPResponder {
   let routes: RouteTable
   let upstreams: Upstreams
   let bodyLimit: Int
+  let cors: CORSPolicy
   let tracer: W3CTracer
   let logger: Logger
   /// `/openapi.json` and `/docs`, built once at start.
@@ -30,16 +31,19 @@ struct GatewayResponder: HTTPResponder {
     // The caller's id when it is sane (the same rule as the services'), else a new one.
     let requestID = RequestIDInterceptor.accept(request.headers[Self.requestIDHeader]) ?? RequestIDInterceptor.makeID()
     var request = request
+    var response: Response
     do {
-      return try await self.handle(&request, requestID: requestID)
+      response = try await self.handle(&request, requestID: requestID)
     } catch let error as APIError {
-      return Self.errorResponse(error, requestID: requestID)
+      response = Self.errorResponse(error, requestID: requestID)
     } catch let error as RPCError {
-      return Self.errorResponse(.from(error), requestID: requestID)
+      response = Self.errorResponse(.from(error, ifMatchSent: request.headers[.ifMatch] != nil), requestID: requestID)
     } catch {
       self.logger.error("gateway request failed", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
-      return Self.errorResponse(.from(RPCError(code: .internalError, message: "\(error)")), requestID: requestID)
+      response = Self.errorResponse(.from(RPCError(code: .internalError, message: "\(error)")), requestID: requestID)
     }
+    self.addPolicyHeaders(to: &response, for: request)
+    return response
   }
 
   private func handle(_ request: inout Request, requestID: String) async throws -> Response {
@@ -50,6 +54,7 @@ struct GatewayResponder: HTTPResponder {
     case .notFound:
       throw APIError.gateway(404, "no route for \(request.method.rawValue) \(request.uri.path)")
     case .methodNotAllowed(let allow):
+      if let preflight = try self.preflight(request, methods: allow, requestID: requestID) { return preflight }
       var error = APIError.gateway(405, "\(request.method.rawValue) is not allowed on \(request.uri.path); allowed: \(allow.joined(separator: ", "))")
       error.headers["Allow"] = allow.joined(separator: ", ")
       throw error
@@ -59,7 +64,7 @@ struct GatewayResponder: HTTPResponder {
     let body = try await self.readBody(&request, route: route)
     let query = request.uri.queryParameters.map { (String($0.key), String($0.value)) }
     let binder = RequestBinder(schema: self.routes.schema)
-    let message = try binder.bind(route.method.request, route: route, body: body, bindings: bindings, query: query)
+    let message = try binder.bind(route.method.request, route: route, body: body, bindings: bindings + self.ifMatchBinding(request, route: route), query: query)
 
     var metadata: Metadata = [RequestIDInterceptor.key: .string(requestID)]
     if let authorization = request.headers[.authorization] { metadata.addString(authorization, forKey: "authorization") }
@@ -76,6 +81,7 @@ struct GatewayResponder: HTTPResponder {
     if route.successStatus == 204 { return Response(status: .noContent, headers: headers) }
     let limit = query.first { $0.0 == "limit" }.flatMap { Int($0.1) }
     let shaped = try ResponseShaper(schema: self.routes.schema).shape(response, requestedLimit: limit)
+    if let notModified = self.cachingHeaders(&headers, request: request, route: route, shaped: shaped, query: query) { return notModified }
     if route.successStatus == 201, let id = shaped.id, let location = route.location,
       let path = location.expand([location.variables[0]: id])
     {

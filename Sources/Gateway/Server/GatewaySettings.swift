@@ -13,6 +13,7 @@ public struct GatewaySettings: Sendable {
     ConfigKey("quiz-target", "quiz's framed address(es), host:port[,host:port] (required)."),
     ConfigKey("scoring-target", "scoring's framed address(es), host:port[,host:port] (required)."),
     ConfigKey("body-limit", "Largest request body in bytes; larger is 413 (default 1048576)."),
+    ConfigKey("cors-origins", "Origins browsers may call the API from, scheme://host[:port][,…] (default none: no cross-origin access)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
   ]
 
@@ -28,6 +29,8 @@ public struct GatewaySettings: Sendable {
   /// Replicas by short service name.
   public var targets: [String: [String]] = [:]
   public var bodyLimit = 1 << 20
+  /// The CORS allow-list (`CORSPolicy`); empty: no cross-origin access.
+  public var corsOrigins: [String] = []
   public var logLevel = Logger.Level.info
 
   public init(host: String = "127.0.0.1", httpPort: Int, adminPort: Int, targets: [String: [String]]) {
@@ -44,6 +47,9 @@ public struct GatewaySettings: Sendable {
     self.adminPort = try layers.int("admin-port", default: self.adminPort, in: 0...65535)
     self.bodyLimit = try layers.int("body-limit", default: self.bodyLimit, in: 1...(64 << 20))
     self.logLevel = try Logger.Level(layers: layers)
+    if let (text, origin) = layers.raw("cors-origins") {
+      do { self.corsOrigins = try CORSPolicy.parse(text) } catch { throw ConfigError(key: "cors-origins", origin: origin, reason: error.message) }
+    }
     for name in Self.upstreamNames {
       let key = "\(name)-target"
       guard let (text, _) = layers.raw(key) else {

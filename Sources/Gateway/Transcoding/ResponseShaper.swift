@@ -13,6 +13,8 @@ struct ResponseShaper {
     var meta: Envelope.Meta
     /// The resource's `id`, for `Location` on a create.
     var id: String?
+    /// The resource's `etag`, for `ETag` and `If-None-Match`.
+    var etag: String?
   }
 
   func shape(_ message: any SwiftProtobuf.Message, requestedLimit: Int?) throws -> Shaped {
@@ -21,8 +23,8 @@ struct ResponseShaper {
     let repeated = fields.filter(\.isRepeated)
     let paged = fields.contains { $0.name == "next_page_token" }
     guard repeated.count == 1, paged || fields.count == 1 else {
-      let id = fields.contains { $0.name == "id" } ? Self.object(json)?["id"] as? String : nil
-      return Shaped(json: json, meta: Envelope.Meta(), id: id)
+      let object = fields.contains { $0.name == "id" || $0.name == "etag" } ? Self.object(json) : nil
+      return Shaped(json: json, meta: Envelope.Meta(), id: object?["id"] as? String, etag: object?["etag"] as? String)
     }
     // A list: split the one object into the array and its paging. Only the outer object is
     // re-serialized; the elements keep protobuf's JSON forms (int64s stay strings).
@@ -35,7 +37,7 @@ struct ResponseShaper {
     for (key, value) in object.sorted(by: { $0.key < $1.key }) where ![repeated[0].jsonName, "nextPageToken", "totalSize"].contains(key) {
       meta.extra.append((name: key, json: Envelope.serialize(value)))
     }
-    return Shaped(json: Envelope.serialize(list), meta: meta, id: nil)
+    return Shaped(json: Envelope.serialize(list), meta: meta, id: nil, etag: nil)
   }
 
   private static func object(_ json: String) -> [String: Any]? {
