@@ -17,6 +17,8 @@ public final class GatewayHost: Service, Sendable {
   public let metrics: HostMetrics
   let openAPI: OpenAPIEndpoints
   let upstreams: Upstreams
+  /// Verifies bearer tokens with the auth service's JWKS, fetched through the auth upstream.
+  let verifier: TokenVerifier
   let logger: Logger
   private let state = Mutex<State>(State())
 
@@ -37,6 +39,9 @@ public final class GatewayHost: Service, Sendable {
     self.openAPI = try OpenAPIEndpoints(routes: self.routes)
     self.metrics = HostMetrics()
     self.upstreams = try Upstreams(targets: settings.targets, routes: self.routes, metrics: self.metrics)
+    guard let auth = self.upstreams.clients["auth"] else { throw GatewayStartError(reason: "no auth-target: bearer tokens can't be verified") }
+    self.verifier = TokenVerifier(
+      config: .init(issuer: settings.authIssuer, audience: settings.authAudience), source: AuthServiceJWKSSource(client: auth.client))
   }
 
   /// Serves until graceful shutdown (SIGTERM under a ServiceGroup): readiness turns off, the
@@ -44,7 +49,8 @@ public final class GatewayHost: Service, Sendable {
   public func run() async throws {
     let responder = GatewayResponder(
       routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit,
-      cors: CORSPolicy(origins: self.settings.corsOrigins), tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI)
+      cors: CORSPolicy(origins: self.settings.corsOrigins), tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI,
+      verifier: self.verifier, rateLimiter: self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) })
     let api = Application(
       responder: responder,
       configuration: .init(address: .hostname(self.settings.host, port: self.settings.httpPort), serverName: nil),

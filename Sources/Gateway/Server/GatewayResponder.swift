@@ -11,7 +11,7 @@ import Tracing
 /// message, calls the service and writes the envelope. Refusals (no route, wrong verb, body
 /// too large or not JSON, invalid fields) are answered before any RPC, in the same envelope.
 struct GatewayResponder: HTTPResponder {
-  typealias Context = BasicRequestContext
+  typealias Context = GatewayRequestContext
   /// `HTTPField.Name` (Hummingbird exports `HTTPFields` but not `HTTPField`).
   typealias FieldName = HTTPFields.Element.Name
 
@@ -23,6 +23,10 @@ struct GatewayResponder: HTTPResponder {
   let logger: Logger
   /// `/openapi.json` and `/docs`, built once at start.
   let openAPI: OpenAPIEndpoints
+  /// Bearer tokens checked against auth's JWKS before they key a rate limit.
+  let verifier: TokenVerifier
+  /// nil when `rate-limit` is 0.
+  let rateLimiter: GatewayRateLimiter?
 
   static let requestIDHeader = FieldName("X-Request-Id")!
   static let apiKeyHeader = FieldName("X-API-Key")!
@@ -32,8 +36,10 @@ struct GatewayResponder: HTTPResponder {
     let requestID = RequestIDInterceptor.accept(request.headers[Self.requestIDHeader]) ?? RequestIDInterceptor.makeID()
     var request = request
     var response: Response
+    var admission = Admission.none
     do {
-      response = try await self.handle(&request, requestID: requestID)
+      admission = try await self.admit(request, context: context)
+      response = try await self.handle(&request, requestID: requestID, forwardedFor: admission.clientAddress)
     } catch let error as APIError {
       response = Self.errorResponse(error, requestID: requestID)
     } catch let error as RPCError {
@@ -43,10 +49,11 @@ struct GatewayResponder: HTTPResponder {
       response = Self.errorResponse(.from(RPCError(code: .internalError, message: "\(error)")), requestID: requestID)
     }
     self.addPolicyHeaders(to: &response, for: request)
+    Self.addQuotaHeaders(admission, to: &response)
     return response
   }
 
-  private func handle(_ request: inout Request, requestID: String) async throws -> Response {
+  private func handle(_ request: inout Request, requestID: String, forwardedFor: String?) async throws -> Response {
     if let served = self.openAPI.response(verb: request.method.rawValue, path: request.uri.path, requestID: requestID) { return served }
     let route: Route
     let bindings: [(field: String, value: String)]
@@ -69,6 +76,7 @@ struct GatewayResponder: HTTPResponder {
     var metadata: Metadata = [RequestIDInterceptor.key: .string(requestID)]
     if let authorization = request.headers[.authorization] { metadata.addString(authorization, forKey: "authorization") }
     if let apiKey = request.headers[Self.apiKeyHeader] { metadata.addString(apiKey, forKey: "x-api-key") }
+    if let forwardedFor { metadata.addString(forwardedFor, forKey: "x-forwarded-for") }
     // The caller's trace continues: the client interceptor starts its span under it and
     // sends the new traceparent on.
     var serviceContext = ServiceContext.topLevel

@@ -14,6 +14,11 @@ public struct GatewaySettings: Sendable {
     ConfigKey("scoring-target", "scoring's framed address(es), host:port[,host:port] (required)."),
     ConfigKey("body-limit", "Largest request body in bytes; larger is 413 (default 1048576)."),
     ConfigKey("cors-origins", "Origins browsers may call the API from, scheme://host[:port][,…] (default none: no cross-origin access)."),
+    ConfigKey("rate-limit", "Requests per second per API key, user or client address; 0 for no limit (default 100)."),
+    ConfigKey("rate-limit-burst", "Requests at once before the rate applies (default 2 × rate-limit)."),
+    ConfigKey("rate-limit-buckets", "Most callers tracked at once; idle ones are dropped first (default 100000)."),
+    ConfigKey("auth-issuer", "Expected bearer token issuer (default quizwire-auth)."),
+    ConfigKey("auth-audience", "Expected bearer token audience (default quizwire)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
   ]
 
@@ -32,6 +37,13 @@ public struct GatewaySettings: Sendable {
   /// The CORS allow-list (`CORSPolicy`); empty: no cross-origin access.
   public var corsOrigins: [String] = []
   public var logLevel = Logger.Level.info
+  /// Per API key, user or client address (`RateLimitPolicy`); nil: no limit. Generous by
+  /// default: it is there to stop floods, not to meter ordinary clients.
+  public var rateLimit: RateLimit? = RateLimit(perSecond: 100, burst: 200)
+  public var rateLimitBuckets = 100_000
+  /// What bearer tokens must say to be verified by the gateway (as `RemoteAuthConfig`).
+  public var authIssuer = "quizwire-auth"
+  public var authAudience = "quizwire"
 
   public init(host: String = "127.0.0.1", httpPort: Int, adminPort: Int, targets: [String: [String]]) {
     self.host = host
@@ -50,6 +62,12 @@ public struct GatewaySettings: Sendable {
     if let (text, origin) = layers.raw("cors-origins") {
       do { self.corsOrigins = try CORSPolicy.parse(text) } catch { throw ConfigError(key: "cors-origins", origin: origin, reason: error.message) }
     }
+    let rate = try layers.double("rate-limit", default: self.rateLimit?.perSecond ?? 0, in: 0...10_000_000)
+    let burst = try layers.double("rate-limit-burst", default: max(1, rate * 2), in: 1...20_000_000)
+    self.rateLimit = rate > 0 ? RateLimit(perSecond: rate, burst: burst) : nil
+    self.rateLimitBuckets = try layers.int("rate-limit-buckets", default: self.rateLimitBuckets, in: 1...10_000_000)
+    self.authIssuer = layers.string("auth-issuer", default: self.authIssuer)
+    self.authAudience = layers.string("auth-audience", default: self.authAudience)
     for name in Self.upstreamNames {
       let key = "\(name)-target"
       guard let (text, _) = layers.raw(key) else {
