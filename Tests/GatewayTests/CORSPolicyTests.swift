@@ -47,7 +47,9 @@ final class CORSPolicyTests: XCTestCase {
     let allowed = Dictionary(self.policy.responseHeaders(origin: "http://localhost:3000").map { ($0.name, $0.value) }) { $1 }
     XCTAssertEqual(allowed["Access-Control-Allow-Origin"], "http://localhost:3000")
     XCTAssertEqual(allowed["Vary"], "Origin")
-    XCTAssertEqual(allowed["Access-Control-Expose-Headers"], "X-Request-Id, ETag, Location, Link, Retry-After")
+    XCTAssertEqual(
+      allowed["Access-Control-Expose-Headers"],
+      "X-Request-Id, ETag, Location, Link, Retry-After, RateLimit-Policy, RateLimit, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
     XCTAssertEqual(self.policy.responseHeaders(origin: "https://evil.test").map(\.name), ["Vary"])
     XCTAssertEqual(self.policy.responseHeaders(origin: nil).map(\.name), ["Vary"], "a cache must not reuse it for an allowed origin")
     XCTAssertTrue(CORSPolicy(origins: []).responseHeaders(origin: "https://evil.test").isEmpty)

@@ -33,7 +33,9 @@ final class GatewayHTTPPolicyTests: XCTestCase {
       let allowed = try await suite.request("GET", "/api/v1/quizzes", headers: ["Origin": Self.app])
       XCTAssertEqual(allowed.status, 200, String(decoding: allowed.body, as: UTF8.self))
       XCTAssertEqual(allowed.header("Access-Control-Allow-Origin"), Self.app)
-      XCTAssertEqual(allowed.header("Access-Control-Expose-Headers"), "X-Request-Id, ETag, Location, Link, Retry-After")
+      XCTAssertEqual(
+        allowed.header("Access-Control-Expose-Headers"),
+        "X-Request-Id, ETag, Location, Link, Retry-After, RateLimit-Policy, RateLimit, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
       XCTAssertEqual(allowed.header("X-Content-Type-Options"), "nosniff")
       XCTAssertEqual(allowed.header("Referrer-Policy"), "no-referrer")
       XCTAssertNil(allowed.header("Cache-Control"), "an anonymous success may be cached")
