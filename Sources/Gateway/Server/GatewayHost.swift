@@ -50,7 +50,8 @@ public final class GatewayHost: Service, Sendable {
     let responder = GatewayResponder(
       routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit,
       cors: CORSPolicy(origins: self.settings.corsOrigins), tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI,
-      verifier: self.verifier, rateLimiter: self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) })
+      verifier: self.verifier, rateLimiter: self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) },
+      streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat))
     let api = Application(
       responder: responder,
       configuration: .init(address: .hostname(self.settings.host, port: self.settings.httpPort), serverName: nil),

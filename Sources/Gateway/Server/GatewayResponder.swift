@@ -27,6 +27,8 @@ struct GatewayResponder: HTTPResponder {
   let verifier: TokenVerifier
   /// nil when `rate-limit` is 0.
   let rateLimiter: GatewayRateLimiter?
+  /// The server-streaming routes (SSE / NDJSON), outside the unary route table.
+  let streams: StreamResponder
 
   static let requestIDHeader = FieldName("X-Request-Id")!
   static let apiKeyHeader = FieldName("X-API-Key")!
@@ -55,6 +57,7 @@ struct GatewayResponder: HTTPResponder {
 
   private func handle(_ request: inout Request, requestID: String, forwardedFor: String?) async throws -> Response {
     if let served = self.openAPI.response(verb: request.method.rawValue, path: request.uri.path, requestID: requestID) { return served }
+    if let streamed = try await self.streams.response(to: request, requestID: requestID, forwardedFor: forwardedFor) { return streamed }
     let route: Route
     let bindings: [(field: String, value: String)]
     switch self.routes.match(verb: request.method.rawValue, path: request.uri.path) {

@@ -19,6 +19,7 @@ public struct GatewaySettings: Sendable {
     ConfigKey("rate-limit-buckets", "Most callers tracked at once; idle ones are dropped first (default 100000)."),
     ConfigKey("auth-issuer", "Expected bearer token issuer (default quizwire-auth)."),
     ConfigKey("auth-audience", "Expected bearer token audience (default quizwire)."),
+    ConfigKey("sse-heartbeat-ms", "Milliseconds between heartbeats on an idle event stream (default 15000)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
   ]
 
@@ -37,6 +38,8 @@ public struct GatewaySettings: Sendable {
   /// The CORS allow-list (`CORSPolicy`); empty: no cross-origin access.
   public var corsOrigins: [String] = []
   public var logLevel = Logger.Level.info
+  /// The comment line an idle SSE/NDJSON stream gets this often (proxies close silent ones).
+  public var heartbeat = Duration.seconds(15)
   /// Per API key, user or client address (`RateLimitPolicy`); nil: no limit. Generous by
   /// default: it is there to stop floods, not to meter ordinary clients.
   public var rateLimit: RateLimit? = RateLimit(perSecond: 100, burst: 200)
@@ -59,6 +62,7 @@ public struct GatewaySettings: Sendable {
     self.adminPort = try layers.int("admin-port", default: self.adminPort, in: 0...65535)
     self.bodyLimit = try layers.int("body-limit", default: self.bodyLimit, in: 1...(64 << 20))
     self.logLevel = try Logger.Level(layers: layers)
+    self.heartbeat = .milliseconds(try layers.int("sse-heartbeat-ms", default: 15_000, in: 10...3_600_000))
     if let (text, origin) = layers.raw("cors-origins") {
       do { self.corsOrigins = try CORSPolicy.parse(text) } catch { throw ConfigError(key: "cors-origins", origin: origin, reason: error.message) }
     }

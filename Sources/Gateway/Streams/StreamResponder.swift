@@ -1,0 +1,145 @@
+import Foundation
+import GRPCCore
+import Hummingbird
+import NIOCore
+import ServiceKit
+import SwiftProtobuf
+
+/// Answers the server-streaming routes (`StreamRoute`) as Server-Sent Events, or NDJSON when the
+/// client asks for `application/x-ndjson`. The status and headers wait for the RPC's first
+/// message: an RPC that fails before it (an unknown quiz) is the usual JSON error with its
+/// status, since nothing has been sent yet. After that the RPC's end is the last event.
+struct StreamResponder: Sendable {
+  enum Format: Sendable {
+    case eventStream
+    case ndjson
+  }
+
+  let upstreams: Upstreams
+  /// How often an idle stream writes a comment, so proxies and browsers keep it open and a
+  /// client that went away is noticed (the write fails) and its RPC cancelled.
+  let heartbeat: Duration
+
+  static let lastEventIDHeader = GatewayResponder.FieldName("Last-Event-ID")!
+
+  /// The stream route's response, or nil when `request` is for no stream route.
+  func response(to request: Request, requestID: String, forwardedFor: String?) async throws -> Response? {
+    guard let (route, bindings) = StreamRoute.match(path: request.uri.path) else { return nil }
+    guard request.method == .get else {
+      var error = APIError.gateway(405, "\(request.method.rawValue) is not allowed on \(request.uri.path); allowed: GET")
+      error.headers["Allow"] = "GET"
+      throw error
+    }
+    let query = request.uri.queryParameters.map { (String($0.key), String($0.value)) }
+    let call = try route.bind(bindings, query)
+    let resumeAfter = request.headers[Self.lastEventIDHeader].flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+    let format: Format = request.headers[.accept]?.lowercased().contains("application/x-ndjson") == true ? .ndjson : .eventStream
+    guard let client = self.upstreams.clients[Upstreams.shortName(of: route.descriptor.service.fullyQualifiedService)] else {
+      throw RPCError(code: .unavailable, message: "no upstream configured for \(route.descriptor.service)")
+    }
+
+    // The credentials and request id, as the unary routes send them (the services decide).
+    var metadata: Metadata = [RequestIDInterceptor.key: .string(requestID)]
+    if let authorization = request.headers[.authorization] { metadata.addString(authorization, forKey: "authorization") }
+    if let apiKey = request.headers[GatewayResponder.apiKeyHeader] { metadata.addString(apiKey, forKey: "x-api-key") }
+    if let forwardedFor { metadata.addString(forwardedFor, forKey: "x-forwarded-for") }
+    let mailbox = StreamMailbox()
+    let rpc = Task {
+      do {
+        try await call.run(client, route.descriptor, metadata) { message, id in mailbox.post(message, id: id) }
+        mailbox.close(nil)
+      } catch {
+        mailbox.close(error)
+      }
+    }
+    let failure: (any Error)?
+    do { failure = try await mailbox.waitForStart() } catch {
+      rpc.cancel()
+      throw error
+    }
+    if let failure {
+      rpc.cancel()
+      throw failure
+    }
+
+    let headers: HTTPFields = [
+      GatewayResponder.requestIDHeader: requestID, .contentType: format == .ndjson ? "application/x-ndjson" : "text/event-stream",
+      .cacheControl: "no-store",
+    ]
+    let heartbeat = self.heartbeat
+    return Response(
+      status: .ok, headers: headers,
+      body: ResponseBody { writer in
+        let ticker = Task {
+          while !Task.isCancelled {
+            try await Task.sleep(for: heartbeat)
+            mailbox.ping()
+          }
+        }
+        // However the body ends (the RPC ended, the client went away and a write failed, or
+        // the server cancelled this task), the RPC and the timer end with it.
+        defer {
+          ticker.cancel()
+          rpc.cancel()
+        }
+        try await withTaskCancellationHandler {
+          try await Self.pump(mailbox, format: format, resumeAfter: resumeAfter) { try await writer.write(ByteBuffer(string: $0)) }
+        } onCancel: {
+          rpc.cancel()
+        }
+        try await writer.finish(nil)
+      })
+  }
+
+  /// Writes what the mailbox holds until the RPC's end has been written (through `write`, so
+  /// tests can read it without a socket).
+  static func pump(
+    _ mailbox: StreamMailbox, format: Format, resumeAfter: Int64?, write: (String) async throws -> Void
+  ) async throws {
+    var wakeups = mailbox.makeIterator()
+    var last = resumeAfter ?? Int64.min
+    while true {
+      for item in mailbox.take() {
+        switch item {
+        case .message(let message, let id):
+          // A resumed client has seen everything up to `Last-Event-ID`.
+          guard id > last else { continue }
+          last = id
+          try await write(try Self.event(message, id: id, format: format))
+        case .ping:
+          try await write(format == .ndjson ? "\n" : ": ping\n\n")
+        case .end(let failure):
+          if let text = Self.end(failure, format: format) { try await write(text) }
+          return
+        }
+      }
+      guard await mailbox.next(&wakeups) else { throw CancellationError() }
+    }
+  }
+
+  static func event(_ message: any SwiftProtobuf.Message, id: Int64, format: Format) throws -> String {
+    // Canonical protobuf JSON is one line: newlines inside strings are escaped.
+    let json = try message.jsonString()
+    switch format {
+    case .eventStream: return "id: \(id)\nevent: snapshot\ndata: \(json)\n\n"
+    case .ndjson: return json + "\n"
+    }
+  }
+
+  /// The last event: `end`, or `error` with the envelope's `error` object. NDJSON just ends
+  /// after its last line on OK, and has `{"error": …}` as its last line otherwise.
+  static func end(_ failure: (any Error)?, format: Format) -> String? {
+    guard let failure else { return format == .ndjson ? nil : "event: end\ndata: {}\n\n" }
+    let error: APIError
+    switch failure {
+    case let failure as APIError: error = failure
+    case let failure as RPCError: error = .from(failure)
+    default: error = .from(RPCError(code: .internalError, message: "\(failure)"))
+    }
+    let json = Envelope.serialize(error.jsonObject)
+    switch format {
+    case .eventStream: return "event: error\ndata: \(json)\n\n"
+    case .ndjson: return Envelope.serialize(["error": error.jsonObject]) + "\n"
+    }
+  }
+}
