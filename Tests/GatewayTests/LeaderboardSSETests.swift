@@ -105,6 +105,13 @@ final class LeaderboardSSETests: XCTestCase {
       XCTAssertEqual(third.id, 2)
       XCTAssertEqual((third.data["entries"] as? [[String: Any]])?.count, 2)
 
+      // Longer than the clients' default deadline for a call (10 s): still only heartbeats.
+      let long = ContinuousClock.now + .seconds(11)
+      while ContinuousClock.now < long, let block = await resumed.next(until: "\n\n", within: long - ContinuousClock.now) {
+        XCTAssertEqual(block, ": ping", "a watch outlives the default call deadline")
+      }
+      XCTAssertFalse(resumed.eof)
+
       // Browsers going away end both RPCs on scoring (the next heartbeat write fails).
       XCTAssertEqual(self.watchers(suite), 2)
       stream.close()

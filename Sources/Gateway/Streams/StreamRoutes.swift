@@ -57,11 +57,19 @@ struct StreamCall: Sendable {
       _ onMessage: @escaping @Sendable (any SwiftProtobuf.Message, Int64) async throws -> Void
     ) async throws -> Void
 
+  /// A watch lasts as long as the browser stays, up to the service's own limit for watches
+  /// (24 h): without this the client's default deadline for every call (10 s) would end it.
+  static let options: CallOptions = {
+    var options = CallOptions.defaults
+    options.timeout = .seconds(24 * 3600)
+    return options
+  }()
+
   init<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(request: Request, eventID: @escaping @Sendable (Response) -> Int64) {
     self.run = { client, descriptor, metadata, onMessage in
       try await client.client.serverStreaming(
         request: ClientRequest(message: request, metadata: metadata), descriptor: descriptor, serializer: ProtobufSerializer<Request>(),
-        deserializer: ProtobufDeserializer<Response>(), options: .defaults
+        deserializer: ProtobufDeserializer<Response>(), options: Self.options
       ) { response in
         for try await message in response.messages { try await onMessage(message, eventID(message)) }
       }
