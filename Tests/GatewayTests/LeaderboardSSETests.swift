@@ -1,6 +1,10 @@
 import Foundation
 import GRPCCore
+import Logging
 import QuizwireProtos
+import ServiceKit
+import ServiceLifecycle
+import TestSupport
 import XCTest
 
 @testable import Gateway
@@ -119,6 +123,42 @@ final class LeaderboardSSETests: XCTestCase {
       let deadline = ContinuousClock.now + .seconds(10)
       while self.watchers(suite) > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
       XCTAssertEqual(self.watchers(suite), 0, "the disconnected streams' RPCs were cancelled")
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
+  func testADrainingGatewayEndsItsStreams() async throws {
+    let suite = try await GatewayHarness.start()
+    do {
+      let author = try await suite.signIn("drain@example.com", name: "Author")
+      let quiz = try await self.publishedQuiz(suite, token: author)
+      // A second gateway on the same services, under a ServiceGroup as `quizwire up` runs it,
+      // so it can be drained (the harness's gateway is only ever cancelled).
+      var settings = suite.gateway.settings
+      (settings.httpPort, settings.adminPort) = (0, 0)
+      let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
+      let group = ServiceGroup(services: [gateway], logger: Logger(label: "drain-test"))
+      let running = Task { try await group.run() }
+      let address = try await gateway.addresses().http
+
+      let stream = try RawHTTPStream("http://\(address)", "/api/v1/quizzes/\(quiz.id)/leaderboard/stream")
+      XCTAssertEqual(stream.status, 200)
+      let first = try await self.nextSnapshot(stream, within: .seconds(10))
+      XCTAssertEqual(first.id, 0)
+      await group.triggerGracefulShutdown()
+      let last = await stream.next(until: "\n\n", within: .seconds(10))
+      XCTAssertTrue(last?.hasPrefix("event: error\ndata: ") == true, last ?? "nothing")
+      XCTAssertTrue(last?.contains(#""status":"UNAVAILABLE""#) == true, last ?? "nothing")
+      let drained = Task {
+        try await Task.sleep(for: .seconds(10))
+        running.cancel()
+      }
+      _ = await running.result
+      XCTAssertFalse(running.isCancelled, "the gateway stopped by itself, not held up by the stream")
+      drained.cancel()
     } catch {
       await suite.stop()
       throw error

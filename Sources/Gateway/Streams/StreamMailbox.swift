@@ -43,8 +43,10 @@ final class StreamMailbox: Sendable {
     self.wake.yield()
   }
 
+  /// The first end wins: a shutdown's reason is not replaced by the cancelled RPC's.
   func close(_ failure: (any Error)?) {
     self.state.withLock {
+      guard !$0.ended else { return }
       $0.ended = true
       $0.failure = failure
     }

@@ -3,6 +3,7 @@ import GRPCCore
 import Hummingbird
 import NIOCore
 import ServiceKit
+import ServiceLifecycle
 import SwiftProtobuf
 
 /// Answers the server-streaming routes (`StreamRoute`) as Server-Sent Events, or NDJSON when the
@@ -82,9 +83,16 @@ struct StreamResponder: Sendable {
           ticker.cancel()
           rpc.cancel()
         }
-        try await withTaskCancellationHandler {
-          try await Self.pump(mailbox, format: format, resumeAfter: resumeAfter) { try await writer.write(ByteBuffer(string: $0)) }
-        } onCancel: {
+        // A draining gateway ends its streams with a last `error` (UNAVAILABLE: reconnect,
+        // to another replica) instead of holding its shutdown for as long as browsers stay.
+        try await withGracefulShutdownHandler {
+          try await withTaskCancellationHandler {
+            try await Self.pump(mailbox, format: format, resumeAfter: resumeAfter) { try await writer.write(ByteBuffer(string: $0)) }
+          } onCancel: {
+            rpc.cancel()
+          }
+        } onGracefulShutdown: {
+          mailbox.close(RPCError(code: .unavailable, message: "the gateway is shutting down; reconnect"))
           rpc.cancel()
         }
         try await writer.finish(nil)
