@@ -82,6 +82,12 @@ final class GatewayHarness: Sendable {
     self.tasks = tasks
   }
 
+  /// Waits for `hosts[index]`'s run to end (after `beginGracefulShutdown`).
+  func waitUntilStopped(_ index: Int) async throws {
+    // tasks: [auth, quiz, scoring, gateway]: a host's run task is at index + 1.
+    _ = await self.tasks[index + 1].result
+  }
+
   func stop() async {
     // The gateway first (its clients close after its last request), then the services.
     self.tasks.last?.cancel()

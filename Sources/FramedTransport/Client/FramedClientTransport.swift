@@ -132,9 +132,13 @@ public final class FramedClientTransport: ClientTransport, Sendable {
       // No replica to call: answered as a stream that fails at once (trailers-only), not by
       // throwing. GRPCCore 2.4.3's retry executor, when `withStream` throws, returns without
       // cancelling its deadline task and so holds every such call until its deadline; a
-      // failed response goes through its normal path instead (retried per policy, then
-      // returned at once).
-      return try await closure(Self.failedStream(descriptor, error), ClientContext(descriptor: descriptor, remotePeer: "", localPeer: ""))
+      // failed response goes through its normal path instead, and returns at once: it
+      // carries retry pushback "stop" (`grpc-retry-pushback-ms: -1`), since every replica is
+      // down or its breaker open and a retry a few milliseconds later would only add its
+      // backoff to the caller's wait.
+      var refused = error
+      refused.metadata.replaceOrAddString("-1", forKey: "grpc-retry-pushback-ms")
+      return try await closure(Self.failedStream(descriptor, refused), ClientContext(descriptor: descriptor, remotePeer: "", localPeer: ""))
     }
     let peer = connection.status.peerSettings
     let encoding = options.compression.flatMap(MessageEncoding.init(grpc:)) ?? self.config.compression
