@@ -8,14 +8,9 @@ import XCTest
 /// hosts in-process over the framed wire.
 final class LeaderboardWatchTests: XCTestCase {
   func testWatchersGetVersionedSnapshotsResumeKeepsTheDeadlineAndRenamesReachTheBoard() async throws {
-    let harness = try await ScoringHarness.start()
-    do {
+    try await ScoringHarness.with { harness in
       try await self.run(harness)
-    } catch {
-      await harness.stop()
-      throw error
     }
-    await harness.stop()
   }
 
   private func run(_ h: ScoringHarness) async throws {

@@ -8,19 +8,13 @@ import XCTest
 /// access rules of StartAttempt.
 final class PlayEndToEndTests: XCTestCase {
   func testAPlayScoresOnTheServerTimesOutASilentPlayerAndRanksOnTheLeaderboard() async throws {
-    let harness = try await ScoringHarness.start()
-    do {
+    try await ScoringHarness.with { harness in
       try await self.run(harness)
-    } catch {
-      await harness.stop()
-      throw error
     }
-    await harness.stop()
   }
 
   func testConcurrentStartsWithOneKeyMakeOneAttempt() async throws {
-    let h = try await ScoringHarness.start()
-    do {
+    try await ScoringHarness.with { h in
       let author = try await h.user("author@example.com", name: "Ada")
       let player = try await h.user("player@example.com", name: "Pat")
       let created = try await h.quiz.createQuiz(.with { $0.quiz = ScoringSample.quiz() }, metadata: author.metadata)
@@ -43,16 +37,11 @@ final class PlayEndToEndTests: XCTestCase {
       XCTAssertEqual(stats.attempts, 1)
       let listed = try await h.scoring.listAttempts(.with { $0.userID = player.id }, metadata: player.metadata)
       XCTAssertEqual(listed.attempts.map(\.id), Array(ids))
-    } catch {
-      await h.stop()
-      throw error
     }
-    await h.stop()
   }
 
   func testARunningAttemptKeepsItsAnswerKeyWhenTheQuizIsEdited() async throws {
-    let h = try await ScoringHarness.start()
-    do {
+    try await ScoringHarness.with { h in
       let author = try await h.user("author@example.com", name: "Ada")
       let player = try await h.user("player@example.com", name: "Pat")
       let created = try await h.quiz.createQuiz(.with { $0.quiz = ScoringSample.quiz(limitSeconds: 60) }, metadata: author.metadata)
@@ -89,11 +78,7 @@ final class PlayEndToEndTests: XCTestCase {
       let exposition = h.hosts[1].metrics.exposition()
       let misses = exposition.split(separator: "\n").first { $0.hasPrefix(#"cache_misses_total{cache="scoring.answer_keys"} "#) }
       XCTAssertGreaterThanOrEqual(Int(misses?.split(separator: " ").last ?? "") ?? 0, 2, "\(misses ?? "no series")")
-    } catch {
-      await h.stop()
-      throw error
     }
-    await h.stop()
   }
 
   private func run(_ h: ScoringHarness) async throws {

@@ -19,8 +19,7 @@ final class PlayGRPCIOTests: XCTestCase {
       if TestDatabases.requireAll { return XCTFail("python3 with grpcio is required (pip install grpcio)") }
       throw XCTSkip("python3 with grpcio not found")
     }
-    let h = try await ScoringHarness.start()
-    do {
+    try await ScoringHarness.with { h in
       let authGRPC = try await h.auth.host.addresses().grpc
       let scoringGRPC = try await h.hosts[1].addresses().grpc
       let output = try ChildCommand.run(
@@ -38,10 +37,6 @@ final class PlayGRPCIOTests: XCTestCase {
       let board = try await h.scoring.getLeaderboard(.with { $0.quizID = "qz_demo_swift_concurrency" })
       XCTAssertEqual(board.entries.map(\.score), [4])
       XCTAssertEqual(board.entries.map(\.displayName), ["Grace from grpcio"])
-    } catch {
-      await h.stop()
-      throw error
     }
-    await h.stop()
   }
 }

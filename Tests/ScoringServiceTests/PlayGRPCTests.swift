@@ -8,8 +8,7 @@ import XCTest
 /// the bidi stream works on both transports.
 final class PlayGRPCTests: XCTestCase {
   func testAPlayOverGRPCScoresLikeOverTheFramedWire() async throws {
-    let h = try await ScoringHarness.start()
-    do {
+    try await ScoringHarness.with { h in
       let author = try await h.user("author@example.com", name: "Ada")
       let player = try await h.user("player@example.com", name: "Pat")
       let created = try await h.quiz.createQuiz(.with { $0.quiz = ScoringSample.quiz(limitSeconds: 60) }, metadata: author.metadata)
@@ -46,10 +45,6 @@ final class PlayGRPCTests: XCTestCase {
       guard case .finished(let finished)? = events.last?.kind else { return XCTFail("expected finished: \(events)") }
       XCTAssertEqual(finished.attempt.score, 6)
       XCTAssertEqual(finished.attempt.maxScore, 6)
-    } catch {
-      await h.stop()
-      throw error
     }
-    await h.stop()
   }
 }

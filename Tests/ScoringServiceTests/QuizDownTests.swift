@@ -12,8 +12,7 @@ import XCTest
 /// open period, through its probe).
 final class QuizDownTests: XCTestCase {
   func testStartAttemptFailsFastWhileQuizIsDownAndRecovers() async throws {
-    let h = try await ScoringHarness.start()
-    do {
+    try await ScoringHarness.with { h in
       let author = try await h.user("author@example.com", name: "Ada")
       let player = try await h.user("player@example.com", name: "Pat")
       let created = try await h.quiz.createQuiz(.with { $0.quiz = ScoringSample.quiz() }, metadata: author.metadata)
@@ -46,10 +45,6 @@ final class QuizDownTests: XCTestCase {
         if attempt == nil { try await Task.sleep(for: .milliseconds(100)) }
       }
       XCTAssertEqual(attempt?.quizID, created.id, "works again once quiz is back")
-    } catch {
-      await h.stop()
-      throw error
     }
-    await h.stop()
   }
 }

@@ -93,6 +93,21 @@ final class ScoringHarness: Sendable {
     self.tasks = tasks
   }
 
+  /// Runs `body` against a started harness and stops it afterwards, whether `body` threw or not.
+  static func with(
+    scoringDatabaseURL: String? = nil, scoringReplicas: Int = 1, scoringFlags: [String: String] = [:],
+    _ body: (ScoringHarness) async throws -> Void
+  ) async throws {
+    let h = try await ScoringHarness.start(scoringDatabaseURL: scoringDatabaseURL, scoringReplicas: scoringReplicas, scoringFlags: scoringFlags)
+    do {
+      try await body(h)
+    } catch {
+      await h.stop()
+      throw error
+    }
+    await h.stop()
+  }
+
   /// Another quiz host on the same data on `framedPort` (the first one's, after it stopped).
   func startQuiz(framedPort: Int) async throws {
     let layers = try ConfigLayers(
