@@ -50,19 +50,12 @@ final class DescriptorLimitTests: XCTestCase {
       let framedP99 = try await clients.framedP99()
       XCTAssertLessThan(cpu, Self.maxCPU, "accept loop spins on EMFILE")
       XCTAssertLessThan(framedP99, Self.maxP99)
-      do {
-        let grpcP99 = try await clients.grpcP99()
-        print("EMFILE: cpu \(cpu), framed p99 \(framedP99), grpc p99 \(grpcP99)")
-        XCTAssertLessThan(grpcP99, Self.maxP99)
-      } catch let error as RPCError where error.code == .unavailable {
-        // Known, open (issue 11): about one run in ten the gRPC client's established HTTP/2
-        // connection is closed while the server is out of descriptors ("Stream unexpectedly
-        // closed"), cause not found yet. The framed listener, the CPU bound and the recovery
-        // below still hold; this prints instead of failing until it is fixed.
-        print("KNOWN ISSUE: gRPC connection dropped during descriptor exhaustion: \(error)")
-        // What the server said about it (its log), for whoever picks this up.
-        for line in server.output.suffix(20) { print("KNOWN ISSUE server log: \(line)") }
-      }
+      // The server must survive the shortage: this call failed about one run in three while
+      // libdispatch's worker monitor could crash the process on a full descriptor table
+      // (`DescriptorReserve.refillDelay`).
+      let grpcP99 = try await clients.grpcP99()
+      print("EMFILE: cpu \(cpu), framed p99 \(framedP99), grpc p99 \(grpcP99)")
+      XCTAssertLessThan(grpcP99, Self.maxP99)
       framed.closeAll()
       grpc.closeAll()
       let framedNew = try await timeToServeANewConnection(.framed, addresses)

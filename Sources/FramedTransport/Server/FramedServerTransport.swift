@@ -318,6 +318,9 @@ private final class AcceptGate: ChannelInboundHandler {
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let child = Self.unwrapInboundIn(data)
+    // After a quiet spell the reserve is taken back first, so the first connection after a
+    // descriptor shortage is served rather than shed.
+    if !self.freedThisRead { DescriptorReserve.shared.refillIfShedding() }
     if DescriptorReserve.shared.isShedding {
       self.limiter.refuse(child, shedding: true)
     } else if self.limiter.admit(child) {
@@ -364,7 +367,13 @@ final class DescriptorReserve: Sendable {
     var users = 0
     var spares: [Int32] = []
     var shedding = false
+    /// The last time a descriptor was freed; the reserve is not refilled for `refillDelay`
+    /// after it (see `refillIfShedding`).
+    var lastFreed: NIODeadline = .distantPast
   }
+
+  /// How long a freed descriptor stays free before the reserve takes it back.
+  static let refillDelay = TimeAmount.milliseconds(500)
   private let state = NIOLockedValueBox(State())
 
   /// True while connections must be closed as soon as they are accepted.
@@ -394,16 +403,22 @@ final class DescriptorReserve: Sendable {
   func free() -> Bool {
     self.state.withLockedValue {
       $0.shedding = true
+      $0.lastFreed = .now()
       guard let fd = $0.spares.popLast() else { return false }
       close(fd)
       return true
     }
   }
 
-  /// Takes freed descriptors back; shedding ends once the reserve is whole again.
+  /// Takes freed descriptors back; shedding ends once the reserve is whole again. Not before
+  /// `refillDelay` has passed since the last EMFILE: refilled at once, the reserve would keep
+  /// the descriptor table full for as long as connections wait in the backlog, and the rest
+  /// of the process needs a descriptor now and then — libdispatch's worker-pool monitor
+  /// (Swift concurrency's threads on Linux) opens /proc/<tid>/stat every second and crashes
+  /// the process (SIGILL in `_dispatch_workq_monitor_pools`) when that open fails.
   func refillIfShedding() {
     self.state.withLockedValue {
-      guard $0.shedding else { return }
+      guard $0.shedding, NIODeadline.now() - $0.lastFreed >= Self.refillDelay else { return }
       Self.fill(&$0)
       if $0.spares.count == Self.size { $0.shedding = false }
     }
