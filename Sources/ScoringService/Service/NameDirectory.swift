@@ -25,8 +25,17 @@ public final class RemoteNameDirectory<Transport: ClientTransport>: NameDirector
     self.credentials = credentials
   }
 
+  /// Names kept at most; past it the cache starts over (names are cheap to fetch again,
+  /// and a board shows at most a page of them).
+  static var maxCached: Int { 100_000 }
+
   public func names(ids: [String]) async -> [String: String] {
-    var found = self.cache.withLock { cache in cache.filter { ids.contains($0.key) } }
+    // One lookup per id: every leaderboard page and snapshot asks, the cache may be large.
+    var found = self.cache.withLock { cache in
+      var hits: [String: String] = [:]
+      for id in ids { if let name = cache[id] { hits[id] = name } }
+      return hits
+    }
     let missing = Array(Set(ids).subtracting(found.keys)).sorted()
     guard !missing.isEmpty else { return found }
     // Best effort: a leaderboard without names beats no leaderboard while auth is away.
@@ -34,13 +43,16 @@ public final class RemoteNameDirectory<Transport: ClientTransport>: NameDirector
       let answer = try? await self.client.batchGetUsers(.with { $0.ids = missing }, metadata: ["authorization": "Bearer \(token)"])
     else { return found }
     self.cache.withLock { cache in
+      if cache.count + answer.users.count > Self.maxCached { cache.removeAll(keepingCapacity: true) }
       for user in answer.users { cache[user.id] = user.displayName }
     }
     for user in answer.users { found[user.id] = user.displayName }
     return found
   }
 
-  public func renamed(userID: String, to name: String) { self.cache.withLock { $0[userID] = name } }
+  /// Only names already cached are replaced: a rename of someone no board showed yet is
+  /// fetched when a board first needs it.
+  public func renamed(userID: String, to name: String) { self.cache.withLock { if $0[userID] != nil { $0[userID] = name } } }
   public func forgetAll() { self.cache.withLock { $0.removeAll() } }
 }
 
