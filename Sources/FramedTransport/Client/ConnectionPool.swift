@@ -1,9 +1,14 @@
 import GRPCCore
 import NIOConcurrencyHelpers
 
-/// The replicas' connection states and the balancer that picks among them. Calls wait here
-/// while replicas are still connecting; they fail fast with UNAVAILABLE when every replica is
+/// The replicas' connections and the balancer that picks among them. Calls wait here while
+/// replicas are still connecting; they fail fast with UNAVAILABLE when every replica is
 /// failing (unless the call asked to wait for ready).
+///
+/// Each replica has one long-lived connection (its slot) and, when that one carries the
+/// peer's MAX_CONCURRENT_STREAMS, up to `maxConnectionsPerReplica - 1` extra connections
+/// opened on demand. So thousands of long-lived streams never wait for a stream slot, and a
+/// short call that finds every connection full waits here, within its deadline, for one.
 final class ConnectionPool: Sendable {
   enum Slot: Sendable {
     case idle
@@ -14,6 +19,10 @@ final class ConnectionPool: Sendable {
 
   private struct State {
     var slots: [Slot]
+    /// Per replica: the connections opened because the slot's was full.
+    var extras: [[ClientConnection]]
+    /// Per replica: an extra connection is being opened.
+    var growing: [Bool]
     var balancer: LoadBalancer
     var waiters: [CheckedContinuation<Void, any Error>] = []
     var shutDown = false
@@ -21,20 +30,66 @@ final class ConnectionPool: Sendable {
     var generation = 0
   }
   private let state: NIOLockedValueBox<State>
-
   private let gate: (any ReplicaGate)?
+  private let maxConnectionsPerReplica: Int
+  /// Per replica: asks the transport for one more connection.
+  private let demand: [AsyncStream<Void>.Continuation]
+  /// What the transport reads `demand` from, one per replica.
+  let demands: [AsyncStream<Void>]
 
-  init(count: Int, policy: LoadBalancingPolicy, gate: (any ReplicaGate)? = nil) {
-    self.state = NIOLockedValueBox(State(slots: Array(repeating: .idle, count: count), balancer: LoadBalancer(policy: policy)))
+  init(count: Int, policy: LoadBalancingPolicy, gate: (any ReplicaGate)? = nil, maxConnectionsPerReplica: Int = 1) {
+    self.state = NIOLockedValueBox(
+      State(
+        slots: Array(repeating: .idle, count: count), extras: Array(repeating: [], count: count),
+        growing: Array(repeating: false, count: count), balancer: LoadBalancer(policy: policy)))
     self.gate = gate
+    self.maxConnectionsPerReplica = max(1, maxConnectionsPerReplica)
+    var streams: [AsyncStream<Void>] = []
+    var continuations: [AsyncStream<Void>.Continuation] = []
+    for _ in 0..<count {
+      // One pending request is enough: `growing` allows one connect per replica at a time.
+      let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+      streams.append(stream)
+      continuations.append(continuation)
+    }
+    self.demands = streams
+    self.demand = continuations
   }
 
   var isShutDown: Bool { self.state.withLockedValue { $0.shutDown } }
 
   /// Changes a slot (or, with `nil`, nothing) and wakes every waiter to look again.
   func update(_ index: Int?, _ body: (inout Slot) -> Void = { _ in }) {
+    self.change { s in if let index { body(&s.slots[index]) } }
+  }
+
+  /// An extra connection to replica `index` is ready (or, with `nil`, could not be opened).
+  func grew(_ index: Int, _ connection: ClientConnection?) {
+    self.change { s in
+      s.growing[index] = false
+      if let connection { s.extras[index].append(connection) }
+    }
+  }
+
+  /// An extra connection closed.
+  func removeExtra(_ index: Int, _ connection: ClientConnection) {
+    self.change { s in s.extras[index].removeAll { $0 === connection } }
+  }
+
+  /// A call ended: a waiter for a stream slot may go now. Cheap when nobody waits.
+  func callEnded() {
     let waiters = self.state.withLockedValue { s -> [CheckedContinuation<Void, any Error>] in
-      if let index { body(&s.slots[index]) }
+      guard !s.waiters.isEmpty else { return [] }
+      s.generation += 1
+      defer { s.waiters = [] }
+      return s.waiters
+    }
+    for w in waiters { w.resume() }
+  }
+
+  private func change(_ body: (inout State) -> Void) {
+    let waiters = self.state.withLockedValue { s -> [CheckedContinuation<Void, any Error>] in
+      body(&s)
       s.generation += 1
       defer { s.waiters = [] }
       return s.waiters
@@ -47,33 +102,44 @@ final class ConnectionPool: Sendable {
     let (connections, waiters) = self.state.withLockedValue { s -> ([ClientConnection], [CheckedContinuation<Void, any Error>]) in
       s.shutDown = true
       s.generation += 1
-      let c = s.slots.compactMap { slot -> ClientConnection? in
+      var c = s.slots.compactMap { slot -> ClientConnection? in
         if case .ready(let c) = slot { return c }
         return nil
       }
+      c += s.extras.joined()
       defer { s.waiters = [] }
       return (c, s.waiters)
     }
+    for d in self.demand { d.finish() }
     for w in waiters { w.resume(throwing: RPCError(code: .unavailable, message: "client transport is shutting down")) }
     return connections
   }
 
-  /// A ready connection and its replica's index.
+  /// A ready connection with a stream slot reserved for the call (`ConnectionStatus
+  /// .tryStartCall`; the caller ends it with `callEnded`), and its replica's index.
   func pick(waitForReady: Bool) async throws -> (ClientConnection, Int) {
     while true {
       // A call cancelled (its deadline passed) while waiting for a replica stops waiting.
       try Task.checkCancellation()
-      enum Step { case use(ClientConnection, Int), fail(RPCError, unreachable: [Int]), wait(Int) }
+      enum Step { case use(ClientConnection, Int), fail(RPCError, unreachable: [Int]), wait(Int, grow: [Int]) }
       let step: Step = self.state.withLockedValue { s in
         if s.shutDown { return .fail(RPCError(code: .unavailable, message: "client transport is shutting down"), unreachable: []) }
         var candidates: [(index: Int, load: Int)] = []
+        var full: [Int] = []
         var anyConnecting = false
         var failures: [String] = []
         var failing: [Int] = []
         for (i, slot) in s.slots.enumerated() {
           switch slot {
           case .ready(let c):
-            if c.status.isUsable { candidates.append((i, c.status.activeCalls)) } else { anyConnecting = true }
+            let usable = ([c] + s.extras[i]).filter { $0.status.isUsable }
+            if usable.isEmpty {
+              anyConnecting = true
+            } else if usable.contains(where: { $0.status.hasRoom }) {
+              candidates.append((i, usable.reduce(0) { $0 + $1.status.activeCalls }))
+            } else {
+              full.append(i)
+            }
           case .idle, .connecting: anyConnecting = true
           case .transientFailure(let reason):
             failures.append(reason)
@@ -83,39 +149,59 @@ final class ConnectionPool: Sendable {
         var refused = 0
         while let index = s.balancer.pick(candidates) {
           // The gate (circuit breakers) has the last word on the replica the balancer chose.
-          if case .ready(let c) = s.slots[index], self.gate?.admit(replica: index) ?? true { return .use(c, index) }
+          if case .ready(let primary) = s.slots[index], self.gate?.admit(replica: index) ?? true {
+            // The least loaded connection that still has a stream slot.
+            let usable = ([primary] + s.extras[index]).filter { $0.status.isUsable }.sorted { $0.status.activeCalls < $1.status.activeCalls }
+            if let c = usable.first(where: { $0.status.tryStartCall() }) { return .use(c, index) }
+            // Filled up since the scan (calls reserve outside this lock's view of status).
+            self.gate?.release(replica: index)
+            full.append(index)
+          } else {
+            refused += 1
+          }
           candidates.removeAll { $0.index == index }
-          refused += 1
         }
-        if refused > 0 {
+        if refused > 0 && full.isEmpty {
           // Failing fast is the point of an open breaker; waiting would hide it.
           return .fail(RPCError(code: .unavailable, message: "every reachable replica is failing (circuit open)"), unreachable: [])
         }
-        if !anyConnecting && !waitForReady {
+        if full.isEmpty && !anyConnecting && !waitForReady {
           return .fail(RPCError(code: .unavailable, message: "no replica is reachable: \(failures.joined(separator: "; "))"), unreachable: failing)
         }
-        return .wait(s.generation)
+        // Every reachable connection is at the peer's stream limit: open another where the
+        // replica may have one more, and wait (within the call's deadline) for a free slot.
+        var grow: [Int] = []
+        for i in full where !s.growing[i] && 1 + s.extras[i].count < self.maxConnectionsPerReplica {
+          s.growing[i] = true
+          grow.append(i)
+        }
+        return .wait(s.generation, grow: grow)
       }
       switch step {
       case .use(let c, let index): return (c, index)
       case .fail(let e, let unreachable):
         for index in unreachable { self.gate?.unreachable(replica: index) }
         throw e
-      case .wait(let seen):
-        try await withTaskCancellationHandler {
-          try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            let changed = self.state.withLockedValue { s -> Bool in
-              guard s.generation == seen, !Task.isCancelled else { return true }
-              s.waiters.append(c)
-              return false
-            }
-            if changed { c.resume() }
-          }
-        } onCancel: {
-          // Wake everyone: each waiter loops, and the cancelled one throws at the top.
-          self.update(nil)
-        }
+      case .wait(let seen, let grow):
+        for i in grow { self.demand[i].yield() }
+        try await self.waitForChange(after: seen)
       }
+    }
+  }
+
+  private func waitForChange(after seen: Int) async throws {
+    try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+        let changed = self.state.withLockedValue { s -> Bool in
+          guard s.generation == seen, !Task.isCancelled else { return true }
+          s.waiters.append(c)
+          return false
+        }
+        if changed { c.resume() }
+      }
+    } onCancel: {
+      // Wake everyone: each waiter loops, and the cancelled one throws at the top.
+      self.update(nil)
     }
   }
 

@@ -28,6 +28,11 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     public var serviceConfig = ServiceConfig()
     /// Consulted before each call goes to a replica and told how it went (circuit breakers).
     public var replicaGate: (any ReplicaGate)?
+    /// Connections per replica at most. The first is kept open; the others are opened when
+    /// every connection to the replica carries the peer's MAX_CONCURRENT_STREAMS, and closed
+    /// after `extraConnectionIdleTime` without calls.
+    public var maxConnectionsPerReplica = 16
+    public var extraConnectionIdleTime: Duration = .seconds(30)
 
     public init(targets: [FramedTarget]) { self.targets = targets }
   }
@@ -49,7 +54,9 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     self.group = eventLoopGroup
     self.sslContext = try config.tls.map { try NIOSSLContext(configuration: $0) }
     self.retryThrottle = config.serviceConfig.retryThrottling.map { RetryThrottle(policy: $0) }
-    self.pool = ConnectionPool(count: config.targets.count, policy: config.loadBalancing, gate: config.replicaGate)
+    self.pool = ConnectionPool(
+      count: config.targets.count, policy: config.loadBalancing, gate: config.replicaGate,
+      maxConnectionsPerReplica: config.maxConnectionsPerReplica)
     // gRPC service-config precedence: exact method, then whole service, then the default.
     var configs: [String: MethodConfig] = [:]
     var services: [String: MethodConfig] = [:]
@@ -79,6 +86,7 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     await withDiscardingTaskGroup { group in
       for (index, target) in self.config.targets.enumerated() {
         group.addTask { await self.maintain(index: index, target: target) }
+        group.addTask { await self.growWhenAsked(index: index, target: target) }
       }
     }
     // Cancelled rather than shut down: calls waiting for a connection must not wait forever.
@@ -113,6 +121,37 @@ public final class FramedClientTransport: ClientTransport, Sendable {
         }
       }
     }
+  }
+
+  /// Opens an extra connection to a replica each time the pool finds all of its connections
+  /// full, and keeps it until it has been idle for `extraConnectionIdleTime`.
+  private func growWhenAsked(index: Int, target: FramedTarget) async {
+    await withDiscardingTaskGroup { group in
+      for await _ in self.pool.demands[index] {
+        let connection = try? await ClientConnection.connect(
+          to: target, config: self.config.connection, tls: self.sslContext, serverHostname: self.config.serverHostname,
+          connectTimeout: self.config.connectTimeout, group: self.group)
+        self.pool.grew(index, connection)
+        guard let connection else { continue }
+        if self.pool.isShutDown { connection.closeGracefully() }
+        group.addTask { await self.hold(extra: connection, replica: index) }
+      }
+    }
+  }
+
+  private func hold(extra connection: ClientConnection, replica: Int) async {
+    var idleSince = ContinuousClock.now
+    while connection.status.isUsable && !Task.isCancelled {
+      if connection.status.activeCalls > 0 {
+        idleSince = ContinuousClock.now
+      } else if ContinuousClock.now - idleSince >= self.config.extraConnectionIdleTime {
+        break
+      }
+      try? await Task.sleep(for: min(.seconds(1), self.config.extraConnectionIdleTime))
+    }
+    self.pool.removeExtra(replica, connection)
+    connection.closeGracefully()
+    try? await connection.closeFuture.get()
   }
 
   public func beginGracefulShutdown() {
@@ -157,9 +196,13 @@ public final class FramedClientTransport: ClientTransport, Sendable {
       descriptor: descriptor,
       inbound: RPCAsyncSequence(wrapping: FramedInbound(stream: stream)),
       outbound: RPCWriter.Closable(wrapping: writer))
-    connection.status.callStarted()
     defer {
+      // Leaving before the trailers arrived means the call was abandoned: tell the server.
+      // The reset goes out before the slot is freed, so a call that takes the slot opens its
+      // stream after the reset on the connection's loop, within the peer's limit.
+      if !stream.isComplete { connection.commands.send(.reset(stream, .cancel)) }
       connection.status.callEnded()
+      self.pool.callEnded()
       if let gate = self.config.replicaGate {
         // Only what says something about the replica counts: its status or a broken stream.
         // A call the caller abandoned (trailers never came) says nothing.
@@ -171,8 +214,6 @@ public final class FramedClientTransport: ClientTransport, Sendable {
           gate.release(replica: replica)
         }
       }
-      // Leaving before the trailers arrived means the call was abandoned: tell the server.
-      if !stream.isComplete { connection.commands.send(.reset(stream, .cancel)) }
     }
     return try await closure(rpc, ClientContext(descriptor: descriptor, remotePeer: connection.remote, localPeer: connection.local))
   }

@@ -25,7 +25,18 @@ final class ConnectionStatus: Sendable {
   var activeCalls: Int { self.state.withLockedValue { $0.activeCalls } }
   var isUsable: Bool { self.state.withLockedValue { $0.phase == .ready } }
 
-  func callStarted() { self.state.withLockedValue { $0.activeCalls += 1 } }
+  /// A stream slot is free under the peer's MAX_CONCURRENT_STREAMS.
+  var hasRoom: Bool { self.state.withLockedValue { $0.phase == .ready && $0.activeCalls < $0.peerSettings.maxConcurrentStreams } }
+
+  /// Reserves a stream slot for a call if the connection is ready and has one.
+  func tryStartCall() -> Bool {
+    self.state.withLockedValue { s in
+      guard s.phase == .ready, s.activeCalls < s.peerSettings.maxConcurrentStreams else { return false }
+      s.activeCalls += 1
+      return true
+    }
+  }
+
   func callEnded() { self.state.withLockedValue { $0.activeCalls -= 1 } }
 
   func markReady(peerSettings: ConnectionSettings) {
