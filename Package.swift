@@ -150,7 +150,7 @@ let package = Package(
     .target(
       name: "Gateway",
       dependencies: [
-        "ServiceKit", "QuizwireProtos", grpcCore, grpcProtobuf, swiftProtobuf, logging, nioCore, serviceLifecycle,
+        "ServiceKit", "Storage", "QuizwireProtos", grpcCore, grpcProtobuf, swiftProtobuf, logging, nioCore, serviceLifecycle, sqlKit, crypto,
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "Tracing", package: "swift-distributed-tracing"),
       ],
@@ -270,7 +270,7 @@ let package = Package(
       name: "GatewayTests",
       dependencies: [
         "Gateway", "AuthService", "QuizService", "ScoringService", "ServiceKit", "Storage", "TestSupport", "QuizwireProtos",
-        grpcCore, grpcProtobuf, swiftProtobuf, logging, serviceLifecycle,
+        grpcCore, grpcProtobuf, swiftProtobuf, logging, serviceLifecycle, sqlKit,
       ],
       swiftSettings: settings
     ),

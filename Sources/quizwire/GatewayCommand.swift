@@ -20,9 +20,12 @@ enum GatewayCommand {
     try await runHosts([], gateway: host)
   }
 
-  /// The gateway `quizwire up` runs: default ports, every upstream on its `up` port.
-  static func forUp(logLevel: String?) throws -> GatewayHost {
-    var flags = ["http-port": "\(GatewaySettings.defaultHTTPPort)", "admin-port": "\(GatewaySettings.defaultAdminPort)"]
+  /// The gateway `quizwire up` runs: default ports, every upstream on its `up` port, its own
+  /// database (`gateway.sqlite`) in the suite's data folder.
+  static func forUp(logLevel: String?, dataDir: String) throws -> GatewayHost {
+    var flags = [
+      "http-port": "\(GatewaySettings.defaultHTTPPort)", "admin-port": "\(GatewaySettings.defaultAdminPort)", "data-dir": dataDir,
+    ]
     for name in GatewaySettings.upstreamNames {
       guard let module = Registry.module(named: name) else { continue }
       flags["\(name)-target"] = "127.0.0.1:\(module.defaultPorts.framed)"

@@ -77,7 +77,7 @@ struct Up: AsyncParsableCommand {
       }
       hosts.append(try await ServiceAssembly.host(module, layers: try ConfigLayers(environment: env, flags: flags)))
     }
-    let gateway = withGateway ? try GatewayCommand.forUp(logLevel: logLevel) : nil
+    let gateway = withGateway ? try GatewayCommand.forUp(logLevel: logLevel, dataDir: dataDir) : nil
     let names = modules.map { $0.name } + (withGateway ? [GatewayCommand.name] : [])
     FileHandle.standardError.write(Data("quizwire up: serving \(names.joined(separator: ", ")); Ctrl-C drains and exits\n".utf8))
     if withGateway {

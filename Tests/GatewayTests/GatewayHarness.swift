@@ -59,6 +59,7 @@ final class GatewayHarness: Sendable {
         environment: [:],
         flags: [
           "http-port": "0", "admin-port": "0", "auth-target": authAddress, "quiz-target": quizAddress, "scoring-target": scoringAddress,
+          "data-dir": dir,
         ].merging(gatewayFlags) { $1 }))
     let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
     tasks.append(Task { try await gateway.run() })

@@ -1,6 +1,7 @@
 import Foundation
 import Gateway
 import ServiceKit
+import TestSupport
 import XCTest
 
 #if canImport(FoundationNetworking)
@@ -16,7 +17,11 @@ final class GatewayUpstreamDownTests: XCTestCase {
     let settings = try GatewaySettings(
       layers: ConfigLayers(
         environment: [:],
-        flags: ["http-port": "0", "admin-port": "0", "auth-target": closed, "quiz-target": closed, "scoring-target": closed]))
+        flags: [
+          "http-port": "0", "admin-port": "0", "auth-target": closed, "quiz-target": closed, "scoring-target": closed,
+          // The gateway's own database, out of the working folder.
+          "data-dir": try TestDatabases.temporaryDirectory(),
+        ]))
     let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
     let task = Task { try await gateway.run() }
     defer { task.cancel() }

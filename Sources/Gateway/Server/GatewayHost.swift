@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import ServiceKit
 import ServiceLifecycle
+import Storage
 import Synchronization
 
 /// The gateway process: the API on its HTTP port, `/metrics` `/livez` `/readyz` on the admin
@@ -20,6 +21,9 @@ public final class GatewayHost: Service, Sendable {
   /// Verifies bearer tokens with the auth service's JWKS, fetched through the auth upstream.
   let verifier: TokenVerifier
   let logger: Logger
+  /// The gateway's own database: idempotency records and single-use keys (`consumeOnce`).
+  /// Migrated when `run` starts, closed after everything else has stopped.
+  public let store: GatewayStore
   private let state = Mutex<State>(State())
 
   private struct State {
@@ -42,16 +46,26 @@ public final class GatewayHost: Service, Sendable {
     guard let auth = self.upstreams.clients["auth"] else { throw GatewayStartError(reason: "no auth-target: bearer tokens can't be verified") }
     self.verifier = TokenVerifier(
       config: .init(issuer: settings.authIssuer, audience: settings.authAudience), source: AuthServiceJWKSSource(client: auth.client))
+    // Last: nothing after it can throw and leave the database open.
+    self.store = GatewayStore(database: try Database(settings.databaseLocation, logger: self.logger))
   }
 
   /// Serves until graceful shutdown (SIGTERM under a ServiceGroup): readiness turns off, the
   /// listeners stop accepting and finish in-flight requests, then the clients close.
   public func run() async throws {
+    do {
+      try await self.store.migrate()
+    } catch {
+      try? await self.store.database.shutdown()
+      self.state.withLock { $0.failure = "gateway database: \(error)" }
+      self.logger.critical("gateway database cannot be migrated", metadata: ["error": "\(error)"])
+      throw error
+    }
     let responder = GatewayResponder(
       routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit,
       cors: CORSPolicy(origins: self.settings.corsOrigins), tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI,
       verifier: self.verifier, rateLimiter: self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) },
-      streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat))
+      streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat), store: self.store)
     let api = Application(
       responder: responder,
       configuration: .init(address: .hostname(self.settings.host, port: self.settings.httpPort), serverName: nil),
@@ -64,7 +78,11 @@ public final class GatewayHost: Service, Sendable {
       logger: self.logger)
     // Stopped in reverse: the admin port and the API first, the clients after the last request.
     let group = ServiceGroup(
-      configuration: .init(services: self.upstreams.services.map { .init(service: $0) } + [.init(service: api), .init(service: admin)], logger: self.logger))
+      configuration: .init(
+        services: self.upstreams.services.map { .init(service: $0) } + [
+          .init(service: GatewayStoreSweeper(store: self.store, interval: self.settings.storeSweepInterval, logger: self.logger)),
+          .init(service: api), .init(service: admin),
+        ], logger: self.logger))
     do {
       try await withGracefulShutdownHandler {
         try await group.run()
@@ -73,10 +91,13 @@ public final class GatewayHost: Service, Sendable {
         Task { await group.triggerGracefulShutdown() }
       }
     } catch {
+      try? await self.store.database.shutdown()
       self.state.withLock { $0.failure = "\(error)" }
       self.logger.critical("gateway cannot serve", metadata: ["error": "\(error)"])
       throw error
     }
+    // Last: requests still being answered may have written to it until the listeners stopped.
+    try await self.store.database.shutdown()
   }
 
   /// The API's and the admin port's "host:port" once both listen. Throws if `run` failed.

@@ -25,6 +25,8 @@ struct GatewayRequestContext: RequestContext {
 struct Admission: Sendable {
   var decision: RateLimitDecision?
   var clientAddress: String?
+  /// The bearer token's `sub`, once verified: whose idempotency records the request reads.
+  var verifiedUser: String?
 
   static let none = Admission()
 }
@@ -44,6 +46,7 @@ extension GatewayResponder {
         throw Self.tokenRefusal(error)
       }
       partition = .user(claims.sub)
+      admission.verifiedUser = claims.sub
     }
     // The key itself is checked by the services; here it only names the bucket, so a client
     // with many keys has many buckets, as the keys' owner asked for.

@@ -29,6 +29,8 @@ struct GatewayResponder: HTTPResponder {
   let rateLimiter: GatewayRateLimiter?
   /// The server-streaming routes (SSE / NDJSON), outside the unary route table.
   let streams: StreamResponder
+  /// Idempotency records (`Idempotency-Key`); nil: the header is ignored.
+  var store: GatewayStore? = nil
 
   static let requestIDHeader = FieldName("X-Request-Id")!
   static let apiKeyHeader = FieldName("X-API-Key")!
@@ -41,21 +43,31 @@ struct GatewayResponder: HTTPResponder {
     var admission = Admission.none
     do {
       admission = try await self.admit(request, context: context)
-      response = try await self.handle(&request, requestID: requestID, forwardedFor: admission.clientAddress)
-    } catch let error as APIError {
-      response = Self.errorResponse(error, requestID: requestID)
-    } catch let error as RPCError {
-      response = Self.errorResponse(.from(error, ifMatchSent: request.headers[.ifMatch] != nil), requestID: requestID)
+      response = try await self.handle(&request, requestID: requestID, admission: admission)
     } catch {
-      self.logger.error("gateway request failed", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
-      response = Self.errorResponse(.from(RPCError(code: .internalError, message: "\(error)")), requestID: requestID)
+      response = self.errorResponse(for: error, request: request, requestID: requestID)
     }
     self.addPolicyHeaders(to: &response, for: request)
     Self.addQuotaHeaders(admission, to: &response)
     return response
   }
 
-  private func handle(_ request: inout Request, requestID: String, forwardedFor: String?) async throws -> Response {
+  /// Any error as its envelope: the gateway's own refusals as they are, upstream errors through
+  /// the status table, anything else a 500 that names nothing internal (the log has it).
+  func errorResponse(for error: any Error, request: Request, requestID: String) -> Response {
+    switch error {
+    case let error as APIError:
+      return Self.errorResponse(error, requestID: requestID)
+    case let error as RPCError:
+      return Self.errorResponse(.from(error, ifMatchSent: request.headers[.ifMatch] != nil), requestID: requestID)
+    default:
+      self.logger.error("gateway request failed", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
+      return Self.errorResponse(.from(RPCError(code: .internalError, message: "\(error)")), requestID: requestID)
+    }
+  }
+
+  private func handle(_ request: inout Request, requestID: String, admission: Admission) async throws -> Response {
+    let forwardedFor = admission.clientAddress
     if let served = self.openAPI.response(verb: request.method.rawValue, path: request.uri.path, requestID: requestID) { return served }
     if let streamed = try await self.streams.response(to: request, requestID: requestID, forwardedFor: forwardedFor) { return streamed }
     let route: Route
@@ -75,7 +87,22 @@ struct GatewayResponder: HTTPResponder {
     let query = request.uri.queryParameters.map { (String($0.key), String($0.value)) }
     let binder = RequestBinder(schema: self.routes.schema)
     let message = try binder.bind(route.method.request, route: route, body: body, bindings: bindings + self.ifMatchBinding(request, route: route), query: query)
+    // A creating POST with `Idempotency-Key` runs at most once per key (after binding: a
+    // request refused as malformed claims nothing).
+    if let record = try self.idempotencyRecord(request, route: route, verifiedUser: admission.verifiedUser) {
+      let fingerprint = IdempotencyPolicy.fingerprint(body: body, query: request.uri.query ?? "")
+      let current = request
+      return try await self.idempotently(record, fingerprint: fingerprint, request: current, requestID: requestID) {
+        try await self.call(route, message: message, request: current, query: query, requestID: requestID, forwardedFor: forwardedFor)
+      }
+    }
+    return try await self.call(route, message: message, request: request, query: query, requestID: requestID, forwardedFor: forwardedFor)
+  }
 
+  /// The unary call of `route` and its answer in the envelope (`Location`, `ETag`, paging).
+  private func call(
+    _ route: Route, message: any SwiftProtobuf.Message, request: Request, query: [(String, String)], requestID: String, forwardedFor: String?
+  ) async throws -> Response {
     var metadata: Metadata = [RequestIDInterceptor.key: .string(requestID)]
     if let authorization = request.headers[.authorization] { metadata.addString(authorization, forKey: "authorization") }
     if let apiKey = request.headers[Self.apiKeyHeader] { metadata.addString(apiKey, forKey: "x-api-key") }

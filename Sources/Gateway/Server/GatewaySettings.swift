@@ -1,10 +1,13 @@
 import Logging
 import ServiceKit
+import Storage
 
 /// What the gateway reads from configuration (flags > environment > file > defaults), like
 /// a service module's settings: `quizwire serve gateway --help` lists them.
 public struct GatewaySettings: Sendable {
-  public static let keys: [ConfigKey] = [
+  public static let keys: [ConfigKey] = ownKeys + StorageOptions.keys
+  /// The gateway's own keys; `data-dir`, `database-url` and `pool-size` are every service's.
+  static let ownKeys: [ConfigKey] = [
     ConfigKey("config", "JSON config file (also QUIZWIRE_CONFIG)."),
     ConfigKey("host", "Address to listen on (default 127.0.0.1)."),
     ConfigKey("http-port", "The API's HTTP port (default 8080; 0 picks a free one)."),
@@ -47,6 +50,14 @@ public struct GatewaySettings: Sendable {
   /// What bearer tokens must say to be verified by the gateway (as `RemoteAuthConfig`).
   public var authIssuer = "quizwire-auth"
   public var authAudience = "quizwire"
+  /// The gateway's own database (idempotency records, single-use keys): `<data-dir>/gateway.sqlite`,
+  /// or the PostgreSQL every replica shares when `database-url` is set.
+  public var storage = StorageOptions(dataDir: "./.quizwire")
+  /// How often expired idempotency records and single-use keys are deleted.
+  public var storeSweepInterval = Duration.seconds(600)
+
+  /// Where `storage` puts the gateway's database.
+  public var databaseLocation: DatabaseLocation { self.storage.location(service: GatewayStore.serviceName) }
 
   public init(host: String = "127.0.0.1", httpPort: Int, adminPort: Int, targets: [String: [String]]) {
     self.host = host
@@ -72,6 +83,7 @@ public struct GatewaySettings: Sendable {
     self.rateLimitBuckets = try layers.int("rate-limit-buckets", default: self.rateLimitBuckets, in: 1...10_000_000)
     self.authIssuer = layers.string("auth-issuer", default: self.authIssuer)
     self.authAudience = layers.string("auth-audience", default: self.authAudience)
+    self.storage = try StorageOptions(layers: layers)
     for name in Self.upstreamNames {
       let key = "\(name)-target"
       guard let (text, _) = layers.raw(key) else {
