@@ -62,10 +62,37 @@ public struct FieldViolations: Sendable, Hashable {
 
   public var isEmpty: Bool { self.violations.isEmpty }
 
-  /// The error for these violations: "invalid request: field: description; …".
+  /// How many bytes of violations the error carries, and of them its message. The status
+  /// travels in the call's trailers, which a peer caps (16 KiB on our wire, MAX_HEADER_LIST_SIZE):
+  /// a request with hundreds of mistakes would otherwise turn its 400 into an INTERNAL "trailers
+  /// too large" — and trip the caller's circuit breaker. Found by schemathesis (GatewayTests).
+  public static let detailBudget = 6 * 1024
+  public static let messageBudget = 1024
+  /// One violation's field path and description are cut to this many characters in the error.
+  static let violationLimit = 300
+
+  /// The error for these violations: "invalid request: field: description; …", with as many
+  /// violations as fit the budgets (the first ones; "… and N more" says what was left out).
   public func error(message: String? = nil) -> RPCError {
-    let summary = message ?? "invalid request: " + self.violations.map { "\($0.field): \($0.violationDescription)" }.joined(separator: "; ")
-    return RPCError(GoogleRPCStatus(code: .invalidArgument, message: summary, details: [.badRequest(violations: self.violations)]))
+    var reported: [ErrorDetails.BadRequest.FieldViolation] = []
+    var size = 0
+    for violation in self.violations {
+      let cut = ErrorDetails.BadRequest.FieldViolation(
+        field: String(violation.field.prefix(Self.violationLimit)), description: String(violation.violationDescription.prefix(Self.violationLimit)))
+      size += cut.field.utf8.count + cut.violationDescription.utf8.count + 8
+      guard size <= Self.detailBudget else { break }
+      reported.append(cut)
+    }
+    var summary = "invalid request: "
+    var listed = 0
+    for violation in reported {
+      let part = (listed == 0 ? "" : "; ") + "\(violation.field): \(violation.violationDescription)"
+      guard summary.utf8.count + part.utf8.count <= Self.messageBudget else { break }
+      summary += part
+      listed += 1
+    }
+    if listed < self.violations.count { summary += " … and \(self.violations.count - listed) more" }
+    return RPCError(GoogleRPCStatus(code: .invalidArgument, message: message ?? summary, details: [.badRequest(violations: reported)]))
   }
 
   /// Throws INVALID_ARGUMENT when there is any violation.
