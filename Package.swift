@@ -47,6 +47,8 @@ let package = Package(
     // Admin port (and later the gateway). Default traits off: swift-configuration is not used.
     .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
     .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+    // The gateway's WebSocket bridge (Play); pulls hummingbird-project/swift-websocket.
+    .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
@@ -152,6 +154,7 @@ let package = Package(
       dependencies: [
         "ServiceKit", "Storage", "QuizwireProtos", grpcCore, grpcProtobuf, swiftProtobuf, logging, nioCore, serviceLifecycle, sqlKit, crypto,
         .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
         .product(name: "Tracing", package: "swift-distributed-tracing"),
       ],
       swiftSettings: settings
@@ -271,6 +274,7 @@ let package = Package(
       dependencies: [
         "Gateway", "AuthService", "QuizService", "ScoringService", "ServiceKit", "Storage", "TestSupport", "QuizwireProtos",
         grpcCore, grpcProtobuf, swiftProtobuf, logging, serviceLifecycle, sqlKit,
+        .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
       ],
       swiftSettings: settings
     ),

@@ -24,6 +24,8 @@ public final class GatewayHost: Service, Sendable {
   /// The gateway's own database: idempotency records and single-use keys (`consumeOnce`).
   /// Migrated when `run` starts, closed after everything else has stopped.
   public let store: GatewayStore
+  /// What the Play WebSockets hold now (`/metrics`, tests).
+  public let playSockets = PlaySocketStats()
   private let state = Mutex<State>(State())
 
   private struct State {
@@ -61,13 +63,14 @@ public final class GatewayHost: Service, Sendable {
       self.logger.critical("gateway database cannot be migrated", metadata: ["error": "\(error)"])
       throw error
     }
+    let play = self.makePlayEndpoints()
     let responder = GatewayResponder(
       routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit,
       cors: CORSPolicy(origins: self.settings.corsOrigins), tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI,
       verifier: self.verifier, rateLimiter: self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) },
-      streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat), store: self.store)
+      streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat, play: play), store: self.store)
     let api = Application(
-      responder: responder,
+      responder: responder, server: Self.apiServer(play),
       configuration: .init(address: .hostname(self.settings.host, port: self.settings.httpPort), serverName: nil),
       onServerRunning: { [self] channel in self.state.withLock { $0.httpPort = channel.localAddress?.port ?? 0 } },
       logger: self.logger)

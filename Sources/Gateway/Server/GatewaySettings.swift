@@ -23,6 +23,11 @@ public struct GatewaySettings: Sendable {
     ConfigKey("auth-issuer", "Expected bearer token issuer (default quizwire-auth)."),
     ConfigKey("auth-audience", "Expected bearer token audience (default quizwire)."),
     ConfigKey("sse-heartbeat-ms", "Milliseconds between heartbeats on an idle event stream (default 15000)."),
+    ConfigKey(
+      "ticket-secret",
+      "Key sealing play tickets, the same on every replica: at least 32 random characters (default: a random key per process, so a ticket works only on the replica that issued it).",
+      kind: .secret),
+    ConfigKey("play-ticket-ttl-ms", "How long a play ticket stays valid, in milliseconds (default 30000)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
   ]
 
@@ -50,6 +55,9 @@ public struct GatewaySettings: Sendable {
   /// What bearer tokens must say to be verified by the gateway (as `RemoteAuthConfig`).
   public var authIssuer = "quizwire-auth"
   public var authAudience = "quizwire"
+  /// Seals play tickets (`PlayTickets`); nil: a random key of this process only.
+  public var ticketSecret: Secret?
+  public var playTicketTTL = Duration.seconds(30)
   /// The gateway's own database (idempotency records, single-use keys): `<data-dir>/gateway.sqlite`,
   /// or the PostgreSQL every replica shares when `database-url` is set.
   public var storage = StorageOptions(dataDir: "./.quizwire")
@@ -83,6 +91,11 @@ public struct GatewaySettings: Sendable {
     self.rateLimitBuckets = try layers.int("rate-limit-buckets", default: self.rateLimitBuckets, in: 1...10_000_000)
     self.authIssuer = layers.string("auth-issuer", default: self.authIssuer)
     self.authAudience = layers.string("auth-audience", default: self.authAudience)
+    self.ticketSecret = try layers.secret("ticket-secret")
+    if let secret = self.ticketSecret, secret.reveal().utf8.count < 32 {
+      throw ConfigError(key: "ticket-secret", origin: .environment, reason: "must be at least 32 characters (e.g. openssl rand -base64 32)")
+    }
+    self.playTicketTTL = .milliseconds(try layers.int("play-ticket-ttl-ms", default: 30_000, in: 100...300_000))
     self.storage = try StorageOptions(layers: layers)
     for name in Self.upstreamNames {
       let key = "\(name)-target"

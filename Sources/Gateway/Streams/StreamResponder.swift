@@ -21,10 +21,14 @@ struct StreamResponder: Sendable {
   /// client that went away is noticed (the write fails) and its RPC cancelled.
   let heartbeat: Duration
 
+  /// The Play socket's plain-HTTP side and its tickets (`PlayRoutes`); nil: not served.
+  var play: PlayEndpoints? = nil
+
   static let lastEventIDHeader = GatewayResponder.FieldName("Last-Event-ID")!
 
   /// The stream route's response, or nil when `request` is for no stream route.
   func response(to request: Request, requestID: String, forwardedFor: String?) async throws -> Response? {
+    if let play = self.play, let answered = try await play.response(to: request, requestID: requestID) { return answered }
     guard let (route, bindings) = StreamRoute.match(path: request.uri.path) else { return nil }
     guard request.method == .get else {
       var error = APIError.gateway(405, "\(request.method.rawValue) is not allowed on \(request.uri.path); allowed: GET")

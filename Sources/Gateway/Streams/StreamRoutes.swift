@@ -47,6 +47,16 @@ struct StreamRoute: Sendable {
   }
 }
 
+/// The bidi Play stream as a WebSocket and its tickets (`PlayEndpoints`), beside the server
+/// streams: fixed paths, not table routes. The socket's path shadows `GET /api/v1/attempts/{id}`,
+/// so they are answered before the route table is asked.
+enum PlayRoutes {
+  /// `GET`, upgraded to a WebSocket bridged to `scoring.v1.ScoringService/Play`.
+  static let socket = "/api/v1/attempts/play"
+  /// `POST` (bearer token): 201 with a single-use ticket for the socket's `?ticket=`.
+  static let ticket = "/api/v1/attempts/play-ticket"
+}
+
 /// One bound streaming call: the request and how to read an event id from a response message.
 /// Generic underneath (the serializers need the concrete types) but erased here, so the
 /// responder handles every stream route alike.

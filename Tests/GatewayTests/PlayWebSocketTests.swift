@@ -1,0 +1,230 @@
+import Foundation
+import HTTPTypes
+import HummingbirdWSClient
+import Logging
+import NIOCore
+import NIOWebSocket
+import QuizService
+import Synchronization
+import XCTest
+
+@testable import Gateway
+
+/// `GET /api/v1/attempts/play` as a WebSocket over real sockets, in front of the real suite:
+/// the demo quiz played to its end with a bearer header and with a single-use ticket, the
+/// refusals (1008), RPC errors as 4000 + code, bad frames, and backpressure from a client that
+/// stops reading.
+final class PlayWebSocketTests: XCTestCase {
+  /// The WebSocket client sends `Origin: <scheme>://<host>` of the URL it opens, so the suite
+  /// allows the harness's own origin, as a deployment allows the site that serves its pages.
+  static let flags = ["cors-origins": "http://127.0.0.1"]
+  static let logger = Logger(label: "play-test")
+
+  /// The demo quiz's answers by question id (`QuizSeed`), as the JSON of a `PlayAnswer`'s fields.
+  static let demoAnswers = [
+    "qq_demo_1": #""choiceIds":["a"]"#, "qq_demo_2": #""choiceIds":["false"]"#, "qq_demo_3": #""choiceIds":["a","b","d"]"#,
+    "qq_demo_4": #""text":"await""#, "qq_demo_5": #""choiceIds":["a"]"#,
+  ]
+  static let start = #"{"start":{"quizId":"\#(QuizSeed.demoQuizID)"}}"#
+
+  /// What one socket saw: its text frames (parsed) and how it was closed.
+  struct Session {
+    var frames: [[String: Any]]
+    var closeCode: Int?
+    var reason: String?
+  }
+
+  /// Collects frames from the client's handler (a `@Sendable` closure).
+  final class Frames: Sendable {
+    private let texts = Mutex<[String]>([])
+    func append(_ text: String) { self.texts.withLock { $0.append(text) } }
+    var all: [[String: Any]] {
+      self.texts.withLock { $0 }.map { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] ?? ["unparsed": $0] }
+    }
+  }
+
+  /// Opens the socket at `path`, runs `body`, and returns what was received and the close.
+  static func session(
+    _ suite: GatewayHarness, _ path: String = PlayRoutes.socket, host: String = "127.0.0.1", headers: HTTPFields = [:],
+    _ body: @escaping @Sendable (WebSocketInboundStream, WebSocketOutboundWriter, Frames) async throws -> Void
+  ) async throws -> Session {
+    let frames = Frames()
+    let port = suite.baseURL.split(separator: ":").last!
+    let close = try await WebSocketClient.connect(
+      url: "http://\(host):\(port)\(path)", configuration: .init(maxFrameSize: 1 << 16, additionalHeaders: headers), logger: Self.logger
+    ) { inbound, outbound, _ in
+      // A refused socket is closed by the server at once: a write racing that close fails,
+      // which is no failure of the test (the close code and the frames are what it checks).
+      try? await body(inbound, outbound, frames)
+    }
+    return Session(frames: frames.all, closeCode: close.map { Int(UInt16(webSocketErrorCode: $0.closeCode)) }, reason: close?.reason)
+  }
+
+  /// Plays the demo quiz: start, then the right answer to each question shown, until the
+  /// server closes.
+  static func playDemo(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, _ frames: Frames) async throws {
+    try await outbound.write(.text(Self.start))
+    try await Self.answerUntilClosed(inbound.messages(maxSize: 1 << 20).makeAsyncIterator(), outbound, frames)
+  }
+
+  /// Records every frame and answers every question it shows, until the close.
+  static func answerUntilClosed(
+    _ iterator: WebSocketInboundMessageStream.AsyncIterator, _ outbound: WebSocketOutboundWriter, _ frames: Frames
+  ) async throws {
+    var iterator = iterator
+    while let message = try await iterator.next() {
+      guard case .text(let text) = message else { continue }
+      frames.append(text)
+      let event = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+      if let shown = event?["question"] as? [String: Any], let question = shown["question"] as? [String: Any], let id = question["id"] as? String {
+        try await outbound.write(.text(#"{"answer":{"questionId":"\#(id)",\#(Self.demoAnswers[id] ?? "")}}"#))
+      }
+    }
+  }
+
+  /// The demo quiz finished with full marks: the last frame is `finished`, the close is 1000.
+  func assertFinished(_ session: Session, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(session.closeCode, 1000, "\(session)", file: file, line: line)
+    let last = session.frames.last?["finished"] as? [String: Any]
+    let attempt = last?["attempt"] as? [String: Any]
+    XCTAssertEqual(attempt?["state"] as? String, "ATTEMPT_STATE_FINISHED", "\(session.frames.last ?? [:])", file: file, line: line)
+    XCTAssertEqual(attempt?["score"] as? Int, 5, "\(session.frames.last ?? [:])", file: file, line: line)
+    XCTAssertEqual(session.frames.filter { $0["question"] != nil }.count, 5, file: file, line: line)
+    XCTAssertEqual(session.frames.filter { $0["feedback"] != nil }.count, 5, file: file, line: line)
+  }
+
+  func ticket(_ suite: GatewayHarness, bearer: String, json: String? = nil) async throws -> String {
+    let issued = try await suite.request("POST", PlayRoutes.ticket, json: json, bearer: bearer)
+    XCTAssertEqual(issued.status, 201, String(decoding: issued.body, as: UTF8.self))
+    let rfc3339 = ISO8601DateFormatter()
+    rfc3339.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    let expiresAt = try XCTUnwrap((issued.data?["expires_at"] as? String).flatMap { rfc3339.date(from: $0) }, "\(issued.data ?? [:])")
+    XCTAssertEqual(expiresAt.timeIntervalSinceNow, suite.gateway.settings.playTicketTTL / .seconds(1), accuracy: 5)
+    return try XCTUnwrap(issued.data?["ticket"] as? String)
+  }
+
+  func testDemoQuizPlayedWithBearerAndWithSingleUseTicket() async throws {
+    let suite = try await GatewayHarness.start(gatewayFlags: Self.flags)
+    do {
+      let token = try await suite.signIn("player@example.com", name: "Player")
+      let withBearer = try await Self.session(suite, headers: [.authorization: "Bearer \(token)"], Self.playDemo)
+      self.assertFinished(withBearer)
+      XCTAssertEqual(withBearer.reason, "finished")
+      XCTAssertEqual(suite.gateway.playSockets.openSockets, 0)
+
+      // A ticket (no body, and `{}`), redeemed by a socket with no Authorization header.
+      let ticket = try await self.ticket(suite, bearer: token)
+      let second = try await self.ticket(suite, bearer: token, json: "{}")
+      XCTAssertNotEqual(ticket, second)
+      let withTicket = try await Self.session(suite, "\(PlayRoutes.socket)?ticket=\(ticket)", Self.playDemo)
+      self.assertFinished(withTicket)
+      // Single use: the same ticket again is refused before any RPC.
+      let reused = try await Self.session(suite, "\(PlayRoutes.socket)?ticket=\(ticket)", Self.playDemo)
+      XCTAssertEqual(reused.closeCode, 1008, "\(reused)")
+      XCTAssertTrue(reused.reason?.contains("already used") == true, "\(reused)")
+      XCTAssertTrue(reused.frames.isEmpty, "\(reused.frames)")
+
+      // Refusals, each 1008 with its reason.
+      let forged = try await Self.session(suite, "\(PlayRoutes.socket)?ticket=pt1.AAAA\(second.suffix(8))", Self.playDemo)
+      XCTAssertEqual(forged.closeCode, 1008)
+      XCTAssertTrue(forged.reason?.contains("not valid") == true, "\(forged)")
+      let anonymous = try await Self.session(suite, PlayRoutes.socket, Self.playDemo)
+      XCTAssertEqual(anonymous.closeCode, 1008)
+      XCTAssertTrue(anonymous.reason?.contains("sign in") == true, "\(anonymous)")
+      let badToken = try await Self.session(suite, headers: [.authorization: "Bearer not.a.token"], Self.playDemo)
+      XCTAssertEqual(badToken.closeCode, 1008)
+      XCTAssertTrue(badToken.reason?.contains("bearer token is not valid") == true, "\(badToken)")
+      // Origin "http://localhost" is not on the allow-list: refused even with a valid ticket,
+      // which stays unspent.
+      let foreign = try await Self.session(suite, "\(PlayRoutes.socket)?ticket=\(second)", host: "localhost", Self.playDemo)
+      XCTAssertEqual(foreign.closeCode, 1008)
+      XCTAssertTrue(foreign.reason?.contains("origin http://localhost") == true, "\(foreign)")
+      self.assertFinished(try await Self.session(suite, "\(PlayRoutes.socket)?ticket=\(second)", Self.playDemo))
+
+      // The Play paths over plain HTTP.
+      let plain = try await suite.request("GET", PlayRoutes.socket, bearer: token)
+      XCTAssertEqual(plain.status, 426)
+      XCTAssertEqual(plain.header("Upgrade"), "websocket")
+      XCTAssertNotNil(plain.error?["message"] as? String)
+      let anonymousTicket = try await suite.request("POST", PlayRoutes.ticket)
+      XCTAssertEqual(anonymousTicket.status, 401)
+      XCTAssertEqual(anonymousTicket.error?["status"] as? String, "UNAUTHENTICATED")
+      let extraField = try await suite.request("POST", PlayRoutes.ticket, json: #"{"quizId":"x"}"#, bearer: token)
+      XCTAssertEqual(extraField.status, 400)
+      XCTAssertEqual(extraField.violations["quizId"], "unknown field")
+      let wrongVerb = try await suite.request("GET", PlayRoutes.ticket, bearer: token)
+      XCTAssertEqual(wrongVerb.status, 405)
+      XCTAssertEqual(wrongVerb.header("Allow"), "POST")
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
+  func testRPCErrorsAndBadFramesCloseWithTheirCodes() async throws {
+    let suite = try await GatewayHarness.start(gatewayFlags: Self.flags)
+    do {
+      let token = try await suite.signIn("player@example.com", name: "Player")
+      let auth: HTTPFields = [.authorization: "Bearer \(token)"]
+      func send(_ text: String) -> @Sendable (WebSocketInboundStream, WebSocketOutboundWriter, Frames) async throws -> Void {
+        { inbound, outbound, frames in
+          try await outbound.write(.text(text))
+          try await Self.answerUntilClosed(inbound.messages(maxSize: 1 << 20).makeAsyncIterator(), outbound, frames)
+        }
+      }
+      // The service's errors: 4000 + the gRPC code, the status message as the reason.
+      let unknownQuiz = try await Self.session(suite, headers: auth, send(#"{"start":{"quizId":"qz_nope"}}"#))
+      XCTAssertEqual(unknownQuiz.closeCode, 4005, "\(unknownQuiz)")
+      XCTAssertTrue(unknownQuiz.reason?.contains("qz_nope") == true, "\(unknownQuiz)")
+      let answerFirst = try await Self.session(suite, headers: auth, send(#"{"answer":{"questionId":"qq_demo_1"}}"#))
+      XCTAssertEqual(answerFirst.closeCode, 4003, "\(answerFirst)")
+      XCTAssertEqual(answerFirst.reason, "the first message must be start or resume")
+      let foreignAttempt = try await Self.session(suite, headers: auth, send(#"{"resume":{"attemptId":"at_not_mine"}}"#))
+      XCTAssertEqual(foreignAttempt.closeCode, 4005, "\(foreignAttempt)")
+
+      // Frames the gateway refuses itself, before they reach the service: 4003 for JSON that
+      // is not a PlayRequest, 1003 for binary.
+      let malformed = try await Self.session(suite, headers: auth, send("{start"))
+      XCTAssertEqual(malformed.closeCode, 4003)
+      XCTAssertEqual(malformed.reason, "invalid PlayRequest: malformed JSON")
+      let unknownField = try await Self.session(suite, headers: auth, send(#"{"start":{"quizId":"q","level":3}}"#))
+      XCTAssertEqual(unknownField.closeCode, 4003)
+      XCTAssertTrue(unknownField.reason?.contains("start.level") == true, "\(unknownField)")
+      let wrongType = try await Self.session(suite, headers: auth, send(#"{"answer":{"choiceIds":"a"}}"#))
+      XCTAssertEqual(wrongType.closeCode, 4003)
+      XCTAssertTrue(wrongType.reason?.contains("answer.choiceIds") == true, "\(wrongType)")
+      // A bad frame mid-game ends a game that was going: the question came first.
+      let midGame = try await Self.session(suite, headers: auth) { inbound, outbound, frames in
+        try await outbound.write(.text(Self.start))
+        var iterator = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+        if case .text(let text)? = try await iterator.next() { frames.append(text) }
+        try await outbound.write(.binary(ByteBuffer(bytes: [1, 2, 3])))
+        try await Self.answerUntilClosed(iterator, outbound, frames)
+      }
+      XCTAssertEqual(midGame.closeCode, 1003, "\(midGame)")
+      XCTAssertNotNil(midGame.frames.first?["question"], "\(midGame.frames)")
+      XCTAssertEqual(suite.gateway.playSockets.openSockets, 0)
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
+  func testExpiredTicketIsRefused() async throws {
+    let suite = try await GatewayHarness.start(gatewayFlags: Self.flags.merging(["play-ticket-ttl-ms": "100"]) { $1 })
+    do {
+      let token = try await suite.signIn("player@example.com", name: "Player")
+      let ticket = try await self.ticket(suite, bearer: token)
+      try await Task.sleep(for: .milliseconds(150))
+      let late = try await Self.session(suite, "\(PlayRoutes.socket)?ticket=\(ticket)", Self.playDemo)
+      XCTAssertEqual(late.closeCode, 1008, "\(late)")
+      XCTAssertTrue(late.reason?.contains("expired") == true, "\(late)")
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+}
