@@ -1,0 +1,221 @@
+import Foundation
+import Logging
+import ServiceKit
+import SQLKit
+import ServiceLifecycle
+import Storage
+import TestSupport
+import XCTest
+
+@testable import Gateway
+
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
+
+/// `Idempotency-Key` end to end: two gateway replicas (two `GatewayHost`s) on one gateway
+/// database — a SQLite file, and a PostgreSQL database when one is available — in front of the
+/// same real auth, quiz and scoring services.
+final class IdempotencyTests: XCTestCase {
+  func testReplayMismatchInFlightAcrossReplicasOnSQLite() async throws {
+    let suite = try await GatewayHarness.start()
+    do {
+      let shared = try TestDatabases.temporaryDirectory()
+      defer { try? FileManager.default.removeItem(atPath: shared) }
+      try await self.exercise(suite, storage: StorageOptions(dataDir: shared))
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
+  func testReplayMismatchInFlightAcrossReplicasOnPostgreSQL() async throws {
+    guard let url = TestDatabases.postgresURL else {
+      if TestDatabases.requireAll { return XCTFail("QUIZWIRE_TEST_POSTGRES_URL is not set but QUIZWIRE_REQUIRE_ALL=1") }
+      throw XCTSkip("set QUIZWIRE_TEST_POSTGRES_URL to run the gateway replicas on a shared PostgreSQL")
+    }
+    let suite = try await GatewayHarness.start()
+    do {
+      try await Self.withFreshPostgresURL(url) { databaseURL in
+        try await self.exercise(suite, storage: StorageOptions(dataDir: suite.dir, databaseURL: Secret(databaseURL)))
+      }
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
+  /// Everything the issue asks of the header, against replicas whose database is `storage`.
+  private func exercise(_ suite: GatewayHarness, storage: StorageOptions) async throws {
+    let author = try await suite.signIn("idem-author@example.com", name: "Author")
+    let other = try await suite.signIn("idem-other@example.com", name: "Other")
+    try await Self.withReplicas(suite, storage: storage) { one, two in
+      let body = #"{"title":"Once only","description":"Created with a key."}"#
+
+      // First request on replica one: created, nothing replayed.
+      let first = try await one.send("POST", "/api/v1/quizzes", json: body, bearer: author, headers: ["Idempotency-Key": "create-1"])
+      XCTAssertEqual(first.status, 201, String(decoding: first.body, as: UTF8.self))
+      XCTAssertNil(first.header("Idempotent-Replayed"))
+      let id = try XCTUnwrap(first.data?["id"] as? String)
+      XCTAssertEqual(first.header("Location"), "/api/v1/quizzes/\(id)")
+
+      // The retry lands on replica two: the same status, headers and body, marked as a replay,
+      // with this request's own X-Request-Id (the body keeps the first one's meta).
+      let retry = try await two.send(
+        "POST", "/api/v1/quizzes", json: body, bearer: author, headers: ["Idempotency-Key": #""create-1""#, "X-Request-Id": "retry-req-1"])
+      XCTAssertEqual(retry.status, 201)
+      XCTAssertEqual(retry.header("Idempotent-Replayed"), "true")
+      XCTAssertEqual(retry.body, first.body, "the stored body byte for byte")
+      XCTAssertEqual(retry.header("Location"), first.header("Location"))
+      XCTAssertEqual(retry.header("Content-Type"), "application/json")
+      XCTAssertEqual(retry.header("X-Request-Id"), "retry-req-1")
+      XCTAssertEqual(retry.meta?["request_id"] as? String, first.header("X-Request-Id"))
+
+      // Only one quiz exists.
+      let list = try await two.send("GET", "/api/v1/quizzes", bearer: author)
+      XCTAssertEqual(list.status, 200)
+      XCTAssertEqual(list.list?.filter { $0["title"] as? String == "Once only" }.count, 1, String(decoding: list.body, as: UTF8.self))
+
+      // The same key with another body: 422, nothing created.
+      let changed = try await two.send(
+        "POST", "/api/v1/quizzes", json: #"{"title":"Something else"}"#, bearer: author, headers: ["Idempotency-Key": "create-1"])
+      XCTAssertEqual(changed.status, 422)
+      XCTAssertEqual(changed.error?["reason"] as? String, "IDEMPOTENCY_KEY_MISMATCH")
+      XCTAssertNil(changed.header("Idempotent-Replayed"))
+
+      // Another caller's same key is another record: its own quiz, not a replay of the author's.
+      let theirs = try await two.send("POST", "/api/v1/quizzes", json: body, bearer: other, headers: ["Idempotency-Key": "create-1"])
+      XCTAssertEqual(theirs.status, 201)
+      XCTAssertNil(theirs.header("Idempotent-Replayed"))
+      XCTAssertNotEqual(theirs.data?["id"] as? String, id)
+
+      // While a request with the key is in flight (claimed on the shared database, as a replica
+      // mid-call leaves it): 409 with Retry-After on the other replica.
+      let me = try await one.send("GET", "/api/v1/me", bearer: author)
+      let userID = try XCTUnwrap(me.data?["id"] as? String)
+      let record = IdempotencyRecordID(caller: "user:\(userID)", method: "POST", path: "/api/v1/quizzes", key: "create-2")
+      let fingerprint = IdempotencyPolicy.fingerprint(body: Data(body.utf8), query: "")
+      guard case .claimed = try await one.host.store.claim(record, fingerprint: fingerprint) else { return XCTFail("claim") }
+      let running = try await two.send("POST", "/api/v1/quizzes", json: body, bearer: author, headers: ["Idempotency-Key": "create-2"])
+      XCTAssertEqual(running.status, 409, String(decoding: running.body, as: UTF8.self))
+      XCTAssertEqual(running.error?["reason"] as? String, "IDEMPOTENCY_KEY_IN_FLIGHT")
+      XCTAssertEqual(running.header("Retry-After"), "1")
+      // A claim whose replica died is not stuck: past its lease the key runs again.
+      let deadRecord = IdempotencyRecordID(caller: "user:\(userID)", method: "POST", path: "/api/v1/quizzes", key: "create-3")
+      let longAgo = Date().addingTimeInterval(-61)
+      guard case .claimed = try await one.host.store.claim(deadRecord, fingerprint: fingerprint, now: longAgo) else { return XCTFail("claim") }
+      let takenOver = try await two.send("POST", "/api/v1/quizzes", json: body, bearer: author, headers: ["Idempotency-Key": "create-3"])
+      XCTAssertEqual(takenOver.status, 201, String(decoding: takenOver.body, as: UTF8.self))
+
+      // A final client error is kept too: the same 404 again, replayed.
+      let missing = try await one.send(
+        "POST", "/api/v1/quizzes/no-such-quiz/attempts", json: "{}", bearer: author, headers: ["Idempotency-Key": "attempt-1"])
+      XCTAssertEqual(missing.status, 404, String(decoding: missing.body, as: UTF8.self))
+      let missingAgain = try await two.send(
+        "POST", "/api/v1/quizzes/no-such-quiz/attempts", json: "{}", bearer: author, headers: ["Idempotency-Key": "attempt-1"])
+      XCTAssertEqual(missingAgain.status, 404)
+      XCTAssertEqual(missingAgain.header("Idempotent-Replayed"), "true")
+      XCTAssertEqual(missingAgain.body, missing.body)
+
+      // Credential routes ignore the header: two logins with one key are two fresh sessions,
+      // and nothing is written to the gateway's database for them.
+      let login = #"{"email":"idem-author@example.com","password":"\#(GatewayHarness.password)"}"#
+      let login1 = try await one.send("POST", "/api/v1/auth/login", json: login, bearer: author, headers: ["Idempotency-Key": "login-1"])
+      let login2 = try await two.send("POST", "/api/v1/auth/login", json: login, bearer: author, headers: ["Idempotency-Key": "login-1"])
+      XCTAssertEqual(login1.status, 200)
+      XCTAssertEqual(login2.status, 200)
+      XCTAssertNil(login2.header("Idempotent-Replayed"))
+      XCTAssertNotEqual(login1.data?["refreshToken"] as? String, login2.data?["refreshToken"] as? String)
+      let kept = try await one.host.store.database.read { uow in
+        try await uow.sql.raw("SELECT path FROM gateway_idempotency").all().map { try $0.decode(column: "path", as: String.self) }
+      }
+      XCTAssertFalse(kept.contains("/api/v1/auth/login"), "\(kept)")
+      XCTAssertTrue(kept.contains("/api/v1/quizzes"), "\(kept)")
+
+      // Malformed keys: 400 in the envelope, before any call.
+      // (Empty and non-ASCII values, which URLSession may not send as given, are unit-tested.)
+      for bad in [#""""#, String(repeating: "k", count: 256), "two words", #""unterminated"#, #""a";p=1"#] {
+        let refused = try await one.send("POST", "/api/v1/quizzes", json: body, bearer: author, headers: ["Idempotency-Key": bad])
+        XCTAssertEqual(refused.status, 400, "\(bad.debugDescription): \(String(decoding: refused.body, as: UTF8.self))")
+        XCTAssertEqual(refused.error?["reason"] as? String, "INVALID_IDEMPOTENCY_KEY", bad.debugDescription)
+        XCTAssertNotNil(refused.header("X-Request-Id"))
+      }
+      // A key with nobody to own it: 401.
+      let anonymous = try await one.send("POST", "/api/v1/quizzes", json: body, headers: ["Idempotency-Key": "anon-1"])
+      XCTAssertEqual(anonymous.status, 401)
+      XCTAssertEqual(anonymous.error?["reason"] as? String, "IDEMPOTENCY_KEY_NEEDS_CALLER")
+      XCTAssertNotNil(anonymous.header("WWW-Authenticate"))
+
+      let after = try await two.send("GET", "/api/v1/quizzes", bearer: author)
+      XCTAssertEqual(
+        after.list?.filter { $0["title"] as? String == "Once only" }.count, 2, "create-1 once and create-3 once; nothing else ran")
+    }
+  }
+
+  /// One gateway replica, reached over HTTP.
+  struct Replica {
+    let host: GatewayHost
+    let baseURL: String
+
+    func send(_ method: String, _ path: String, json: String? = nil, bearer: String? = nil, headers: [String: String] = [:]) async throws
+      -> HTTPResult
+    {
+      var request = URLRequest(url: URL(string: self.baseURL + path)!)
+      request.httpMethod = method
+      if let json {
+        request.httpBody = Data(json.utf8)
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+      }
+      if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
+      for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+      let (data, response) = try await URLSession.shared.data(for: request)
+      let http = response as! HTTPURLResponse
+      var fields: [String: String] = [:]
+      for (name, value) in http.allHeaderFields { fields["\(name)"] = "\(value)" }
+      return HTTPResult(status: http.statusCode, headers: fields, body: data)
+    }
+  }
+
+  /// Two gateways on the suite's services with the gateway database `storage`, each under a
+  /// ServiceGroup (as `quizwire serve gateway` runs it), drained after `body`.
+  static func withReplicas(_ suite: GatewayHarness, storage: StorageOptions, _ body: (Replica, Replica) async throws -> Void) async throws {
+    var settings = suite.gateway.settings
+    (settings.httpPort, settings.adminPort) = (0, 0)
+    settings.storage = storage
+    var replicas: [Replica] = []
+    var groups: [(ServiceGroup, Task<Void, any Error>)] = []
+    var failure: (any Error)?
+    do {
+      for _ in 0..<2 {
+        let host = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
+        let group = ServiceGroup(services: [host], logger: Logger(label: "idempotency-test"))
+        groups.append((group, Task { try await group.run() }))
+        replicas.append(Replica(host: host, baseURL: "http://\(try await host.addresses().http)"))
+      }
+      try await body(replicas[0], replicas[1])
+    } catch {
+      failure = error
+    }
+    for (group, task) in groups {
+      await group.triggerGracefulShutdown()
+      _ = await task.result
+    }
+    if let failure { throw failure }
+  }
+
+  /// The URL of a PostgreSQL database made for this test, dropped after `body`.
+  static func withFreshPostgresURL(_ url: String, _ body: (String) async throws -> Void) async throws {
+    let name = "qw_gw_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
+    let admin = try Database(.postgres(url: url, poolSize: 1), logger: TestDatabases.logger)
+    try await admin.read { uow in try await uow.sql.raw("CREATE DATABASE \(ident: String(name))").run() }
+    var parts = try XCTUnwrap(URLComponents(string: url))
+    parts.path = "/" + name
+    var failure: (any Error)?
+    do { try await body(try XCTUnwrap(parts.string)) } catch { failure = error }
+    try? await admin.read { uow in try await uow.sql.raw("DROP DATABASE IF EXISTS \(ident: String(name)) WITH (FORCE)").run() }
+    try? await admin.shutdown()
+    if let failure { throw failure }
+  }
+}
