@@ -48,6 +48,12 @@ extension GatewayResponder {
   func cachingHeaders(_ headers: inout HTTPFields, request: Request, route: Route, shaped: ResponseShaper.Shaped, query: [(String, String)])
     -> Response?
   {
+    if let cacheControl = Self.publicCacheControl(request: request, route: route, shaped: shaped) {
+      headers[.cacheControl] = cacheControl
+      // A shared cache must not hand the anonymous answer to a caller that signs in (an
+      // author's read of the same quiz carries more).
+      headers[.vary] = "Authorization, X-API-Key, Cookie"
+    }
     if let etag = shaped.etag, let tag = ConditionalRequests.entityTag(etag) {
       headers[.eTag] = tag
       if route.verb == "GET", let noneMatch = request.headers[.ifNoneMatch], ConditionalRequests.noneMatchMatches(noneMatch, etag: etag) {
@@ -62,6 +68,23 @@ extension GatewayResponder {
 
   static let linkHeader = FieldName("Link")!
 
+  /// Reads whose published resource anyone may see, the same for every caller.
+  static let publicReads: Set<String> = ["quiz.v1.QuizService/GetQuiz"]
+  /// How long a shared cache may keep a public published quiz: short, since an author can still
+  /// unpublish or edit it, and `ETag` revalidation is cheap after that.
+  static let publicMaxAge = 30
+
+  /// `public, max-age=30` for an anonymous read of a published quiz (no `Authorization`,
+  /// `X-API-Key` or cookie: the answer is the one every caller gets), else nil: drafts, a
+  /// caller's own reads and anything whose state the answer doesn't show (`fields` left it
+  /// out) keep `no-store` or no caching header at all.
+  static func publicCacheControl(request: Request, route: Route, shaped: ResponseShaper.Shaped) -> String? {
+    guard route.verb == "GET", Self.publicReads.contains(route.method.fullName), shaped.state == "QUIZ_STATE_PUBLISHED",
+      request.headers[.authorization] == nil, request.headers[Self.apiKeyHeader] == nil, request.headers[.cookie] == nil
+    else { return nil }
+    return "public, max-age=\(Self.publicMaxAge)"
+  }
+
   /// Headers every response gets, whatever answered it: security headers, CORS for an allowed
   /// origin, and `Cache-Control: no-store` where a shared cache must not keep the answer — a
   /// caller's own data (it sent credentials) or an error (it may be gone next time).
@@ -72,6 +95,11 @@ extension GatewayResponder {
       guard let field = FieldName(name) else { continue }
       // A preflight's own headers are already there; it only gains `Vary`.
       if preflight && field != .vary { continue }
+      // `Vary` adds to what the answer already varies on (a public quiz: its credentials).
+      if field == .vary, let existing = response.headers[.vary] {
+        response.headers[.vary] = existing + ", " + value
+        continue
+      }
       response.headers[field] = value
     }
     let credentials = request.headers[.authorization] != nil || request.headers[Self.apiKeyHeader] != nil

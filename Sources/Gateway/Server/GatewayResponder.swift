@@ -29,6 +29,8 @@ struct GatewayResponder: HTTPResponder {
   let rateLimiter: GatewayRateLimiter?
   /// The server-streaming routes (SSE / NDJSON), outside the unary route table.
   let streams: StreamResponder
+  /// Request header sizes beyond which the answer is 431.
+  var headerLimits = HeaderLimits.default
   /// Idempotency records (`Idempotency-Key`); nil: the header is ignored.
   var store: GatewayStore? = nil
 
@@ -42,6 +44,8 @@ struct GatewayResponder: HTTPResponder {
     var response: Response
     var admission = Admission.none
     do {
+      // First: an oversized header section is refused before it keys a rate limit or is verified.
+      if let refusal = self.headerLimits.refusal(for: request.headers) { throw refusal }
       admission = try await self.admit(request, context: context)
       response = try await self.handle(&request, requestID: requestID, admission: admission)
     } catch {

@@ -15,6 +15,8 @@ struct ResponseShaper {
     var id: String?
     /// The resource's `etag`, for `ETag` and `If-None-Match`.
     var etag: String?
+    /// The resource's lifecycle `state` enum name ("QUIZ_STATE_PUBLISHED"), for `Cache-Control`.
+    var state: String? = nil
   }
 
   func shape(_ message: any SwiftProtobuf.Message, requestedLimit: Int?) throws -> Shaped {
@@ -23,8 +25,9 @@ struct ResponseShaper {
     let repeated = fields.filter(\.isRepeated)
     let paged = fields.contains { $0.name == "next_page_token" }
     guard repeated.count == 1, paged || fields.count == 1 else {
-      let object = fields.contains { $0.name == "id" || $0.name == "etag" } ? Self.object(json) : nil
-      return Shaped(json: json, meta: Envelope.Meta(), id: object?["id"] as? String, etag: object?["etag"] as? String)
+      let object = fields.contains { ["id", "etag", "state"].contains($0.name) } ? Self.object(json) : nil
+      return Shaped(
+        json: json, meta: Envelope.Meta(), id: object?["id"] as? String, etag: object?["etag"] as? String, state: object?["state"] as? String)
     }
     // A list: split the one object into the array and its paging. Only the outer object is
     // re-serialized; the elements keep protobuf's JSON forms (int64s stay strings).
