@@ -22,12 +22,13 @@ final class OpenAPITests: XCTestCase {
     XCTAssertEqual(doc["openapi"] as? String, "3.1.0")
     let paths = try XCTUnwrap(doc["paths"] as? [String: [String: Any]])
     let operations = paths.values.reduce(0) { $0 + $1.count }
-    XCTAssertEqual(operations, table.routes.count, "one operation per route, nothing more")
+    XCTAssertEqual(operations, table.routes.count + StreamRoute.all.count, "one operation per route, nothing more")
     let rowStatuses = Set(OpenAPIDocument.statusRows.map(\.httpStatus))
     XCTAssertEqual(rowStatuses, [400, 401, 403, 404, 409, 422, 429, 499, 500, 501, 503, 504])
+    let documented = DocumentedPaths(table.routes)
     for route in table.routes {
       let name = "\(route.verb) \(route.template)"
-      let operation = try XCTUnwrap(paths[route.template.description]?[route.verb.lowercased()] as? [String: Any], name)
+      let operation = try XCTUnwrap(paths[documented.path(for: route)]?[route.verb.lowercased()] as? [String: Any], name)
       let responses = try XCTUnwrap(operation["responses"] as? [String: Any], name)
       let success = try XCTUnwrap(responses[String(route.successStatus)] as? [String: Any], "\(name): \(route.successStatus)")
       XCTAssertEqual(success["content"] == nil, route.successStatus == 204, "\(name): a 204 has no body, others the envelope")
@@ -39,10 +40,18 @@ final class OpenAPITests: XCTestCase {
       }
       let parameters = operation["parameters"] as? [[String: Any]] ?? []
       let pathParameters = parameters.filter { $0["in"] as? String == "path" }.compactMap { $0["name"] as? String }
-      XCTAssertEqual(pathParameters, route.template.variables, name)
+      XCTAssertEqual(pathParameters.count, route.template.variables.count, name)
+      XCTAssertEqual(pathParameters, documented.names(for: route), name)
       if route.body == .whole { XCTAssertFalse(parameters.contains { $0["in"] as? String == "query" }, "\(name): body \"*\" takes no query") }
       XCTAssertEqual(operation["requestBody"] != nil, route.body != .none, name)
     }
+    // One path item per shape (OpenAPI: same-shaped templates are the same path), and
+    // variable names without dots: `/quizzes/{id}` holds GetQuiz and UpdateQuiz alike.
+    let shapes = paths.keys.map { $0.replacingOccurrences(of: #"\{[^}]*\}"#, with: "*", options: .regularExpression) }
+    XCTAssertEqual(Set(shapes).count, shapes.count, "\(paths.keys.sorted())")
+    XCTAssertFalse(paths.keys.contains { $0.contains(".") }, "\(paths.keys.sorted())")
+    XCTAssertEqual(Set((paths["/api/v1/quizzes/{id}"] ?? [:]).keys), ["get", "patch", "delete"])
+    try self.assertHTTPLayer(doc, paths: paths)
     // The shared error responses carry the envelope and the headers their rows ask for.
     let responses = try XCTUnwrap((doc["components"] as? [String: Any])?["responses"] as? [String: [String: Any]])
     XCTAssertNotNil((responses["Error401"]?["headers"] as? [String: Any])?["WWW-Authenticate"])
@@ -54,6 +63,52 @@ final class OpenAPITests: XCTestCase {
     let queryNames = Set((list["parameters"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String })
     XCTAssertTrue(queryNames.isSuperset(of: ["limit", "cursor"]), "\(queryNames)")
     XCTAssertFalse(queryNames.contains("pageSize"), "\(queryNames)")
+  }
+
+  /// Every header the gateway sends is described and attached where it is sent; the policy
+  /// answers (304, 412, 413/415, 429, 431) are listed where they apply; streams are documented.
+  private func assertHTTPLayer(_ doc: [String: Any], paths: [String: [String: Any]]) throws {
+    let components = try XCTUnwrap(doc["components"] as? [String: Any])
+    let headers = try XCTUnwrap(components["headers"] as? [String: Any])
+    for name in [
+      "X-Request-Id", "ETag", "Location", "Link", "RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+      "X-RateLimit-Reset", "Retry-After", "Allow", "WWW-Authenticate", "Cache-Control",
+    ] {
+      XCTAssertNotNil(headers[name], name)
+    }
+    let parameters = try XCTUnwrap(components["parameters"] as? [String: [String: Any]])
+    XCTAssertEqual(parameters["If-None-Match"]?["in"] as? String, "header")
+    XCTAssertEqual(parameters["If-Match"]?["in"] as? String, "header")
+    func operation(_ verb: String, _ path: String) throws -> (parameters: [String], responses: [String: Any]) {
+      let op = try XCTUnwrap(paths[path]?[verb] as? [String: Any], "\(verb) \(path)")
+      let names = (op["parameters"] as? [[String: Any]] ?? []).compactMap { ($0["name"] ?? $0["$ref"]) as? String }
+      return (names, op["responses"] as? [String: Any] ?? [:])
+    }
+    func successHeaders(_ responses: [String: Any], _ status: String) -> Set<String> {
+      Set(((responses[status] as? [String: Any])?["headers"] as? [String: Any] ?? [:]).keys)
+    }
+    let read = try operation("get", "/api/v1/quizzes/{id}")
+    XCTAssertTrue(read.parameters.contains("#/components/parameters/If-None-Match"))
+    XCTAssertEqual((read.responses["304"] as? [String: String])?["$ref"], "#/components/responses/NotModified")
+    XCTAssertTrue(successHeaders(read.responses, "200").isSuperset(of: ["ETag", "Cache-Control", "X-Request-Id", "RateLimit", "X-RateLimit-Remaining"]))
+    XCTAssertNotNil(read.responses["431"])
+    XCTAssertNil(read.responses["413"], "no body, no 413")
+    let update = try operation("patch", "/api/v1/quizzes/{id}")
+    XCTAssertTrue(update.parameters.contains("#/components/parameters/If-Match"))
+    XCTAssertEqual((update.responses["412"] as? [String: String])?["$ref"], "#/components/responses/Error412")
+    XCTAssertNotNil(update.responses["413"])
+    XCTAssertNotNil(update.responses["415"])
+    XCTAssertNil(try operation("get", "/api/v1/me").responses["412"], "no If-Match, no 412")
+    XCTAssertTrue(successHeaders(try operation("get", "/api/v1/quizzes").responses, "200").contains("Link"))
+    XCTAssertTrue(successHeaders(try operation("post", "/api/v1/quizzes").responses, "201").contains("Location"))
+    let responses = try XCTUnwrap(components["responses"] as? [String: [String: Any]])
+    XCTAssertNotNil((responses["Error429"]?["headers"] as? [String: Any])?["RateLimit-Policy"])
+    XCTAssertNotNil(responses["Error431"])
+    // The leaderboard stream: SSE or NDJSON, resumable with Last-Event-ID.
+    let stream = try operation("get", "/api/v1/quizzes/{quiz_id}/leaderboard/stream")
+    XCTAssertTrue(stream.parameters.contains("Last-Event-ID"))
+    let content = ((stream.responses["200"] as? [String: Any])?["content"] as? [String: Any]) ?? [:]
+    XCTAssertEqual(Set(content.keys), ["text/event-stream", "application/x-ndjson"])
   }
 
   func testEveryReferencedSchemaExistsAndFollowsCanonicalJSON() throws {

@@ -12,6 +12,7 @@ public enum OpenAPIDocument {
     var schemas = try ProtoJSONSchemas(schema: routes.schema, descriptorSet: descriptorSet)
     var paths: [String: [String: Any]] = [:]
     var operationIDs: Set<String> = []
+    let documented = DocumentedPaths(routes.routes)
     for route in routes.routes {
       var operationID = route.method.method
       // Additional bindings share a method; operation ids must still be unique.
@@ -21,10 +22,12 @@ public enum OpenAPIDocument {
         suffix += 1
       }
       operationIDs.insert(operationID)
-      var operation = try self.operation(route, schemas: &schemas)
+      var operation = try self.operation(route, names: documented.names(for: route), schemas: &schemas)
+      self.addHTTPPolicies(to: &operation, route: route, schema: routes.schema)
       operation["operationId"] = operationID
-      paths[route.template.description, default: [:]][route.verb.lowercased()] = operation
+      paths[documented.path(for: route), default: [:]][route.verb.lowercased()] = operation
     }
+    for (path, item) in try self.streamOperations(schemas: &schemas) { paths[path, default: [:]].merge(item) { $1 } }
     var components = self.envelopeSchemas
     for (name, schema) in schemas.components { components[name] = schema }
     let document: [String: Any] = [
@@ -37,7 +40,8 @@ public enum OpenAPIDocument {
       ],
       "paths": paths,
       "components": [
-        "schemas": components, "responses": self.errorResponses, "headers": self.headers,
+        "schemas": components, "responses": self.errorResponses, "headers": self.headerComponents,
+        "parameters": self.parameterComponents,
         "securitySchemes": [
           "bearerAuth": ["type": "http", "scheme": "bearer", "bearerFormat": "JWT"],
           "apiKey": ["type": "apiKey", "in": "header", "name": "X-API-Key"],
@@ -49,13 +53,14 @@ public enum OpenAPIDocument {
     return try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
   }
 
-  /// One operation: parameters, body, the success answer and the error answers.
-  private static func operation(_ route: Route, schemas: inout ProtoJSONSchemas) throws -> [String: Any] {
+  /// One operation: parameters, body, the success answer and the error answers. `names` are
+  /// the path variables as the document spells them (`DocumentedPaths`).
+  private static func operation(_ route: Route, names: [String], schemas: inout ProtoJSONSchemas) throws -> [String: Any] {
     let requestType = route.method.request.protoMessageName
     var parameters: [[String: Any]] = []
-    for variable in route.template.variables {
+    for (variable, name) in zip(route.template.variables, names) {
       guard let leaf = schemas.schema.path(variable, in: requestType)?.last else { throw ProtoJSONSchemas.BuildError.unknownType(variable) }
-      parameters.append(["name": variable, "in": "path", "required": true, "schema": try schemas.value(of: leaf)])
+      parameters.append(["name": name, "in": "path", "required": true, "schema": try schemas.value(of: leaf)])
     }
     if route.body != .whole {
       var excluded = Set(route.template.variables)
@@ -174,23 +179,19 @@ public enum OpenAPIDocument {
     for status in self.errorStatuses(hasBody: true) {
       let rows = self.statusRows.filter { $0.httpStatus == status }
       let names = rows.isEmpty ? [StatusTable.gatewayStatus(status)] : rows.map(\.status)
-      var headers: [String: Any] = ["X-Request-Id": ["$ref": "#/components/headers/X-Request-Id"]]
-      if rows.contains(where: \.challenge) {
-        headers["WWW-Authenticate"] = ["description": "the Bearer challenge (RFC 6750)", "schema": ["type": "string"]]
-      }
-      if rows.contains(where: \.retryAfter) {
-        headers["Retry-After"] = ["description": "seconds to wait before retrying", "schema": ["type": "integer", "minimum": 1]]
-      }
       responses["Error\(status)"] = [
-        "description": "error.status " + names.joined(separator: " or "), "headers": headers,
+        "description": "error.status " + names.joined(separator: " or "), "headers": self.errorHeaders(status: status, rows: rows),
         "content": ["application/json": ["schema": ["$ref": "#/components/schemas/ErrorEnvelope"]]],
       ]
     }
+    let policies = self.policyResponses { description in
+      [
+        "description": description, "headers": self.commonResponseHeaders,
+        "content": ["application/json": ["schema": ["$ref": "#/components/schemas/ErrorEnvelope"]]],
+      ]
+    }
+    for (name, response) in policies { responses[name] = response }
     return responses
-  }
-
-  private static var headers: [String: Any] {
-    ["X-Request-Id": ["description": "the request's id (the caller's when it sent a sane one)", "schema": ["type": "string"]]]
   }
 
   /// The envelope's own schemas (Envelope.swift, APIError.swift), not derived from protos.
