@@ -152,7 +152,7 @@ let package = Package(
     .target(
       name: "Gateway",
       dependencies: [
-        "ServiceKit", "Storage", "QuizwireProtos", grpcCore, grpcProtobuf, swiftProtobuf, logging, nioCore, serviceLifecycle, sqlKit, crypto,
+        "ServiceKit", "Storage", "QuizwireProtos", grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, nioCore, serviceLifecycle, sqlKit, crypto,
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
         .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -179,6 +179,7 @@ let package = Package(
         grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, serviceLifecycle,
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        .product(name: "Hummingbird", package: "hummingbird"),
       ],
       swiftSettings: settings
     ),

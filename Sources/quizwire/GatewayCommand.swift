@@ -22,13 +22,13 @@ enum GatewayCommand {
 
   /// The gateway `quizwire up` runs: default ports, every upstream on its `up` port, its own
   /// database (`gateway.sqlite`) in the suite's data folder.
-  static func forUp(logLevel: String?, dataDir: String) throws -> GatewayHost {
+  static func forUp(logLevel: String?, dataDir: String, portOffset: Int = 0) throws -> GatewayHost {
     var flags = [
-      "http-port": "\(GatewaySettings.defaultHTTPPort)", "admin-port": "\(GatewaySettings.defaultAdminPort)", "data-dir": dataDir,
+      "http-port": "\(GatewaySettings.defaultHTTPPort + portOffset)", "admin-port": "\(GatewaySettings.defaultAdminPort + portOffset)", "data-dir": dataDir,
     ]
     for name in GatewaySettings.upstreamNames {
       guard let module = Registry.module(named: name) else { continue }
-      flags["\(name)-target"] = "127.0.0.1:\(module.defaultPorts.framed)"
+      flags["\(name)-target"] = "127.0.0.1:\(module.defaultPorts.framed + portOffset)"
     }
     if let logLevel { flags["log-level"] = logLevel }
     return try GatewayHost(settings: try GatewaySettings(layers: ConfigLayers(flags: flags)))

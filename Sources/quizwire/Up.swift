@@ -21,6 +21,12 @@ struct Up: AsyncParsableCommand {
   var adminEmails: String?
   @Option(help: "Log level (default info; also QUIZWIRE_LOG_LEVEL).")
   var logLevel: String?
+  @Option(help: "Add this to every port above, to run a second suite beside the first (default 0).")
+  var portOffset = 0
+
+  func validate() throws {
+    guard (0...50_000).contains(portOffset) else { throw ValidationError("--port-offset must be 0…50000") }
+  }
 
   func run() async throws {
     var modules = Registry.modules
@@ -50,15 +56,15 @@ struct Up: AsyncParsableCommand {
       // Fixed ports as flags, so a QUIZWIRE_FRAMED_PORT meant for one `serve` can't make two
       // services claim the same port.
       var flags = [
-        "framed-port": "\(module.defaultPorts.framed)", "grpc-port": "\(module.defaultPorts.grpc)",
-        "admin-port": "\(module.defaultPorts.admin)",
+        "framed-port": "\(module.defaultPorts.framed + portOffset)", "grpc-port": "\(module.defaultPorts.grpc + portOffset)",
+        "admin-port": "\(module.defaultPorts.admin + portOffset)",
       ]
       if let logLevel { flags["log-level"] = logLevel }
       if !module.migrations.isEmpty { flags["data-dir"] = dataDir }
       var env = environment
       for dependency in module.dependsOn {
         guard let target = Registry.module(named: dependency) else { continue }
-        flags["\(dependency)-target"] = "127.0.0.1:\(target.defaultPorts.framed)"
+        flags["\(dependency)-target"] = "127.0.0.1:\(target.defaultPorts.framed + portOffset)"
       }
       if module.dependsOn.contains("auth") {
         let path = LocalSecretFile.clientSecretPath(dataDir: dataDir, service: module.name)
@@ -73,15 +79,15 @@ struct Up: AsyncParsableCommand {
       // Optional targets (not dependencies): a module that can follow another, e.g. quiz's
       // --scoring-target (play counts), gets its address when that one runs too.
       for other in modules where other.name != module.name && !module.dependsOn.contains(other.name) {
-        if reads.contains("\(other.name)-target") { flags["\(other.name)-target"] = "127.0.0.1:\(other.defaultPorts.framed)" }
+        if reads.contains("\(other.name)-target") { flags["\(other.name)-target"] = "127.0.0.1:\(other.defaultPorts.framed + portOffset)" }
       }
       hosts.append(try await ServiceAssembly.host(module, layers: try ConfigLayers(environment: env, flags: flags)))
     }
-    let gateway = withGateway ? try GatewayCommand.forUp(logLevel: logLevel, dataDir: dataDir) : nil
+    let gateway = withGateway ? try GatewayCommand.forUp(logLevel: logLevel, dataDir: dataDir, portOffset: portOffset) : nil
     let names = modules.map { $0.name } + (withGateway ? [GatewayCommand.name] : [])
     FileHandle.standardError.write(Data("quizwire up: serving \(names.joined(separator: ", ")); Ctrl-C drains and exits\n".utf8))
     if withGateway {
-      FileHandle.standardError.write(Data("quizwire up: the API is at http://127.0.0.1:\(GatewaySettings.defaultHTTPPort)/api/v1\n".utf8))
+      FileHandle.standardError.write(Data("quizwire up: the API is at http://127.0.0.1:\(GatewaySettings.defaultHTTPPort + portOffset)/api/v1\n".utf8))
     }
     try await runHosts(hosts, gateway: gateway)
   }

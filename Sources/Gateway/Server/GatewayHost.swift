@@ -44,7 +44,8 @@ public final class GatewayHost: Service, Sendable {
     self.routes = try RouteTable()
     self.openAPI = try OpenAPIEndpoints(routes: self.routes)
     self.metrics = HostMetrics()
-    self.upstreams = try Upstreams(targets: settings.targets, routes: self.routes, metrics: self.metrics)
+    self.upstreams = try Upstreams(
+      targets: settings.targets, routes: self.routes, metrics: self.metrics, transport: settings.upstreamTransport, grpcTargets: settings.grpcTargets)
     guard let auth = self.upstreams.clients["auth"] else { throw GatewayStartError(reason: "no auth-target: bearer tokens can't be verified") }
     self.verifier = TokenVerifier(
       config: .init(issuer: settings.authIssuer, audience: settings.authAudience), source: AuthServiceJWKSSource(client: auth.client))

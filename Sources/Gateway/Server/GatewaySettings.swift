@@ -29,6 +29,10 @@ public struct GatewaySettings: Sendable {
       kind: .secret),
     ConfigKey("play-ticket-ttl-ms", "How long a play ticket stays valid, in milliseconds (default 30000)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
+    ConfigKey("upstream-transport", "framed (default) or h2: the wire the unary routes call the services over; h2 needs the --<service>-grpc-target keys."),
+    ConfigKey("auth-grpc-target", "auth's gRPC/HTTP2 address(es), for upstream-transport h2."),
+    ConfigKey("quiz-grpc-target", "quiz's gRPC/HTTP2 address(es), for upstream-transport h2."),
+    ConfigKey("scoring-grpc-target", "scoring's gRPC/HTTP2 address(es), for upstream-transport h2."),
   ]
 
   /// Ports under `quizwire up`.
@@ -55,6 +59,9 @@ public struct GatewaySettings: Sendable {
   /// What bearer tokens must say to be verified by the gateway (as `RemoteAuthConfig`).
   public var authIssuer = "quizwire-auth"
   public var authAudience = "quizwire"
+  /// The wire of the unary routes' calls, and with `.h2` the services' gRPC addresses.
+  public var upstreamTransport = UpstreamTransport.framed
+  public var grpcTargets: [String: [String]] = [:]
   /// Seals play tickets (`PlayTickets`); nil: a random key of this process only.
   public var ticketSecret: Secret?
   public var playTicketTTL = Duration.seconds(30)
@@ -97,6 +104,15 @@ public struct GatewaySettings: Sendable {
     }
     self.playTicketTTL = .milliseconds(try layers.int("play-ticket-ttl-ms", default: 30_000, in: 100...300_000))
     self.storage = try StorageOptions(layers: layers)
+    if let (text, origin) = layers.raw("upstream-transport") {
+      guard let transport = UpstreamTransport(rawValue: text) else {
+        throw ConfigError(key: "upstream-transport", origin: origin, reason: "\"\(text)\" is not framed or h2")
+      }
+      self.upstreamTransport = transport
+    }
+    for name in Self.upstreamNames {
+      if let (text, _) = layers.raw("\(name)-grpc-target") { self.grpcTargets[name] = try ServiceTargets.parse(text, key: "\(name)-grpc-target") }
+    }
     for name in Self.upstreamNames {
       let key = "\(name)-target"
       guard let (text, _) = layers.raw(key) else {

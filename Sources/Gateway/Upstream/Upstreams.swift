@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import ServiceKit
 import ServiceLifecycle
@@ -11,18 +12,35 @@ import SwiftProtobuf
 public final class Upstreams: Sendable {
   /// Clients by short service name ("auth", "quiz", "scoring").
   let clients: [String: ServiceClient]
+  /// With `UpstreamTransport.h2`: the unary routes' clients over gRPC/HTTP2, by short name.
+  let unaryOverHTTP2: [String: HTTP2ServiceClient]
 
-  /// - Parameter targets: "host:port[,host:port]" by short service name.
-  public init(targets: [String: [String]], routes: RouteTable, metrics: HostMetrics? = nil, tracer: W3CTracer = W3CTracer()) throws {
+  /// - Parameters:
+  ///   - targets: framed "host:port[,host:port]" by short service name.
+  ///   - transport: the wire the unary routes use; `.h2` calls `grpcTargets` (the services'
+  ///     gRPC ports) instead. Streams and the JWKS fetch stay on the framed wire.
+  public init(
+    targets: [String: [String]], routes: RouteTable, metrics: HostMetrics? = nil, tracer: W3CTracer = W3CTracer(),
+    transport: UpstreamTransport = .framed, grpcTargets: [String: [String]] = [:]
+  ) throws {
     var clients: [String: ServiceClient] = [:]
+    var h2: [String: HTTP2ServiceClient] = [:]
     for (name, replicas) in targets {
       var config = ServiceClientConfig(replicas: replicas)
       config.idempotentMethods = routes.routes.filter { $0.isIdempotent && Self.shortName(of: $0.method.service) == name }.map(\.method.descriptor)
       let client = try ServiceClient(config, name: name, tracer: tracer, metrics: metrics)
       if let metrics { client.export(to: metrics) }
       clients[name] = client
+      if transport == .h2 {
+        guard let grpc = grpcTargets[name], !grpc.isEmpty else {
+          throw ConfigError(key: "\(name)-grpc-target", origin: nil, reason: "required with upstream-transport h2")
+        }
+        config.replicas = grpc
+        h2[name] = try HTTP2ServiceClient(config, name: name, tracer: tracer, metrics: metrics)
+      }
     }
     self.clients = clients
+    self.unaryOverHTTP2 = h2
   }
 
   /// "quiz.v1.QuizService" → "quiz": the package's first component names the service, as
@@ -30,12 +48,17 @@ public final class Upstreams: Sendable {
   static func shortName(of service: String) -> String { String(service.split(separator: ".").first ?? "") }
 
   /// The clients, to run for as long as the gateway serves.
-  public var services: [any Service] { self.clients.values.map { $0 as any Service } }
+  public var services: [any Service] {
+    self.clients.values.map { $0 as any Service } + self.unaryOverHTTP2.values.map { $0 as any Service }
+  }
 
   /// Calls `route`'s method with `request`; RPC failures are thrown as `RPCError`.
   func call<Request: SwiftProtobuf.Message>(_ route: Route, request: Request, metadata: Metadata) async throws -> any SwiftProtobuf.Message {
     guard let client = self.clients[Self.shortName(of: route.method.service)] else {
       throw RPCError(code: .unavailable, message: "no upstream configured for \(route.method.service)")
+    }
+    if let h2 = self.unaryOverHTTP2[Self.shortName(of: route.method.service)] {
+      return try await self.unary(request, route.method.response, route.method.descriptor, h2.client, metadata)
     }
     return try await self.unary(request, route.method.response, route.method.descriptor, client.client, metadata)
   }
@@ -48,4 +71,12 @@ public final class Upstreams: Sendable {
       deserializer: ProtobufDeserializer<Response>(), options: .defaults
     ) { try $0.message }
   }
+}
+
+/// The wire the gateway's unary routes call the services over.
+public enum UpstreamTransport: String, Sendable, CaseIterable {
+  /// Quizwire's framed wire (the default): breakers per replica, more connections as needed.
+  case framed
+  /// Standard gRPC over HTTP/2, to the services' gRPC ports: for comparing the two wires.
+  case h2
 }

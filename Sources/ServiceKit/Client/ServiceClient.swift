@@ -23,7 +23,7 @@ public struct ServiceClientConfig: Sendable {
 
   /// GRPCCore's service config: the timeout for everything, retries for idempotent methods
   /// (UNAVAILABLE and RESOURCE_EXHAUSTED, exponential backoff with GRPCCore's jitter).
-  var serviceConfig: ServiceConfig {
+  public var serviceConfig: ServiceConfig {
     var methods: [MethodConfig] = []
     if let timeout = self.defaultTimeout {
       methods.append(MethodConfig(names: [MethodConfig.Name(service: "")], timeout: timeout))
