@@ -22,7 +22,8 @@ final class OpenAPITests: XCTestCase {
     XCTAssertEqual(doc["openapi"] as? String, "3.1.0")
     let paths = try XCTUnwrap(doc["paths"] as? [String: [String: Any]])
     let operations = paths.values.reduce(0) { $0 + $1.count }
-    XCTAssertEqual(operations, table.routes.count + StreamRoute.all.count, "one operation per route, nothing more")
+    // The unary table, the server streams, and the Play socket with its ticket.
+    XCTAssertEqual(operations, table.routes.count + StreamRoute.all.count + 2, "one operation per route, nothing more")
     let rowStatuses = Set(OpenAPIDocument.statusRows.map(\.httpStatus))
     XCTAssertEqual(rowStatuses, [400, 401, 403, 404, 409, 422, 429, 499, 500, 501, 503, 504])
     let documented = DocumentedPaths(table.routes)
@@ -104,6 +105,19 @@ final class OpenAPITests: XCTestCase {
     let responses = try XCTUnwrap(components["responses"] as? [String: [String: Any]])
     XCTAssertNotNil((responses["Error429"]?["headers"] as? [String: Any])?["RateLimit-Policy"])
     XCTAssertNotNil(responses["Error431"])
+    // Idempotency-Key where the gateway honours it: creating POSTs without credentials in the answer.
+    let create = try operation("post", "/api/v1/quizzes")
+    XCTAssertTrue(create.parameters.contains("#/components/parameters/Idempotency-Key"))
+    XCTAssertTrue(successHeaders(create.responses, "201").contains("Idempotent-Replayed"))
+    for (verb, path) in [("post", "/api/v1/auth/login"), ("post", "/api/v1/auth/register"), ("post", "/api/v1/me/api-keys"), ("patch", "/api/v1/quizzes/{id}")]
+    {
+      XCTAssertFalse(try operation(verb, path).parameters.contains("#/components/parameters/Idempotency-Key"), "\(verb) \(path)")
+    }
+    // The Play socket (101 after the handshake, 426 without one) and its ticket (201).
+    let socket = try operation("get", PlayRoutes.socket)
+    XCTAssertEqual(Set(socket.responses.keys).isSuperset(of: ["101", "426"]), true, "\(socket.responses.keys)")
+    XCTAssertTrue(socket.parameters.contains("ticket"))
+    XCTAssertNotNil(try operation("post", PlayRoutes.ticket).responses["201"])
     // The leaderboard stream: SSE or NDJSON, resumable with Last-Event-ID.
     let stream = try operation("get", "/api/v1/quizzes/{quiz_id}/leaderboard/stream")
     XCTAssertTrue(stream.parameters.contains("Last-Event-ID"))

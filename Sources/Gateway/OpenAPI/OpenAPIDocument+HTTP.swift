@@ -1,7 +1,8 @@
 /// The HTTP layer of the document, around what the route table says: every response header
 /// the gateway sends (request id, caching, paging, rate limits, security headers), the
-/// conditional request headers, and the answers the gateway's own policies add — 304, 412,
-/// 413/415 where a body is read, 429 with its quota headers, 431 for oversized headers.
+/// conditional request headers and `Idempotency-Key` (where `IdempotencyPolicy` honours it),
+/// and the answers the gateway's own policies add — 304, 405, 412, 413/415 where a body is
+/// read, 429 with its quota headers, 431 for oversized headers.
 /// The rules mirror the responder's (`GatewayResponder+Policies`, `RateLimitPolicy`,
 /// `HeaderLimits`): where a header is sent is decided from the same route facts.
 extension OpenAPIDocument {
@@ -29,12 +30,24 @@ extension OpenAPIDocument {
       "WWW-Authenticate": header("the Bearer challenge (RFC 6750)"),
       "X-Content-Type-Options": header("always nosniff", ["type": "string", "enum": ["nosniff"]]),
       "Referrer-Policy": header("always no-referrer", ["type": "string", "enum": ["no-referrer"]]),
+      "Idempotent-Replayed": header(
+        "true when this is the kept answer of an earlier request with the same Idempotency-Key (body byte for byte, meta included)",
+        ["type": "string", "enum": ["true"]]),
     ]
   }
 
-  /// `#/components/parameters`: the conditional request headers.
+  /// `#/components/parameters`: the conditional request headers and `Idempotency-Key`.
   static var parameterComponents: [String: Any] {
     [
+      "Idempotency-Key": [
+        "name": "Idempotency-Key", "in": "header", "required": false,
+        // The bare form; an RFC 8941 string ("…") is taken too.
+        "schema": ["type": "string", "minLength": 1, "maxLength": IdempotencyPolicy.maxKeyLength, "pattern": "^[!#-~][!-~]*$"],
+        "description":
+          "makes this create safe to retry for 24 h: the same key and body replay the first answer (Idempotent-Replayed: true); "
+          + "another body is 422 IDEMPOTENCY_KEY_MISMATCH, a retry while the first runs 409 IDEMPOTENCY_KEY_IN_FLIGHT; "
+          + "keys are per caller (a bearer token or an API key is required)",
+      ],
       "If-None-Match": [
         "name": "If-None-Match", "in": "header", "required": false, "schema": ["type": "string"],
         "description": "an ETag from an earlier read (or *): 304 without a body when the resource hasn't changed",
@@ -75,6 +88,8 @@ extension OpenAPIDocument {
     var responses = operation["responses"] as? [String: Any] ?? [:]
     let etag = self.answersETag(route, schema: schema)
     if route.verb == "GET", etag { parameters.append(["$ref": "#/components/parameters/If-None-Match"]) }
+    let idempotent = IdempotencyPolicy.applies(to: route)
+    if idempotent { parameters.append(["$ref": "#/components/parameters/Idempotency-Key"]) }
     if self.takesIfMatch(route, schema: schema) {
       parameters.append(["$ref": "#/components/parameters/If-Match"])
       responses["412"] = ["$ref": "#/components/responses/Error412"]
@@ -85,6 +100,7 @@ extension OpenAPIDocument {
       for (name, value) in answer["headers"] as? [String: Any] ?? [:] { headers[name] = value }
       if etag { headers["ETag"] = ["$ref": "#/components/headers/ETag"] }
       if route.successStatus == 201, route.location != nil { headers["Location"] = ["$ref": "#/components/headers/Location"] }
+      if idempotent { headers["Idempotent-Replayed"] = ["$ref": "#/components/headers/Idempotent-Replayed"] }
       if schema.field("next_page_token", in: route.method.response.protoMessageName) != nil {
         headers["Link"] = ["$ref": "#/components/headers/Link"]
       }
@@ -97,14 +113,21 @@ extension OpenAPIDocument {
     operation["responses"] = responses
   }
 
-  /// The shared answers the policies add: 304, and the error envelope for 412 and 431.
-  static func policyResponses(errorResponse: (_ description: String) -> [String: Any]) -> [String: Any] {
+  /// The shared answers the policies add: 304, and the error envelope for 405 (with `Allow`),
+  /// 412 and 431.
+  static var policyResponses: [String: Any] {
     var notModifiedHeaders = self.commonResponseHeaders
     notModifiedHeaders["ETag"] = ["$ref": "#/components/headers/ETag"]
+    var notAllowedHeaders = self.commonResponseHeaders
+    notAllowedHeaders["Allow"] = ["$ref": "#/components/headers/Allow"]
+    let error: (String, [String: Any]) -> [String: Any] = { description, headers in
+      ["description": description, "headers": headers, "content": self.errorContent]
+    }
     return [
       "NotModified": ["description": "the resource still has the ETag in If-None-Match (no body)", "headers": notModifiedHeaders],
-      "Error412": errorResponse("error.status ABORTED: If-Match named an ETag the resource no longer has"),
-      "Error431": errorResponse("error.status \(StatusTable.gatewayStatus(431)): the request's headers are too large"),
+      "Error405": error("error.status \(StatusTable.gatewayStatus(405)): the path takes other methods (Allow)", notAllowedHeaders),
+      "Error412": error("error.status ABORTED: If-Match named an ETag the resource no longer has", self.commonResponseHeaders),
+      "Error431": error("error.status \(StatusTable.gatewayStatus(431)): the request's headers are too large", self.commonResponseHeaders),
     ]
   }
 

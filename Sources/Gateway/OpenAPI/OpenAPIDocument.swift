@@ -28,6 +28,7 @@ public enum OpenAPIDocument {
       paths[documented.path(for: route), default: [:]][route.verb.lowercased()] = operation
     }
     for (path, item) in try self.streamOperations(schemas: &schemas) { paths[path, default: [:]].merge(item) { $1 } }
+    for (path, item) in try self.playOperations(schemas: &schemas) { paths[path, default: [:]].merge(item) { $1 } }
     var components = self.envelopeSchemas
     for (name, schema) in schemas.components { components[name] = schema }
     let document: [String: Any] = [
@@ -184,13 +185,7 @@ public enum OpenAPIDocument {
         "content": ["application/json": ["schema": ["$ref": "#/components/schemas/ErrorEnvelope"]]],
       ]
     }
-    let policies = self.policyResponses { description in
-      [
-        "description": description, "headers": self.commonResponseHeaders,
-        "content": ["application/json": ["schema": ["$ref": "#/components/schemas/ErrorEnvelope"]]],
-      ]
-    }
-    for (name, response) in policies { responses[name] = response }
+    for (name, response) in self.policyResponses { responses[name] = response }
     return responses
   }
 
