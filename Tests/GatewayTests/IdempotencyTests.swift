@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import QuizwireProtos
 import ServiceKit
 import SQLKit
 import ServiceLifecycle
@@ -45,6 +46,77 @@ final class IdempotencyTests: XCTestCase {
       throw error
     }
     await suite.stop()
+  }
+
+  /// API keys own records by their hash: the same key replays, another key of the same user
+  /// does not; creating an API key (a credential) is never replayed.
+  func testAPIKeyCallersAndCredentialRoutes() async throws {
+    let suite = try await GatewayHarness.start()
+    do {
+      let token = try await suite.signIn("idem-keys@example.com", name: "Keys")
+      // Two API key creations with one Idempotency-Key: two keys, neither a replay.
+      let keyBody = #"{"name":"idem","scopes":["quiz:read","quiz:write"]}"#
+      let first = try await suite.request("POST", "/api/v1/me/api-keys", json: keyBody, bearer: token, headers: ["Idempotency-Key": "key-1"])
+      let second = try await suite.request("POST", "/api/v1/me/api-keys", json: keyBody, bearer: token, headers: ["Idempotency-Key": "key-1"])
+      XCTAssertEqual(first.status, 201, String(decoding: first.body, as: UTF8.self))
+      XCTAssertEqual(second.status, 201)
+      XCTAssertNil(second.header("Idempotent-Replayed"))
+      let (keyA, keyB) = (try XCTUnwrap(first.data?["key"] as? String), try XCTUnwrap(second.data?["key"] as? String))
+      XCTAssertNotEqual(keyA, keyB, "a new secret each time: the answer was not kept")
+
+      // Whatever the service answers a key (201, or 403 without the scope), it is final, kept
+      // for that key and replayed to it alone.
+      let body = #"{"title":"By key"}"#
+      let byA = try await suite.request("POST", "/api/v1/quizzes", json: body, headers: ["X-API-Key": keyA, "Idempotency-Key": "k-create"])
+      XCTAssertTrue([201, 403].contains(byA.status), String(decoding: byA.body, as: UTF8.self))
+      let againByA = try await suite.request(
+        "POST", "/api/v1/quizzes", json: body, headers: ["X-API-Key": keyA, "Idempotency-Key": "k-create"])
+      XCTAssertEqual(againByA.status, byA.status)
+      XCTAssertEqual(againByA.header("Idempotent-Replayed"), "true")
+      XCTAssertEqual(againByA.body, byA.body)
+      let byB = try await suite.request("POST", "/api/v1/quizzes", json: body, headers: ["X-API-Key": keyB, "Idempotency-Key": "k-create"])
+      XCTAssertEqual(byB.status, byA.status)
+      XCTAssertNil(byB.header("Idempotent-Replayed"), "another API key is another caller")
+      let kept = try await suite.gateway.store.database.read { uow in
+        try await uow.sql.raw("SELECT caller FROM gateway_idempotency").all().map { try $0.decode(column: "caller", as: String.self) }
+      }
+      XCTAssertEqual(kept.count, 2, "\(kept)")
+      XCTAssertTrue(kept.allSatisfy { $0.hasPrefix("key:") && !$0.contains(keyA) && !$0.contains(keyB) }, "\(kept)")
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
+  /// `/openapi.json` offers the header exactly where the gateway honours it.
+  func testTheDocumentOffersTheHeaderWhereItApplies() throws {
+    let data = try OpenAPIDocument.build(routes: try RouteTable(), descriptorSet: MethodCatalogue.descriptorSet)
+    let document = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    let paths = try XCTUnwrap(document["paths"] as? [String: [String: Any]])
+    func takesKey(_ path: String, _ verb: String) throws -> Bool {
+      let operation = try XCTUnwrap(paths[path]?[verb] as? [String: Any], "\(verb) \(path)")
+      let parameters = operation["parameters"] as? [[String: Any]] ?? []
+      return parameters.contains { $0["$ref"] as? String == "#/components/parameters/Idempotency-Key" }
+    }
+    XCTAssertTrue(try takesKey("/api/v1/quizzes", "post"))
+    XCTAssertFalse(try takesKey("/api/v1/quizzes", "get"))
+    XCTAssertFalse(try takesKey("/api/v1/auth/login", "post"))
+    XCTAssertFalse(try takesKey("/api/v1/auth/register", "post"))
+    XCTAssertFalse(try takesKey("/api/v1/me/api-keys", "post"))
+    let parameters = (document["components"] as? [String: Any])?["parameters"] as? [String: Any]
+    XCTAssertNotNil(parameters?["Idempotency-Key"])
+  }
+
+  /// The gateway's database: `<data-dir>/gateway.sqlite`, or PostgreSQL from the environment.
+  func testTheGatewayDatabaseFollowsDataDirAndDatabaseURL() throws {
+    let targets = ["auth-target": "127.0.0.1:1", "quiz-target": "127.0.0.1:1", "scoring-target": "127.0.0.1:1"]
+    let local = try GatewaySettings(layers: ConfigLayers(environment: [:], flags: targets.merging(["data-dir": "/tmp/qw-gw"]) { $1 }))
+    XCTAssertEqual(local.databaseLocation, .sqlite(path: "/tmp/qw-gw/gateway.sqlite"))
+    let shared = try GatewaySettings(
+      layers: ConfigLayers(environment: ["QUIZWIRE_DATABASE_URL": "postgres://gw@db.internal/quizwire"], flags: targets))
+    XCTAssertEqual(shared.databaseLocation, .postgres(url: "postgres://gw@db.internal/quizwire", poolSize: 10))
+    XCTAssertThrowsError(try GatewaySettings(layers: ConfigLayers(environment: [:], flags: targets.merging(["database-url": "x"]) { $1 })))
   }
 
   /// Everything the issue asks of the header, against replicas whose database is `storage`.
