@@ -227,4 +227,92 @@ final class PlayWebSocketTests: XCTestCase {
     }
     await suite.stop()
   }
+
+  /// What the stalled client saw of the gateway while it was not reading.
+  final class Stall: Sendable {
+    struct Sample {
+      var framesSent = 0
+      var maxBytesInFlight = 0
+      var rssGrowth = 0
+      var stuck = false
+    }
+    let sample = Mutex(Sample())
+  }
+
+  /// The process's resident memory in bytes (Linux), 0 where unknown.
+  static func residentBytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let pages = text.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+  }
+
+  /// A client that stops reading while the service keeps producing: the gateway stops taking
+  /// responses from the RPC (frames in flight stay at one, the count of frames sent stops
+  /// short of what the service has to say), its memory stays flat, and once the client reads
+  /// again every response arrives, in order, and the game finishes.
+  func testAClientThatStopsReadingStallsTheRPCAndResumesIntact() async throws {
+    let suite = try await GatewayHarness.start(gatewayFlags: Self.flags)
+    do {
+      let token = try await suite.signIn("player@example.com", name: "Player")
+      let stats = suite.gateway.playSockets
+      // Each answer naming no current question is answered with a Rejected event of about
+      // 32 KB (the id twice): 400 of them are 12.8 MB, well past what the sockets' kernel
+      // buffers (a few MB on loopback) can hide.
+      let count = 400
+      let bogus = String(repeating: "z", count: 16000)
+      let stall = Stall()
+      let before = Self.residentBytes()
+      let session = try await Self.session(suite, headers: [.authorization: "Bearer \(token)"]) { inbound, outbound, frames in
+        var iterator = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+        try await outbound.write(.text(Self.start))
+        guard case .text(let first)? = try await iterator.next() else { return }
+        frames.append(first)
+        for _ in 0..<count { try await outbound.write(.text(#"{"answer":{"questionId":"\#(bogus)"}}"#)) }
+        // Not reading: wait until the bridge is stuck on a socket write (one frame in flight,
+        // nothing more sent for 300 ms): the RPC's next response stays in the RPC.
+        var last = -1
+        var stuckSince: ContinuousClock.Instant?
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+          let (sent, inFlight, bytes) = (stats.framesSent, stats.framesInFlight, stats.bytesInFlight)
+          stall.sample.withLock { $0.maxBytesInFlight = max($0.maxBytesInFlight, bytes) }
+          if sent != last || inFlight == 0 {
+            (last, stuckSince) = (sent, inFlight == 0 ? nil : ContinuousClock.now)
+          } else if let since = stuckSince, ContinuousClock.now - since > .milliseconds(300) {
+            stall.sample.withLock { $0.stuck = true }
+            break
+          } else if stuckSince == nil {
+            stuckSince = ContinuousClock.now
+          }
+          try await Task.sleep(for: .milliseconds(20))
+        }
+        let growth = Self.residentBytes() - before
+        print("play backpressure: stalled after \(last) of \(count + 1) frames; RSS growth \(growth / 1024) KiB")
+        stall.sample.withLock {
+          $0.framesSent = last
+          $0.rssGrowth = growth
+        }
+        // Reading again: the rest comes through, then the game is played to its end (the
+        // first question, shown before the stall, is answered now).
+        try await outbound.write(.text(#"{"answer":{"questionId":"qq_demo_1",\#(Self.demoAnswers["qq_demo_1"]!)}}"#))
+        try await Self.answerUntilClosed(iterator, outbound, frames)
+      }
+      let seen = stall.sample.withLock { $0 }
+      XCTAssertTrue(seen.stuck, "the bridge waited on the socket")
+      XCTAssertGreaterThan(seen.framesSent, 1, "some responses fit in the sockets' buffers")
+      XCTAssertLessThan(seen.framesSent, count, "the RPC stalled while the client did not read")
+      XCTAssertLessThanOrEqual(stats.maxFramesInFlight, 1, "one frame at a time between the RPC and the socket")
+      XCTAssertLessThanOrEqual(seen.maxBytesInFlight, 40 << 10, "at most the one ~32 KB frame being written")
+      XCTAssertLessThan(seen.rssGrowth, 64 << 20, "the process (gateway and services) did not buffer the 12.8 MB")
+      let rejected = session.frames.compactMap { $0["rejected"] as? [String: Any] }
+      XCTAssertEqual(rejected.count, count, "every response arrived after the stall")
+      XCTAssertTrue(rejected.allSatisfy { $0["questionId"] as? String == bogus && $0["code"] as? Int == 9 })
+      self.assertFinished(session)
+      XCTAssertEqual(stats.framesInFlight, 0)
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
 }
