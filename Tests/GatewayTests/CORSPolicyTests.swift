@@ -49,7 +49,8 @@ final class CORSPolicyTests: XCTestCase {
     XCTAssertEqual(allowed["Vary"], "Origin")
     XCTAssertEqual(
       allowed["Access-Control-Expose-Headers"],
-      "X-Request-Id, ETag, Location, Link, Retry-After, RateLimit-Policy, RateLimit, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
+      "X-Request-Id, ETag, Location, Link, Retry-After, RateLimit-Policy, RateLimit, X-RateLimit-Limit, X-RateLimit-Remaining, "
+        + "X-RateLimit-Reset, Idempotent-Replayed")
     XCTAssertEqual(self.policy.responseHeaders(origin: "https://evil.test").map(\.name), ["Vary"])
     XCTAssertEqual(self.policy.responseHeaders(origin: nil).map(\.name), ["Vary"], "a cache must not reuse it for an allowed origin")
     XCTAssertTrue(CORSPolicy(origins: []).responseHeaders(origin: "https://evil.test").isEmpty)

@@ -35,7 +35,8 @@ final class GatewayHTTPPolicyTests: XCTestCase {
       XCTAssertEqual(allowed.header("Access-Control-Allow-Origin"), Self.app)
       XCTAssertEqual(
         allowed.header("Access-Control-Expose-Headers"),
-        "X-Request-Id, ETag, Location, Link, Retry-After, RateLimit-Policy, RateLimit, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
+        "X-Request-Id, ETag, Location, Link, Retry-After, RateLimit-Policy, RateLimit, X-RateLimit-Limit, X-RateLimit-Remaining, "
+          + "X-RateLimit-Reset, Idempotent-Replayed")
       XCTAssertEqual(allowed.header("X-Content-Type-Options"), "nosniff")
       XCTAssertEqual(allowed.header("Referrer-Policy"), "no-referrer")
       XCTAssertNil(allowed.header("Cache-Control"), "an anonymous success may be cached")

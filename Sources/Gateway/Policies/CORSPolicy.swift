@@ -15,10 +15,11 @@ public struct CORSPolicy: Sendable, Hashable {
     "tracestate",
   ]
   /// Response headers a page may read besides the CORS-safelisted ones.
-  /// The quota headers too: a browser app can only back off from what it is allowed to read.
+  /// The quota headers too: a browser app can only back off from what it is allowed to read;
+  /// and `Idempotent-Replayed`, so a page can tell a retried create's kept answer.
   public static let exposedHeaders = [
     "X-Request-Id", "ETag", "Location", "Link", "Retry-After", "RateLimit-Policy", "RateLimit", "X-RateLimit-Limit",
-    "X-RateLimit-Remaining", "X-RateLimit-Reset",
+    "X-RateLimit-Remaining", "X-RateLimit-Reset", "Idempotent-Replayed",
   ]
   /// How long a browser may cache a preflight (seconds): routes change only with a deploy.
   public static let maxAge = 600
