@@ -20,7 +20,11 @@ final class RawHTTPStream {
   private(set) var headers: [String: String] = [:]
 
   /// Connects to `base` ("http://127.0.0.1:<port>") and sends the request; reads the head.
-  init(_ base: String, _ path: String, headers: [String: String] = [:], within limit: Duration = .seconds(10)) throws {
+  /// `chunkedBody` is sent with `Transfer-Encoding: chunked` (no Content-Length), in 1 KiB chunks.
+  init(
+    _ base: String, _ path: String, method: String = "GET", headers: [String: String] = [:], chunkedBody: [UInt8]? = nil,
+    within limit: Duration = .seconds(10)
+  ) throws {
     let hostPort = base.replacingOccurrences(of: "http://", with: "").split(separator: ":")
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
@@ -35,10 +39,20 @@ final class RawHTTPStream {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
     guard connected == 0 else { throw RawHTTPError.io("connect failed (\(errno))") }
-    var text = "GET \(path) HTTP/1.1\r\nHost: \(hostPort.joined(separator: ":"))\r\n"
+    var text = "\(method) \(path) HTTP/1.1\r\nHost: \(hostPort.joined(separator: ":"))\r\n"
     for (name, value) in headers { text += "\(name): \(value)\r\n" }
+    if chunkedBody != nil { text += "Transfer-Encoding: chunked\r\n" }
     text += "\r\n"
-    let bytes = Array(text.utf8)
+    var bytes = Array(text.utf8)
+    if let chunkedBody {
+      var rest = chunkedBody[...]
+      while !rest.isEmpty {
+        let chunk = rest.prefix(1024)
+        bytes += Array((String(chunk.count, radix: 16) + "\r\n").utf8) + chunk + Array("\r\n".utf8)
+        rest = rest.dropFirst(chunk.count)
+      }
+      bytes += Array("0\r\n\r\n".utf8)
+    }
     guard bytes.withUnsafeBytes({ send(self.fd, $0.baseAddress, $0.count, 0) }) == bytes.count else { throw RawHTTPError.io("send failed") }
     try self.readHead(within: limit)
   }

@@ -118,7 +118,15 @@ struct PlayEndpoints: Sendable {
   /// empty or `{}`; anything else is 400, as for every strict body.
   private func issueTicket(_ request: Request, requestID: String) async throws -> Response {
     var request = request
-    let body = try await request.collectBody(upTo: 4096)
+    let body: ByteBuffer
+    do {
+      body = try await request.collectBody(upTo: 4096)
+    } catch is NIOTooManyBytesError {
+      // collectBody's own error would reach the responder as an unknown one: a 500.
+      throw APIError.gateway(413, "a play ticket request takes no body (empty or {}), and at most 4096 bytes")
+    } catch let error as HTTPError where error.status == .contentTooLarge {
+      throw APIError.gateway(413, "a play ticket request takes no body (empty or {}), and at most 4096 bytes")
+    }
     let text = String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)
     if !text.isEmpty {
       let type = request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()

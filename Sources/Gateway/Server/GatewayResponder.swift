@@ -143,6 +143,9 @@ struct GatewayResponder: HTTPResponder {
     let buffer: ByteBuffer
     do { buffer = try await request.collectBody(upTo: self.bodyLimit) } catch let error as HTTPError where error.status == .contentTooLarge {
       throw APIError.gateway(413, "the request body is larger than \(self.bodyLimit) bytes")
+    } catch is NIOTooManyBytesError {
+      // A chunked body (no Content-Length) outgrowing the limit while it streams: a 500 before.
+      throw APIError.gateway(413, "the request body is larger than \(self.bodyLimit) bytes")
     }
     guard buffer.readableBytes > 0 else { return Data() }
     let type = request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
