@@ -31,6 +31,16 @@ enum GatewayCommand {
       flags["\(name)-target"] = "127.0.0.1:\(module.defaultPorts.framed + portOffset)"
     }
     if let logLevel { flags["log-level"] = logLevel }
-    return try GatewayHost(settings: try GatewaySettings(layers: ConfigLayers(flags: flags)))
+    // Play tickets are sealed with a key kept in the data folder (made on first use), so they
+    // survive a restart and every gateway on this folder shares it; one set by the
+    // environment wins.
+    var environment = ProcessInfo.processInfo.environment
+    let secretName = ConfigLayers.environmentName("ticket-secret")
+    if environment[secretName] == nil && environment[secretName + "_FILE"] == nil {
+      let path = URL(fileURLWithPath: dataDir).appendingPathComponent("gateway-ticket.secret").path
+      _ = try LocalSecretFile.readOrCreate(path: path, key: "ticket-secret")
+      environment[secretName + "_FILE"] = path
+    }
+    return try GatewayHost(settings: try GatewaySettings(layers: ConfigLayers(environment: environment, flags: flags)))
   }
 }

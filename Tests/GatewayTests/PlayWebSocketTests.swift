@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
 import HTTPTypes
 import HummingbirdWSClient
 import Logging
@@ -111,6 +114,11 @@ final class PlayWebSocketTests: XCTestCase {
       self.assertFinished(withBearer)
       XCTAssertEqual(withBearer.reason, "finished")
       XCTAssertEqual(suite.gateway.playSockets.openSockets, 0)
+      // 5 questions, 5 feedbacks and the result, on the admin port's /metrics.
+      let (metrics, _) = try await URLSession.shared.data(from: URL(string: suite.adminURL + "/metrics")!)
+      let lines = String(decoding: metrics, as: UTF8.self).split(separator: "\n")
+      XCTAssertTrue(lines.contains("gateway_play_frames_sent_total 11"), lines.filter { $0.contains("gateway_play") }.joined(separator: "\n"))
+      XCTAssertTrue(lines.contains("gateway_play_sockets_open 0.0") || lines.contains("gateway_play_sockets_open 0"))
 
       // A ticket (no body, and `{}`), redeemed by a socket with no Authorization header.
       let ticket = try await self.ticket(suite, bearer: token)

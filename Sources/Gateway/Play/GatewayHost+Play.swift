@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdWebSocket
 import ServiceKit
+import Synchronization
 
 extension GatewayHost {
   /// The Play socket and tickets, or nil when no scoring target is configured.
@@ -10,6 +11,7 @@ extension GatewayHost {
     if self.settings.ticketSecret == nil {
       self.logger.notice("ticket-secret is not set: play tickets are sealed with a random key and work only on this replica")
     }
+    self.exportPlayMetrics()
     let tickets = PlayTickets(secret: self.settings.ticketSecret?.reveal(), ttl: self.settings.playTicketTTL, ledger: self.store)
     return PlayEndpoints(
       bridge: PlayBridge(client: scoring, schema: self.routes.schema, stats: self.playSockets), tickets: tickets,
@@ -24,6 +26,30 @@ extension GatewayHost {
     ) { head, channel, _ in
       guard let play else { return .dontUpgrade }
       return await play.shouldUpgrade(head, channel: channel)
+    }
+  }
+
+  /// `gateway_play_sockets_open`, `gateway_play_frames_in_flight`, `gateway_play_bytes_in_flight`
+  /// and `gateway_play_frames_sent_total` on the admin port's `/metrics`.
+  private func exportPlayMetrics() {
+    let registry = self.metrics.registry
+    let open = registry.makeGauge(name: "gateway_play_sockets_open", help: "WebSockets bridged to a Play RPC now.")
+    let frames = registry.makeGauge(name: "gateway_play_frames_in_flight", help: "Play events taken from the RPC, not yet taken by the socket.")
+    let bytes = registry.makeGauge(name: "gateway_play_bytes_in_flight", help: "Their bytes.")
+    let sent = registry.makeCounter(name: "gateway_play_frames_sent_total", help: "Play events written to sockets.")
+    let stats = self.playSockets
+    let counted = Mutex(0)
+    self.metrics.onScrape("gateway.play") {
+      open.set(Double(stats.openSockets))
+      frames.set(Double(stats.framesInFlight))
+      bytes.set(Double(stats.bytesInFlight))
+      let now = stats.framesSent
+      sent.increment(
+        by: Int64(
+          counted.withLock { before in
+            defer { before = now }
+            return now - before
+          }))
     }
   }
 }
