@@ -94,7 +94,10 @@ public struct PathTemplate: Sendable, Hashable, CustomStringConvertible {
 
   /// Splits a request path into percent-decoded segments ("/a/b%2Fc" → ["a", "b/c"]).
   public static func segments(of path: String) -> [String] {
-    path.dropFirst().split(separator: "/", omittingEmptySubsequences: false).map { String($0).removingPercentEncoding ?? String($0) }
+    path.dropFirst().split(separator: "/", omittingEmptySubsequences: false).map { part in
+      // Decoding is slow in Foundation; most segments have nothing to decode.
+      part.utf8.contains(UInt8(ascii: "%")) ? String(part).removingPercentEncoding ?? String(part) : String(part)
+    }
   }
 
   private static let segmentCharacters = CharacterSet.urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))

@@ -41,24 +41,44 @@ public struct Envelope: Sendable {
     return Data(out.utf8)
   }
 
+  /// Built by hand: it is on every response, and `JSONSerialization` plus Foundation's date
+  /// formatter cost more than the rest of a cached read. Keys in sorted order, as before.
   static func meta(_ meta: Meta, requestID: String, now: Date) -> String {
-    var object: [String: Any] = ["request_id": requestID, "timestamp": Self.timestamp(now)]
+    var json = "{"
     if let pagination = meta.pagination {
-      var page: [String: Any] = ["next_cursor": pagination.nextCursor.isEmpty ? NSNull() : pagination.nextCursor]
-      if let limit = pagination.limit { page["limit"] = limit }
-      if let total = pagination.total { page["total"] = total }
-      object["pagination"] = page
+      var page = ""
+      if let limit = pagination.limit { page += #""limit":\#(limit),"# }
+      page += #""next_cursor":"# + (pagination.nextCursor.isEmpty ? "null" : Self.quoted(pagination.nextCursor))
+      if let total = pagination.total { page += #","total":\#(total)"# }
+      json += #""pagination":{"# + page + "},"
     }
-    var json = Self.serialize(object)
-    for (name, value) in meta.extra {
-      json = String(json.dropLast()) + "," + Self.serialize(name) + ":" + value + "}"
-    }
-    return json
+    json += #""request_id":"# + Self.quoted(requestID) + #","timestamp":""# + Self.timestamp(now) + "\""
+    for (name, value) in meta.extra { json += "," + Self.quoted(name) + ":" + value }
+    return json + "}"
   }
 
-  /// RFC 3339 UTC with milliseconds.
+  /// RFC 3339 UTC with milliseconds ("2026-11-30T20:58:39.123Z").
   public static func timestamp(_ date: Date) -> String {
-    date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: TimeZone(identifier: "UTC")!))
+    // From the reference date, as Foundation's formatter does, so both print the same digits.
+    let reference = date.timeIntervalSinceReferenceDate
+    let whole = reference.rounded(.down)
+    let millis = min(999, Int32((reference - whole) * 1000))
+    var seconds = time_t(Int64(whole) + 978_307_200)
+    var parts = tm()
+    gmtime_r(&seconds, &parts)
+    func pad(_ value: Int32, _ width: Int) -> String {
+      let text = String(value)
+      return String(repeating: "0", count: max(0, width - text.count)) + text
+    }
+    return pad(parts.tm_year + 1900, 4) + "-" + pad(parts.tm_mon + 1, 2) + "-" + pad(parts.tm_mday, 2) + "T" + pad(parts.tm_hour, 2) + ":"
+      + pad(parts.tm_min, 2) + ":" + pad(parts.tm_sec, 2) + "." + pad(millis, 3) + "Z"
+  }
+
+  /// A JSON string literal for `text`.
+  static func quoted(_ text: String) -> String {
+    // Request ids, cursors and field names are plain ASCII; anything else takes the slow path.
+    if text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != 0x22 && $0 != 0x5C }) { return "\"" + text + "\"" }
+    return Self.serialize(text)
   }
 
   static func serialize(_ value: Any) -> String {

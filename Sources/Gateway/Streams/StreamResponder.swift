@@ -19,10 +19,16 @@ struct StreamResponder: Sendable {
   let upstreams: Upstreams
   /// How often an idle stream writes a comment, so proxies and browsers keep it open and a
   /// client that went away is noticed (the write fails) and its RPC cancelled.
-  let heartbeat: Duration
+  let heartbeats: Heartbeats
 
   /// The Play socket's plain-HTTP side and its tickets (`PlayRoutes`); nil: not served.
   var play: PlayEndpoints? = nil
+
+  init(upstreams: Upstreams, heartbeat: Duration, play: PlayEndpoints? = nil) {
+    self.upstreams = upstreams
+    self.heartbeats = Heartbeats(interval: heartbeat)
+    self.play = play
+  }
 
   static let lastEventIDHeader = GatewayResponder.FieldName("Last-Event-ID")!
 
@@ -71,20 +77,15 @@ struct StreamResponder: Sendable {
       GatewayResponder.requestIDHeader: requestID, .contentType: format == .ndjson ? "application/x-ndjson" : "text/event-stream",
       .cacheControl: "no-store",
     ]
-    let heartbeat = self.heartbeat
+    let heartbeats = self.heartbeats
     return Response(
       status: .ok, headers: headers,
       body: ResponseBody { writer in
-        let ticker = Task {
-          while !Task.isCancelled {
-            try await Task.sleep(for: heartbeat)
-            mailbox.ping()
-          }
-        }
+        heartbeats.add(mailbox)
         // However the body ends (the RPC ended, the client went away and a write failed, or
-        // the server cancelled this task), the RPC and the timer end with it.
+        // the server cancelled this task), the RPC and the heartbeats end with it.
         defer {
-          ticker.cancel()
+          heartbeats.remove(mailbox)
           rpc.cancel()
         }
         // A draining gateway ends its streams with a last `error` (UNAVAILABLE: reconnect,

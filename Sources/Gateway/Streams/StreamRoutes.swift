@@ -67,13 +67,10 @@ struct StreamCall: Sendable {
       _ onMessage: @escaping @Sendable (any SwiftProtobuf.Message, Int64) async throws -> Void
     ) async throws -> Void
 
-  /// A watch lasts as long as the browser stays, up to the service's own limit for watches
-  /// (24 h): without this the client's default deadline for every call (10 s) would end it.
-  static let options: CallOptions = {
-    var options = CallOptions.defaults
-    options.timeout = .seconds(24 * 3600)
-    return options
-  }()
+  /// No deadline: a watch lasts as long as the browser stays, up to the service's own limit
+  /// for watches (24 h). `Upstreams` lists the stream methods as untimed, so the client's
+  /// default deadline (10 s) doesn't apply either.
+  static let options = CallOptions.defaults
 
   init<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(request: Request, eventID: @escaping @Sendable (Response) -> Int64) {
     self.run = { client, descriptor, metadata, onMessage in

@@ -25,9 +25,8 @@ struct ResponseShaper {
     let repeated = fields.filter(\.isRepeated)
     let paged = fields.contains { $0.name == "next_page_token" }
     guard repeated.count == 1, paged || fields.count == 1 else {
-      let object = fields.contains { ["id", "etag", "state"].contains($0.name) } ? Self.object(json) : nil
-      return Shaped(
-        json: json, meta: Envelope.Meta(), id: object?["id"] as? String, etag: object?["etag"] as? String, state: object?["state"] as? String)
+      let object = fields.contains { Self.headerFields.contains($0.name) } ? TopLevelJSON.strings(json, keys: Self.headerFields) : [:]
+      return Shaped(json: json, meta: Envelope.Meta(), id: object["id"], etag: object["etag"], state: object["state"])
     }
     // A list: split the one object into the array and its paging. Only the outer object is
     // re-serialized; the elements keep protobuf's JSON forms (int64s stay strings).
@@ -42,6 +41,9 @@ struct ResponseShaper {
     }
     return Shaped(json: Envelope.serialize(list), meta: meta, id: nil, etag: nil)
   }
+
+  /// What a single resource's headers are made of (`Location`, `ETag`, `Cache-Control`).
+  private static let headerFields: Set<String> = ["id", "etag", "state"]
 
   private static func object(_ json: String) -> [String: Any]? {
     (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any]

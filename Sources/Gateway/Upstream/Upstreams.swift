@@ -28,6 +28,7 @@ public final class Upstreams: Sendable {
     for (name, replicas) in targets {
       var config = ServiceClientConfig(replicas: replicas)
       config.idempotentMethods = routes.routes.filter { $0.isIdempotent && Self.shortName(of: $0.method.service) == name }.map(\.method.descriptor)
+      config.untimedMethods = StreamRoute.all.map(\.descriptor).filter { Self.shortName(of: $0.service.fullyQualifiedService) == name }
       let client = try ServiceClient(config, name: name, tracer: tracer, metrics: metrics)
       if let metrics { client.export(to: metrics) }
       clients[name] = client

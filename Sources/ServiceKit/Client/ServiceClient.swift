@@ -18,6 +18,11 @@ public struct ServiceClientConfig: Sendable {
   public var breaker = CircuitBreaker.Config()
   /// Deadline for calls that have none (and no caller deadline to inherit).
   public var defaultTimeout: Duration? = .seconds(10)
+  /// Methods whose calls get no default deadline: long-lived streams that end when their
+  /// caller goes away or the server ends them. Besides never cutting such a stream at 10 s,
+  /// a call without a deadline costs GRPCCore two tasks fewer (its deadline timer), which
+  /// matters with thousands of them open.
+  public var untimedMethods: [MethodDescriptor] = []
 
   public init(replicas: [String]) { self.replicas = replicas }
 
@@ -27,6 +32,10 @@ public struct ServiceClientConfig: Sendable {
     var methods: [MethodConfig] = []
     if let timeout = self.defaultTimeout {
       methods.append(MethodConfig(names: [MethodConfig.Name(service: "")], timeout: timeout))
+    }
+    if !self.untimedMethods.isEmpty {
+      // An exact method's config wins over the default one, timeout and all.
+      methods.append(MethodConfig(names: self.untimedMethods.map { MethodConfig.Name(service: $0.service.fullyQualifiedService, method: $0.method) }))
     }
     if !self.idempotentMethods.isEmpty, self.maxAttempts > 1 {
       let policy = RetryPolicy(
