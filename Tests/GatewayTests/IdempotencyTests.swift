@@ -163,6 +163,30 @@ final class IdempotencyTests: XCTestCase {
       XCTAssertNil(theirs.header("Idempotent-Replayed"))
       XCTAssertNotEqual(theirs.data?["id"] as? String, id)
 
+      // A burst of one create with one key on both replicas at once: exactly one runs; every
+      // other request gets 409 (still running) or the kept answer.
+      let burstBody = #"{"title":"Burst"}"#
+      let burst = try await withThrowingTaskGroup(of: HTTPResult.self) { group in
+        for index in 0..<8 {
+          let replica = index % 2 == 0 ? one : two
+          group.addTask {
+            try await replica.send("POST", "/api/v1/quizzes", json: burstBody, bearer: author, headers: ["Idempotency-Key": "burst-1"])
+          }
+        }
+        var results: [HTTPResult] = []
+        for try await result in group { results.append(result) }
+        return results
+      }
+      let ran = burst.filter { $0.status == 201 && $0.header("Idempotent-Replayed") == nil }
+      XCTAssertEqual(ran.count, 1, "\(burst.map { ($0.status, $0.header("Idempotent-Replayed") ?? "-") })")
+      for result in burst where result.status != 201 {
+        XCTAssertEqual(result.status, 409, String(decoding: result.body, as: UTF8.self))
+        XCTAssertEqual(result.error?["reason"] as? String, "IDEMPOTENCY_KEY_IN_FLIGHT")
+      }
+      for result in burst where result.header("Idempotent-Replayed") != nil { XCTAssertEqual(result.body, ran.first?.body) }
+      let burstList = try await one.send("GET", "/api/v1/quizzes", bearer: author)
+      XCTAssertEqual(burstList.list?.filter { $0["title"] as? String == "Burst" }.count, 1)
+
       // While a request with the key is in flight (claimed on the shared database, as a replica
       // mid-call leaves it): 409 with Retry-After on the other replica.
       let me = try await one.send("GET", "/api/v1/me", bearer: author)
