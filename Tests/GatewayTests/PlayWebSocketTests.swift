@@ -8,6 +8,8 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import QuizService
+import ServiceKit
+import ServiceLifecycle
 import Synchronization
 import XCTest
 
@@ -229,6 +231,48 @@ final class PlayWebSocketTests: XCTestCase {
       let late = try await Self.session(suite, "\(PlayRoutes.socket)?ticket=\(ticket)", Self.playDemo)
       XCTAssertEqual(late.closeCode, 1008, "\(late)")
       XCTAssertTrue(late.reason?.contains("expired") == true, "\(late)")
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
+  /// A draining gateway (SIGTERM under a ServiceGroup, as `quizwire up` runs it) does not wait
+  /// for open games: the WebSocket layer closes each socket (1000 with no `finished` before
+  /// it, so a page tells it from a finished game and resumes elsewhere) and the gateway stops.
+  func testADrainingGatewayClosesItsSockets() async throws {
+    let suite = try await GatewayHarness.start(gatewayFlags: Self.flags)
+    do {
+      let token = try await suite.signIn("player@example.com", name: "Player")
+      var settings = suite.gateway.settings
+      (settings.httpPort, settings.adminPort) = (0, 0)
+      let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
+      let group = ServiceGroup(services: [gateway], logger: Logger(label: "drain-test"))
+      let running = Task { try await group.run() }
+      let address = try await gateway.addresses().http
+      let frames = Frames()
+      let close = try await WebSocketClient.connect(
+        url: "http://\(address)\(PlayRoutes.socket)", configuration: .init(additionalHeaders: [.authorization: "Bearer \(token)"]),
+        logger: Self.logger
+      ) { inbound, outbound, _ in
+        try await outbound.write(.text(Self.start))
+        var iterator = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+        if case .text(let text)? = try await iterator.next() { frames.append(text) }
+        await group.triggerGracefulShutdown()
+        while let message = try await iterator.next() { if case .text(let text) = message { frames.append(text) } }
+      }
+      XCTAssertEqual(close.map { Int(UInt16(webSocketErrorCode: $0.closeCode)) }, 1000)
+      XCTAssertNotNil(frames.all.first?["question"], "\(frames.all)")
+      XCTAssertFalse(frames.all.contains { $0["finished"] != nil }, "\(frames.all)")
+      let drained = Task {
+        try await Task.sleep(for: .seconds(10))
+        running.cancel()
+      }
+      _ = await running.result
+      XCTAssertFalse(running.isCancelled, "the gateway stopped by itself, not held up by the socket")
+      drained.cancel()
+      XCTAssertEqual(gateway.playSockets.openSockets, 0)
     } catch {
       await suite.stop()
       throw error
