@@ -45,7 +45,7 @@ final class SchemathesisTests: XCTestCase {
         "python3", "-c", "import sys; from schemathesis.cli import schemathesis; schemathesis(sys.argv[1:], prog_name='schemathesis')",
         "--config-file", Self.pythonDir.appendingPathComponent("schemathesis.toml").path, "run", "\(h.baseURL)/openapi.json", "--header",
         "Authorization: Bearer \(token)",
-        "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance",
+        "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance,response_headers_conformance,content_type_conformance",
         "--phases", "examples,coverage,fuzzing", "--max-examples", String(Self.maxExamples), "--workers", "2", "--seed", "20261130",
         "--exclude-path", Self.socketPath, "--generation-database", "none", "--request-timeout", "30", "--no-color", "--report", "ndjson",
         "--report-ndjson-path", report.path,
@@ -58,7 +58,7 @@ final class SchemathesisTests: XCTestCase {
 
       XCTAssertTrue(verdict.finished, "the run ended within \(Self.budget) s" + context)
       XCTAssertEqual(verdict.serverErrors, [], "no 5xx" + context)
-      XCTAssertEqual(verdict.failedChecks, [:], "no failed check (schema, status code, server error)" + context)
+      XCTAssertEqual(verdict.failedChecks, [:], "no failed check (server error, status code, body schema, documented headers, content type)" + context)
       XCTAssertEqual(verdict.errors, [], "no operation errored (a schema schemathesis can't read, a hook failure)" + context)
       XCTAssertEqual(Set(verdict.statuses.keys), operations, "every operation of the document was tested")
       for operation in operations.sorted() {
