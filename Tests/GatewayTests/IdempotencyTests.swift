@@ -244,6 +244,16 @@ final class IdempotencyTests: XCTestCase {
       XCTAssertEqual(anonymous.error?["reason"] as? String, "IDEMPOTENCY_KEY_NEEDS_CALLER")
       XCTAssertNotNil(anonymous.header("WWW-Authenticate"))
 
+      // Replica two's /metrics counted what its requests met.
+      let admin = try await two.host.addresses().admin
+      let (scrape, _) = try await URLSession.shared.data(from: URL(string: "http://\(admin)/metrics")!)
+      let metrics = String(decoding: scrape, as: UTF8.self)
+      for outcome in ["kept", "replayed", "mismatch", "in_flight"] {
+        let line = metrics.split(separator: "\n").first { $0.hasPrefix(#"gateway_idempotency_requests_total{outcome="\#(outcome)"}"#) }
+        let value = line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) } ?? 0
+        XCTAssertGreaterThanOrEqual(value, 1, "\(outcome): \(line ?? "missing")")
+      }
+
       let after = try await two.send("GET", "/api/v1/quizzes", bearer: author)
       XCTAssertEqual(
         after.list?.filter { $0["title"] as? String == "Once only" }.count, 2, "create-1 once and create-3 once; nothing else ran")

@@ -53,19 +53,23 @@ extension GatewayResponder {
     do {
       claim = try await store.claim(id, fingerprint: fingerprint)
     } catch {
+      self.idempotencyMetrics?.record(.storeUnavailable)
       throw Self.storeFailure(error, logger: self.logger, requestID: requestID)
     }
     switch claim {
     case .replay(let stored):
+      self.idempotencyMetrics?.record(.replayed)
       var headers: HTTPFields = [Self.requestIDHeader: requestID, Self.idempotentReplayedHeader: "true"]
       for (name, value) in stored.headers.sorted(by: { $0.key < $1.key }) { if let field = FieldName(name) { headers[field] = value } }
       return Response(status: .init(code: stored.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: stored.body)))
     case .mismatch:
+      self.idempotencyMetrics?.record(.mismatch)
       throw APIError(
         httpStatus: 422, status: "FAILED_PRECONDITION", reason: "IDEMPOTENCY_KEY_MISMATCH",
         message: "this Idempotency-Key was already used with a different request body or query; use a new key for a new request",
         details: [.errorInfo(reason: "IDEMPOTENCY_KEY_MISMATCH", domain: Self.idempotencyDomain, metadata: [:])])
     case .inFlight:
+      self.idempotencyMetrics?.record(.inFlight)
       var error = APIError(
         httpStatus: 409, status: "ABORTED", reason: "IDEMPOTENCY_KEY_IN_FLIGHT",
         message: "a request with this Idempotency-Key is still being processed; retry shortly for its answer",
@@ -87,10 +91,13 @@ extension GatewayResponder {
           var kept: [String: String] = [:]
           for name in Self.keptHeaders { if let value = response.headers[name] { kept[name.canonicalName] = value } }
           try await store.complete(id, token: token, response: StoredResponse(status: status, headers: kept, body: Data(body.readableBytesView)))
+          self.idempotencyMetrics?.record(.kept)
         } else {
           try await store.release(id, token: token)
+          self.idempotencyMetrics?.record(.notKept)
         }
       } catch {
+        self.idempotencyMetrics?.record(.saveFailed)
         // The call happened and its answer goes out; only the record is missing. Its claim
         // stays in flight until the lease ends, then the key is free again.
         self.logger.error(

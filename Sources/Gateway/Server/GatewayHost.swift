@@ -51,6 +51,7 @@ public final class GatewayHost: Service, Sendable {
       config: .init(issuer: settings.authIssuer, audience: settings.authAudience), source: AuthServiceJWKSSource(client: auth.client))
     // Last: nothing after it can throw and leave the database open.
     self.store = GatewayStore(database: try Database(settings.databaseLocation, logger: self.logger))
+    self.metrics.observe(self.store.database)
   }
 
   /// Serves until graceful shutdown (SIGTERM under a ServiceGroup): readiness turns off, the
@@ -69,7 +70,8 @@ public final class GatewayHost: Service, Sendable {
       routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit,
       cors: CORSPolicy(origins: self.settings.corsOrigins), tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI,
       verifier: self.verifier, rateLimiter: self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) },
-      streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat, play: play), store: self.store)
+      streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat, play: play), store: self.store,
+      idempotencyMetrics: IdempotencyMetrics(self.metrics))
     let api = Application(
       responder: responder, server: Self.apiServer(play),
       configuration: .init(address: .hostname(self.settings.host, port: self.settings.httpPort), serverName: nil),

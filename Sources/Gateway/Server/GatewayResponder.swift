@@ -33,6 +33,8 @@ struct GatewayResponder: HTTPResponder {
   var headerLimits = HeaderLimits.default
   /// Idempotency records (`Idempotency-Key`); nil: the header is ignored.
   var store: GatewayStore? = nil
+  /// `gateway_idempotency_requests_total{outcome}`; nil: not counted.
+  var idempotencyMetrics: IdempotencyMetrics? = nil
 
   static let requestIDHeader = FieldName("X-Request-Id")!
   static let apiKeyHeader = FieldName("X-API-Key")!
