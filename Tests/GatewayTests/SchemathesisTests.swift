@@ -38,10 +38,15 @@ final class SchemathesisTests: XCTestCase {
       ])
 
       let report = FileManager.default.temporaryDirectory.appendingPathComponent("quizwire-schemathesis-\(UUID().uuidString).ndjson")
-      defer { try? FileManager.default.removeItem(at: report) }
+      // Hypothesis keeps its example database in the working directory unless told otherwise.
+      let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("quizwire-hypothesis-\(UUID().uuidString)")
+      defer {
+        try? FileManager.default.removeItem(at: report)
+        try? FileManager.default.removeItem(at: scratch)
+      }
       let arguments = [
         "QW_BASE=\(h.baseURL)", "QW_TOKEN=\(token)", "QW_EMAIL=\(email)", "QW_PASSWORD=\(GatewayHarness.password)",
-        "PYTHONPATH=\(Self.pythonDir.path)", "SCHEMATHESIS_HOOKS=schemathesis_hooks",
+        "PYTHONPATH=\(Self.pythonDir.path)", "SCHEMATHESIS_HOOKS=schemathesis_hooks", "HYPOTHESIS_STORAGE_DIRECTORY=\(scratch.path)",
         "python3", "-c", "import sys; from schemathesis.cli import schemathesis; schemathesis(sys.argv[1:], prog_name='schemathesis')",
         "--config-file", Self.pythonDir.appendingPathComponent("schemathesis.toml").path, "run", "\(h.baseURL)/openapi.json", "--header",
         "Authorization: Bearer \(token)",
