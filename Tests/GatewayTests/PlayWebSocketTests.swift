@@ -87,6 +87,14 @@ final class PlayWebSocketTests: XCTestCase {
     }
   }
 
+  /// Open Play calls on scoring (its server RPC metrics).
+  static func playCalls(_ suite: GatewayHarness) -> Double {
+    let line = suite.hosts[1].metrics.exposition().split(separator: "\n").first {
+      $0.hasPrefix("rpc_server_in_flight{") && $0.contains(#"method="Play""#)
+    }
+    return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+  }
+
   /// The demo quiz finished with full marks: the last frame is `finished`, the close is 1000.
   func assertFinished(_ session: Session, file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(session.closeCode, 1000, "\(session)", file: file, line: line)
@@ -215,6 +223,18 @@ final class PlayWebSocketTests: XCTestCase {
       XCTAssertEqual(midGame.closeCode, 1003, "\(midGame)")
       XCTAssertNotNil(midGame.frames.first?["question"], "\(midGame.frames)")
       XCTAssertEqual(suite.gateway.playSockets.openSockets, 0)
+
+      // A browser that leaves mid-game (its close, here) cancels the Play call on scoring.
+      let left = try await Self.session(suite, headers: auth) { inbound, outbound, frames in
+        try await outbound.write(.text(Self.start))
+        var iterator = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+        if case .text(let text)? = try await iterator.next() { frames.append(text) }
+        XCTAssertEqual(Self.playCalls(suite), 1, "the game is on")
+      }
+      XCTAssertNotNil(left.frames.first?["question"], "\(left.frames)")
+      let deadline = ContinuousClock.now + .seconds(10)
+      while Self.playCalls(suite) > 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+      XCTAssertEqual(Self.playCalls(suite), 0, "the RPC ended with the socket")
     } catch {
       await suite.stop()
       throw error

@@ -119,9 +119,23 @@ struct PlayBridge: Sendable {
     // ended for it, so the RPC's resulting CANCELLED is not mistaken for the reason.
     let verdict = Verdict()
     let schema = self.schema
+    // The first message is read and checked before the call starts: a socket whose first
+    // frame is bad, or that leaves before sending one, never costs the service a call.
+    let messages = Messages(inbound.messages(maxSize: Self.maxMessageSize).makeAsyncIterator())
+    let first: Scoring_V1_PlayRequest
+    do {
+      guard let message = try await messages.next() else { return nil }
+      switch Self.decode(message, schema: schema) {
+      case .success(let request): first = request
+      case .failure(let close): return close
+      }
+    } catch {
+      // The WebSocket layer already closed the socket (a protocol error) or lost it.
+      return nil
+    }
     let (stops, stop) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     let request = StreamingClientRequest<Scoring_V1_PlayRequest>(metadata: metadata) { writer in
-      var messages = inbound.messages(maxSize: Self.maxMessageSize).makeAsyncIterator()
+      try await writer.write(first)
       while let message = try await messages.next() {
         switch Self.decode(message, schema: schema) {
         case .success(let request): try await writer.write(request)
@@ -187,6 +201,15 @@ struct PlayBridge: Sendable {
     } catch {
       return .some(PlayClose(code: .unexpectedServerError, reason: "the play stream failed"))
     }
+  }
+
+  /// The browser's messages. `@unchecked Sendable` because the iterator is not Sendable, and
+  /// safe because it is only ever used by one task at a time: `run` reads the first message
+  /// before the call starts, and only then does the call's request producer read the rest.
+  final class Messages: @unchecked Sendable {
+    private var iterator: WebSocketInboundMessageStream.AsyncIterator
+    init(_ iterator: WebSocketInboundMessageStream.AsyncIterator) { self.iterator = iterator }
+    func next() async throws -> WebSocketMessage? { try await self.iterator.next() }
   }
 
   /// The first decision on how the socket ends; nil inside: the browser is gone.
