@@ -54,6 +54,10 @@ struct StreamResponder: Sendable {
     if let authorization = request.headers[.authorization] { metadata.addString(authorization, forKey: "authorization") }
     if let apiKey = request.headers[GatewayResponder.apiKeyHeader] { metadata.addString(apiKey, forKey: "x-api-key") }
     if let forwardedFor { metadata.addString(forwardedFor, forKey: "x-forwarded-for") }
+    // The caller's trace goes on as it came (the stream's call skips the client interceptors).
+    for name in ["traceparent", "tracestate"] {
+      if let field = GatewayResponder.FieldName(name), let value = request.headers[field] { metadata.addString(value, forKey: name) }
+    }
     let mailbox = StreamMailbox()
     let rpc = Task {
       do {

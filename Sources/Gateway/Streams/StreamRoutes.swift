@@ -1,3 +1,4 @@
+import FramedTransport
 import GRPCCore
 import GRPCProtobuf
 import QuizwireProtos
@@ -73,12 +74,30 @@ struct StreamCall: Sendable {
   static let options = CallOptions.defaults
 
   init<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(request: Request, eventID: @escaping @Sendable (Response) -> Int64) {
+    // Straight on the framed transport, not through `GRPCClient`: its executor and the
+    // client interceptors keep their async frames for as long as a call lasts, which for
+    // thousands of open watches was most of the gateway's memory per stream. The transport
+    // still picks the replica, consults its breaker and resets an abandoned stream; what the
+    // interceptors added (request id, trace context) is in `metadata` already.
     self.run = { client, descriptor, metadata, onMessage in
-      try await client.client.serverStreaming(
-        request: ClientRequest(message: request, metadata: metadata), descriptor: descriptor, serializer: ProtobufSerializer<Request>(),
-        deserializer: ProtobufDeserializer<Response>(), options: Self.options
-      ) { response in
-        for try await message in response.messages { try await onMessage(message, eventID(message)) }
+      let payload: FramedBytes = try ProtobufSerializer<Request>().serialize(request)
+      try await client.transport.withStream(descriptor: descriptor, options: Self.options) { stream, _ in
+        try await stream.outbound.write(.metadata(metadata))
+        try await stream.outbound.write(.message(payload))
+        await stream.outbound.finish()
+        let deserializer = ProtobufDeserializer<Response>()
+        for try await part in stream.inbound {
+          switch part {
+          case .metadata: continue
+          case .message(let bytes):
+            let message = try deserializer.deserialize(bytes)
+            try await onMessage(message, eventID(message))
+          case .status(let status, let trailers):
+            if let error = RPCError(status: status, metadata: trailers) { throw error }
+            return
+          }
+        }
+        throw RPCError(code: .unavailable, message: "the stream ended without a status")
       }
     }
   }
