@@ -72,10 +72,20 @@ struct GatewayResponder: HTTPResponder {
     }
   }
 
+  /// Kept small on purpose: a connection's task keeps the memory of its deepest async frames
+  /// for as long as the connection lives (the task allocator reuses its slabs, it doesn't
+  /// return them), so an event stream must not pay for the unary path's frame.
   private func handle(_ request: inout Request, requestID: String, admission: Admission) async throws -> Response {
-    let forwardedFor = admission.clientAddress
     if let served = self.openAPI.response(verb: request.method.rawValue, path: request.uri.path, requestID: requestID) { return served }
-    if let streamed = try await self.streams.response(to: request, requestID: requestID, forwardedFor: forwardedFor) { return streamed }
+    if let streamed = try await self.streams.response(to: request, requestID: requestID, forwardedFor: admission.clientAddress) {
+      return streamed
+    }
+    return try await self.unary(&request, requestID: requestID, admission: admission)
+  }
+
+  /// A route of the table: bind, call, answer.
+  private func unary(_ request: inout Request, requestID: String, admission: Admission) async throws -> Response {
+    let forwardedFor = admission.clientAddress
     let route: Route
     let bindings: [(field: String, value: String)]
     switch self.routes.match(verb: request.method.rawValue, path: request.uri.path) {

@@ -35,6 +35,23 @@ struct StreamResponder: Sendable {
   /// The stream route's response, or nil when `request` is for no stream route.
   func response(to request: Request, requestID: String, forwardedFor: String?) async throws -> Response? {
     if let play = self.play, let answered = try await play.response(to: request, requestID: requestID) { return answered }
+    guard let opening = try self.opening(request, requestID: requestID, forwardedFor: forwardedFor) else { return nil }
+    return try await self.open(opening, requestID: requestID)
+  }
+
+  /// What a stream needs once the request has been read: kept apart from the request so the
+  /// open stream's async frames (which its connection's task keeps) hold no more than this.
+  struct Opening: Sendable {
+    var descriptor: MethodDescriptor
+    var call: StreamCall
+    var client: ServiceClient
+    var metadata: Metadata
+    var format: Format
+    var resumeAfter: Int64?
+  }
+
+  /// The stream route's call for `request`, nil when it is for no stream route.
+  func opening(_ request: Request, requestID: String, forwardedFor: String?) throws -> Opening? {
     guard let (route, bindings) = StreamRoute.match(path: request.uri.path) else { return nil }
     guard request.method == .get else {
       var error = APIError.gateway(405, "\(request.method.rawValue) is not allowed on \(request.uri.path); allowed: GET")
@@ -58,10 +75,17 @@ struct StreamResponder: Sendable {
     for name in ["traceparent", "tracestate"] {
       if let field = GatewayResponder.FieldName(name), let value = request.headers[field] { metadata.addString(value, forKey: name) }
     }
+    return Opening(descriptor: route.descriptor, call: call, client: client, metadata: metadata, format: format, resumeAfter: resumeAfter)
+  }
+
+  private func open(_ opening: Opening, requestID: String) async throws -> Response {
+    let (call, client, descriptor, metadata, format, resumeAfter) = (
+      opening.call, opening.client, opening.descriptor, opening.metadata, opening.format, opening.resumeAfter
+    )
     let mailbox = StreamMailbox()
     let rpc = Task {
       do {
-        try await call.run(client, route.descriptor, metadata) { message, id in mailbox.post(message, id: id) }
+        try await call.run(client, descriptor, metadata) { message, id in mailbox.post(message, id: id) }
         mailbox.close(nil)
       } catch {
         mailbox.close(error)
