@@ -132,11 +132,21 @@ final class ConnectionPool: Sendable {
         for (i, slot) in s.slots.enumerated() {
           switch slot {
           case .ready(let c):
-            let usable = ([c] + s.extras[i]).filter { $0.status.isUsable }
-            if usable.isEmpty {
+            // No arrays here: this runs for every call.
+            var usable = false
+            var room = false
+            var load = 0
+            for connection in CollectionOfOne(c).chained(with: s.extras[i]) {
+              let status = connection.status.snapshot
+              guard status.usable else { continue }
+              usable = true
+              room = room || status.room
+              load += status.calls
+            }
+            if !usable {
               anyConnecting = true
-            } else if usable.contains(where: { $0.status.hasRoom }) {
-              candidates.append((i, usable.reduce(0) { $0 + $1.status.activeCalls }))
+            } else if room {
+              candidates.append((i, load))
             } else {
               full.append(i)
             }
@@ -150,9 +160,10 @@ final class ConnectionPool: Sendable {
         while let index = s.balancer.pick(candidates) {
           // The gate (circuit breakers) has the last word on the replica the balancer chose.
           if case .ready(let primary) = s.slots[index], self.gate?.admit(replica: index) ?? true {
-            // The least loaded connection that still has a stream slot.
-            let usable = ([primary] + s.extras[index]).filter { $0.status.isUsable }.sorted { $0.status.activeCalls < $1.status.activeCalls }
-            if let c = usable.first(where: { $0.status.tryStartCall() }) { return .use(c, index) }
+            // The primary connection while it has a slot; else the least loaded extra one.
+            if primary.status.tryStartCall() { return .use(primary, index) }
+            let extras = s.extras[index].sorted { $0.status.activeCalls < $1.status.activeCalls }
+            if let c = extras.first(where: { $0.status.tryStartCall() }) { return .use(c, index) }
             // Filled up since the scan (calls reserve outside this lock's view of status).
             self.gate?.release(replica: index)
             full.append(index)
@@ -214,5 +225,12 @@ final class ConnectionPool: Sendable {
       try await Task.sleep(for: min(.milliseconds(50), deadline - ContinuousClock.now))
     }
     if self.isShutDown { throw CancellationError() }
+  }
+}
+
+extension Sequence {
+  /// `self` then `other`, without building an array.
+  fileprivate func chained<Other: Sequence>(with other: Other) -> some Sequence<Element> where Other.Element == Element {
+    sequence(state: (self.makeIterator(), other.makeIterator())) { state in state.0.next() ?? state.1.next() }
   }
 }

@@ -25,8 +25,12 @@ final class ConnectionStatus: Sendable {
   var activeCalls: Int { self.state.withLockedValue { $0.activeCalls } }
   var isUsable: Bool { self.state.withLockedValue { $0.phase == .ready } }
 
-  /// A stream slot is free under the peer's MAX_CONCURRENT_STREAMS.
-  var hasRoom: Bool { self.state.withLockedValue { $0.phase == .ready && $0.activeCalls < $0.peerSettings.maxConcurrentStreams } }
+  /// Usable, with a free stream slot, and its calls: one lock for the pool's scan.
+  var snapshot: (usable: Bool, room: Bool, calls: Int) {
+    self.state.withLockedValue { s in
+      (s.phase == .ready, s.phase == .ready && s.activeCalls < s.peerSettings.maxConcurrentStreams, s.activeCalls)
+    }
+  }
 
   /// Reserves a stream slot for a call if the connection is ready and has one.
   func tryStartCall() -> Bool {
