@@ -152,7 +152,8 @@ let package = Package(
     .target(
       name: "Gateway",
       dependencies: [
-        "ServiceKit", "Storage", "QuizwireProtos", "FramedTransport", grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, nioCore, serviceLifecycle, sqlKit, crypto,
+        "ServiceKit", "Storage", "QuizwireProtos", "FramedTransport",
+        grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, nioCore, serviceLifecycle, sqlKit, crypto,
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
         .product(name: "Tracing", package: "swift-distributed-tracing"),
