@@ -54,9 +54,8 @@ extension GatewayStore {
     let token = UUID().uuidString
     return try await self.database.transaction { uow in
       try await uow.write(
-        """
-        DELETE FROM gateway_idempotency WHERE \(Self.matches(id)) AND (created_at <= \(bind: cutoff) OR (state = 'running' AND lease_until <= \(bind: at)))
-        """)
+        "DELETE FROM gateway_idempotency WHERE " + Self.matches(id)
+          + " AND (created_at <= \(bind: cutoff) OR (state = 'running' AND lease_until <= \(bind: at)))")
       let inserted = try await uow.sql.raw(
         """
         INSERT INTO gateway_idempotency (caller, method, path, idem_key, fingerprint, state, token, created_at, lease_until)
@@ -68,7 +67,7 @@ extension GatewayStore {
       // Lost to a claim that is alive (the deletes above ran first): read what holds it. On
       // PostgreSQL the insert waited for that claim's transaction, so the row is committed.
       guard
-        let row = try await uow.sql.raw("SELECT fingerprint, state, status, headers, body FROM gateway_idempotency WHERE \(Self.matches(id))")
+        let row = try await uow.sql.raw("SELECT fingerprint, state, status, headers, body FROM gateway_idempotency WHERE " + Self.matches(id))
           .first()
       else { throw IdempotencyStoreError.vanished }
       let done = try row.decode(column: "state", as: String.self) == "done"
@@ -95,17 +94,15 @@ extension GatewayStore {
     let body = String(decoding: response.body, as: UTF8.self)
     try await self.database.transaction { uow in
       try await uow.write(
-        """
-        UPDATE gateway_idempotency SET state = 'done', status = \(bind: Int64(response.status)), headers = \(bind: headers), body = \(bind: body)
-        WHERE \(Self.matches(id)) AND token = \(bind: token)
-        """)
+        "UPDATE gateway_idempotency SET state = 'done', status = \(bind: Int64(response.status)), headers = \(bind: headers), body = \(bind: body)"
+          + " WHERE " + Self.matches(id) + " AND token = \(bind: token)")
     }
   }
 
   /// Frees the key after an answer that is not kept (5xx, 429 …): the client may retry it.
   public func release(_ id: IdempotencyRecordID, token: String) async throws {
     try await self.database.transaction { uow in
-      try await uow.write("DELETE FROM gateway_idempotency WHERE \(Self.matches(id)) AND token = \(bind: token)")
+      try await uow.write("DELETE FROM gateway_idempotency WHERE " + Self.matches(id) + " AND token = \(bind: token)")
     }
   }
 
