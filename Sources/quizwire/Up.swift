@@ -61,6 +61,9 @@ struct Up: AsyncParsableCommand {
       ]
       if let logLevel { flags["log-level"] = logLevel }
       if !module.migrations.isEmpty { flags["data-dir"] = dataDir }
+      // The gateway calls from 127.0.0.1 and forwards each browser's address: anonymous
+      // browsers get a rate-limit bucket each instead of sharing the gateway's.
+      if withGateway { flags["trusted-proxies"] = "127.0.0.1" }
       var env = environment
       for dependency in module.dependsOn {
         guard let target = Registry.module(named: dependency) else { continue }

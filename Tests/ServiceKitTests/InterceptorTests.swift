@@ -143,6 +143,41 @@ final class InterceptorTests: XCTestCase {
     XCTAssertNil(other.error)
   }
 
+  func testForwardedAddressesKeyAnonymousCallersOnlyFromTrustedProxies() async throws {
+    let limiter = RateLimiter(defaultLimit: RateLimit(perSecond: 0.001, burst: 1))
+    let trusted = try TrustedProxies("10.1.0.0/16, ::1")
+    let interceptors: [any ServerInterceptor] = [RateLimitInterceptor(limiter: limiter, trustedProxies: trusted)]
+    let handler = Harness.unary { (m: String) in m }
+    func call(from peer: String, forwardedFor: String?) async -> RPCError.Code? {
+      var metadata: Metadata = [:]
+      if let forwardedFor { metadata.addString(forwardedFor, forKey: "x-forwarded-for") }
+      return await Harness.run(interceptors, metadata: metadata, messages: ["a"], peer: peer, handler: handler).error?.code
+    }
+    // (peer, x-forwarded-for, expected code, why)
+    let cases: [(String, String, RPCError.Code?, String)] = [
+      // Behind the gateway (trusted): one bucket per browser, not one for the gateway.
+      ("ipv4:10.1.2.3:4000", "203.0.113.7", nil, "first browser"),
+      ("ipv4:10.1.9.9:4001", "203.0.113.8", nil, "second browser, own bucket"),
+      ("ipv4:10.1.2.3:4002", "203.0.113.7", .resourceExhausted, "first browser again"),
+      // The entry the proxy added is the last one; what the browser claimed before it is ignored.
+      ("ipv4:10.1.2.3:4003", "198.51.100.1, 203.0.113.7", .resourceExhausted, "spoofed first entry"),
+      ("ipv6:[::1]:4004", "203.0.113.9", nil, "trusted IPv6 proxy"),
+      // From anywhere else the header changes nothing: a caller can't pick a fresh bucket.
+      ("ipv4:192.0.2.1:5000", "203.0.113.10", nil, "untrusted peer"),
+      ("ipv4:192.0.2.1:5001", "203.0.113.11", .resourceExhausted, "untrusted peer, other claimed address"),
+      ("ipv4:10.2.0.1:5002", "203.0.113.12", nil, "10.2/16 is not trusted: its own bucket"),
+      ("ipv4:10.2.0.1:5003", "203.0.113.13", .resourceExhausted, "10.2/16 again"),
+    ]
+    for (peer, forwarded, expected, why) in cases {
+      let code = await call(from: peer, forwardedFor: forwarded)
+      XCTAssertEqual(code, expected, why)
+    }
+
+    XCTAssertThrowsError(try TrustedProxies("10.0.0.0/33"))
+    XCTAssertThrowsError(try TrustedProxies("not-an-ip"))
+    XCTAssertTrue(try TrustedProxies("").isEmpty)
+  }
+
   func testRateLimiterStaysBounded() {
     let limiter = RateLimiter(defaultLimit: RateLimit(perSecond: 10, burst: 10), maxKeys: 100)
     for i in 0..<1000 { _ = limiter.take(key: "k\(i)") }

@@ -20,6 +20,9 @@ extension ServiceHost.Config {
     ConfigKey(
       "grace", "Seconds each call still running at shutdown gets, counted from its connection's final GOAWAY (sent at most 5 s after SIGTERM); default 10."),
     ConfigKey("rate-limit", "Calls per second allowed per principal, 0 for no limit (default 500)."),
+    ConfigKey(
+      "trusted-proxies",
+      "Addresses (IPv4, IPv4/prefix, IPv6) of proxies such as the gateway whose x-forwarded-for keys an anonymous caller's rate limit (default none)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
     ConfigKey("interceptors", "The standard interceptors; --no-interceptors measures what they cost.", kind: .toggle),
   ]
@@ -48,6 +51,9 @@ extension ServiceHost.Config {
     c.grace = .milliseconds(Int64(grace * 1000))
     let rate = try layers.double("rate-limit", default: c.rateLimit?.perSecond ?? 0, in: 0...10_000_000)
     c.rateLimit = rate > 0 ? RateLimit(perSecond: rate, burst: max(1, rate * 2)) : nil
+    if let (text, origin) = layers.raw("trusted-proxies") {
+      do { c.trustedProxies = try TrustedProxies(text) } catch { throw ConfigError(key: "trusted-proxies", origin: origin, reason: error.reason) }
+    }
     c.interceptors = try layers.bool("interceptors", default: c.interceptors)
     self = c
   }

@@ -38,6 +38,8 @@ public final class ServiceHost: Service, Sendable {
     public var interceptors = true
     /// Per-principal limit; nil turns rate limiting off.
     public var rateLimit: RateLimit? = RateLimit(perSecond: 500, burst: 1000)
+    /// Peers whose `x-forwarded-for` keys an anonymous caller's rate limit (the gateway).
+    public var trustedProxies = TrustedProxies.none
     /// Budget for calls that arrive without a deadline.
     public var defaultDeadline: Duration = .seconds(30)
     public var methodDeadlines: [MethodDescriptor: Duration] = [:]
@@ -152,7 +154,7 @@ public final class ServiceHost: Service, Sendable {
           service: name, logger: self.logger, metrics: self.metrics, tracer: self.tracer, policies: policies,
           verifier: security.verifier, apiKeys: security.apiKeys,
           rateLimiter: config.rateLimit.map { RateLimiter(defaultLimit: $0) },
-          deadlines: DeadlineInterceptor(fallback: config.defaultDeadline, defaults: deadlines)
+          deadlines: DeadlineInterceptor(fallback: config.defaultDeadline, defaults: deadlines), trustedProxies: config.trustedProxies
         ).interceptors
     }
     let all = services + [HealthService(store: self.health)]

@@ -28,11 +28,15 @@ public struct ServerInterceptorStack: Sendable {
   public var apiKeys: (any APIKeyChecker)?
   public var rateLimiter: RateLimiter?
   public var deadlines: DeadlineInterceptor
+  /// Whose `x-forwarded-for` the rate limiter believes (`RateLimitInterceptor`).
+  public var trustedProxies: TrustedProxies
 
   public init(
     service: String, logger: Logger, metrics: HostMetrics, tracer: W3CTracer, policies: AccessPolicies,
-    verifier: TokenVerifier?, apiKeys: (any APIKeyChecker)?, rateLimiter: RateLimiter?, deadlines: DeadlineInterceptor
+    verifier: TokenVerifier?, apiKeys: (any APIKeyChecker)?, rateLimiter: RateLimiter?, deadlines: DeadlineInterceptor,
+    trustedProxies: TrustedProxies = .none
   ) {
+    self.trustedProxies = trustedProxies
     self.service = service
     self.logger = logger
     self.metrics = metrics
@@ -53,7 +57,7 @@ public struct ServerInterceptorStack: Sendable {
       self.deadlines,
       AuthInterceptor(policies: self.policies, verifier: self.verifier, apiKeys: self.apiKeys, logger: self.logger),
     ]
-    if let limiter = self.rateLimiter { list.append(RateLimitInterceptor(limiter: limiter)) }
+    if let limiter = self.rateLimiter { list.append(RateLimitInterceptor(limiter: limiter, trustedProxies: self.trustedProxies)) }
     list.append(ValidationInterceptor())
     list.append(ErrorConversionInterceptor(logger: self.logger, service: self.service))
     return list

@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 import GRPCProtobuf
 import NIOConcurrencyHelpers
@@ -65,8 +66,13 @@ public final class RateLimiter: Sendable {
 public struct RateLimitInterceptor: ServerInterceptor {
   public static let retryAfterKey = "retry-after-ms"
   public let limiter: RateLimiter
+  /// Peers (the gateway) whose `x-forwarded-for` keys an anonymous caller's bucket.
+  public let trustedProxies: TrustedProxies
 
-  public init(limiter: RateLimiter) { self.limiter = limiter }
+  public init(limiter: RateLimiter, trustedProxies: TrustedProxies = .none) {
+    self.limiter = limiter
+    self.trustedProxies = trustedProxies
+  }
 
   public func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
@@ -74,7 +80,7 @@ public struct RateLimitInterceptor: ServerInterceptor {
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
     let principal = ServiceContext.current?.call?.principal
-    var key = principal.map { $0.description } ?? "peer:" + Self.host(of: context.remotePeer)
+    var key = principal.map { $0.description } ?? self.anonymousKey(request.metadata, peer: context.remotePeer)
     if context.descriptor.service == Grpc_Health_V1_Health.descriptor { key = "health:" + key }
     switch self.limiter.take(key: key, limit: principal?.rateLimit) {
     case .allowed:
@@ -88,6 +94,20 @@ public struct RateLimitInterceptor: ServerInterceptor {
       error.metadata.addString(String(ms), forKey: Self.retryAfterKey)
       throw error
     }
+  }
+
+  /// An anonymous caller's bucket: its address, or the address a trusted proxy forwarded (the
+  /// last `x-forwarded-for` entry: the one the proxy itself added).
+  func anonymousKey(_ metadata: Metadata, peer: String) -> String {
+    let host = Self.host(of: peer)
+    if !self.trustedProxies.isEmpty, let colon = host.firstIndex(of: ":"),
+      self.trustedProxies.contains(host: String(host[host.index(after: colon)...])),
+      let forwarded = metadata[stringValues: "x-forwarded-for"].joined(separator: ",").split(separator: ",").last?
+        .trimmingCharacters(in: .whitespaces), !forwarded.isEmpty, forwarded.count <= 64
+    {
+      return "forwarded:" + forwarded
+    }
+    return "peer:" + host
   }
 
   /// "ipv4:1.2.3.4:5678" → "ipv4:1.2.3.4": one bucket per address, not per connection.
