@@ -20,6 +20,8 @@ final class GatewayHarness: Sendable {
   let auth: AuthServer
   /// auth's log lines: what reached the service (request ids).
   let authLog: CapturedLog
+  /// The gateway's own log lines (access lines …).
+  let gatewayLog: CapturedLog
   let hosts: [ServiceHost]
   let gateway: GatewayHost
   /// "http://127.0.0.1:<port>".
@@ -61,21 +63,23 @@ final class GatewayHarness: Sendable {
           "http-port": "0", "admin-port": "0", "auth-target": authAddress, "quiz-target": quizAddress, "scoring-target": scoringAddress,
           "data-dir": dir,
         ].merging(gatewayFlags) { $1 }))
-    let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
+    let gatewayLog = CapturedLog()
+    let gateway = try GatewayHost(settings: settings, logSink: gatewayLog.sink)
     tasks.append(Task { try await gateway.run() })
     let addresses = try await gateway.addresses()
     return GatewayHarness(
-      dir: dir, auth: auth, authLog: authLog, hosts: [quiz, scoring], gateway: gateway, baseURL: "http://\(addresses.http)",
+      dir: dir, auth: auth, authLog: authLog, gatewayLog: gatewayLog, hosts: [quiz, scoring], gateway: gateway, baseURL: "http://\(addresses.http)",
       adminURL: "http://\(addresses.admin)", tasks: tasks)
   }
 
   private init(
-    dir: String, auth: AuthServer, authLog: CapturedLog, hosts: [ServiceHost], gateway: GatewayHost, baseURL: String, adminURL: String,
+    dir: String, auth: AuthServer, authLog: CapturedLog, gatewayLog: CapturedLog, hosts: [ServiceHost], gateway: GatewayHost, baseURL: String, adminURL: String,
     tasks: [Task<Void, any Error>]
   ) {
     self.dir = dir
     self.auth = auth
     self.authLog = authLog
+    self.gatewayLog = gatewayLog
     self.hosts = hosts
     self.gateway = gateway
     self.baseURL = baseURL

@@ -71,7 +71,7 @@ public final class GatewayHost: Service, Sendable {
       cors: CORSPolicy(origins: self.settings.corsOrigins), tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI,
       verifier: self.verifier, rateLimiter: self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) },
       streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat, play: play), store: self.store,
-      idempotencyMetrics: IdempotencyMetrics(self.metrics))
+      idempotencyMetrics: IdempotencyMetrics(self.metrics), observation: HTTPObservation(metrics: self.metrics, logger: self.logger))
     let api = Application(
       responder: responder, server: Self.apiServer(play),
       configuration: .init(address: .hostname(self.settings.host, port: self.settings.httpPort), serverName: nil),

@@ -35,26 +35,35 @@ struct GatewayResponder: HTTPResponder {
   var store: GatewayStore? = nil
   /// `gateway_idempotency_requests_total{outcome}`; nil: not counted.
   var idempotencyMetrics: IdempotencyMetrics? = nil
+  /// HTTP RED by route template and the access log; nil: neither.
+  var observation: HTTPObservation? = nil
 
   static let requestIDHeader = FieldName("X-Request-Id")!
   static let apiKeyHeader = FieldName("X-API-Key")!
+  static let traceparentHeader = FieldName("traceparent")!
 
   func respond(to request: Request, context: Context) async throws -> Response {
+    let start = ContinuousClock.now
     // The caller's id when it is sane (the same rule as the services'), else a new one.
     let requestID = RequestIDInterceptor.accept(request.headers[Self.requestIDHeader]) ?? RequestIDInterceptor.makeID()
     var request = request
     var response: Response
     var admission = Admission.none
+    var routeLabel = "unmatched"
     do {
       // First: an oversized header section is refused before it keys a rate limit or is verified.
       if let refusal = self.headerLimits.refusal(for: request.headers) { throw refusal }
       admission = try await self.admit(request, context: context)
-      response = try await self.handle(&request, requestID: requestID, admission: admission)
+      response = try await self.handle(&request, requestID: requestID, admission: admission, route: &routeLabel)
     } catch {
       response = self.errorResponse(for: error, request: request, requestID: requestID)
     }
     self.addPolicyHeaders(to: &response, for: request)
     Self.addQuotaHeaders(admission, to: &response)
+    self.observation?.record(
+      .init(
+        method: request.method.rawValue, route: routeLabel, status: Int(response.status.code), start: start, requestID: requestID,
+        traceID: HTTPObservation.traceID(request.headers[Self.traceparentHeader])))
     return response
   }
 
@@ -75,16 +84,20 @@ struct GatewayResponder: HTTPResponder {
   /// Kept small on purpose: a connection's task keeps the memory of its deepest async frames
   /// for as long as the connection lives (the task allocator reuses its slabs, it doesn't
   /// return them), so an event stream must not pay for the unary path's frame.
-  private func handle(_ request: inout Request, requestID: String, admission: Admission) async throws -> Response {
-    if let served = self.openAPI.response(verb: request.method.rawValue, path: request.uri.path, requestID: requestID) { return served }
+  private func handle(_ request: inout Request, requestID: String, admission: Admission, route: inout String) async throws -> Response {
+    if let served = self.openAPI.response(verb: request.method.rawValue, path: request.uri.path, requestID: requestID) {
+      route = request.uri.path
+      return served
+    }
     if let streamed = try await self.streams.response(to: request, requestID: requestID, forwardedFor: admission.clientAddress) {
+      route = StreamRoute.match(path: request.uri.path)?.0.template.description ?? request.uri.path
       return streamed
     }
-    return try await self.unary(&request, requestID: requestID, admission: admission)
+    return try await self.unary(&request, requestID: requestID, admission: admission, label: &route)
   }
 
   /// A route of the table: bind, call, answer.
-  private func unary(_ request: inout Request, requestID: String, admission: Admission) async throws -> Response {
+  private func unary(_ request: inout Request, requestID: String, admission: Admission, label: inout String) async throws -> Response {
     let forwardedFor = admission.clientAddress
     let route: Route
     let bindings: [(field: String, value: String)]
@@ -99,6 +112,7 @@ struct GatewayResponder: HTTPResponder {
     case .route(let found, let bound):
       (route, bindings) = (found, bound)
     }
+    label = route.template.description
     let body = try await self.readBody(&request, route: route)
     let query = request.uri.queryParameters.map { (String($0.key), String($0.value)) }
     let binder = RequestBinder(schema: self.routes.schema)
@@ -115,14 +129,21 @@ struct GatewayResponder: HTTPResponder {
     return try await self.call(route, message: message, request: request, query: query, requestID: requestID, forwardedFor: forwardedFor)
   }
 
+  /// What every upstream call carries: the request id, the caller's credentials as they came
+  /// (the services decide what they allow) and the client's address.
+  static func callMetadata(_ headers: HTTPFields, requestID: String, forwardedFor: String?) -> Metadata {
+    var metadata: Metadata = [RequestIDInterceptor.key: .string(requestID)]
+    if let authorization = headers[.authorization] { metadata.addString(authorization, forKey: "authorization") }
+    if let apiKey = headers[Self.apiKeyHeader] { metadata.addString(apiKey, forKey: "x-api-key") }
+    if let forwardedFor { metadata.addString(forwardedFor, forKey: "x-forwarded-for") }
+    return metadata
+  }
+
   /// The unary call of `route` and its answer in the envelope (`Location`, `ETag`, paging).
   private func call(
     _ route: Route, message: any SwiftProtobuf.Message, request: Request, query: [(String, String)], requestID: String, forwardedFor: String?
   ) async throws -> Response {
-    var metadata: Metadata = [RequestIDInterceptor.key: .string(requestID)]
-    if let authorization = request.headers[.authorization] { metadata.addString(authorization, forKey: "authorization") }
-    if let apiKey = request.headers[Self.apiKeyHeader] { metadata.addString(apiKey, forKey: "x-api-key") }
-    if let forwardedFor { metadata.addString(forwardedFor, forKey: "x-forwarded-for") }
+    let metadata = Self.callMetadata(request.headers, requestID: requestID, forwardedFor: forwardedFor)
     // The caller's trace continues: the client interceptor starts its span under it and
     // sends the new traceparent on.
     var serviceContext = ServiceContext.topLevel

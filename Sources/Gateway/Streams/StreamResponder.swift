@@ -67,10 +67,7 @@ struct StreamResponder: Sendable {
     }
 
     // The credentials and request id, as the unary routes send them (the services decide).
-    var metadata: Metadata = [RequestIDInterceptor.key: .string(requestID)]
-    if let authorization = request.headers[.authorization] { metadata.addString(authorization, forKey: "authorization") }
-    if let apiKey = request.headers[GatewayResponder.apiKeyHeader] { metadata.addString(apiKey, forKey: "x-api-key") }
-    if let forwardedFor { metadata.addString(forwardedFor, forKey: "x-forwarded-for") }
+    var metadata = GatewayResponder.callMetadata(request.headers, requestID: requestID, forwardedFor: forwardedFor)
     // The caller's trace goes on as it came (the stream's call skips the client interceptors).
     for name in ["traceparent", "tracestate"] {
       if let field = GatewayResponder.FieldName(name), let value = request.headers[field] { metadata.addString(value, forKey: name) }
