@@ -72,6 +72,36 @@ final class GatewayRateLimitTests: XCTestCase {
     await suite.stop()
   }
 
+  func testMadeUpAPIKeysCantEachBuyAFreshBucket() async throws {
+    // A generous limit per bucket: only the refused keys' charge to the address can stop this.
+    let suite = try await GatewayHarness.start(gatewayFlags: ["rate-limit": "1000"])
+    do {
+      var statuses: [Int] = []
+      for i in 0..<14 {
+        let answer = try await suite.request("GET", "/api/v1/me", headers: ["X-API-Key": "qwk_made_up_\(i)_\(UUID())"])
+        statuses.append(answer.status)
+      }
+      // The first ten reach the services, which refuse them; after that the address is out of
+      // refusals and a fresh made-up key no longer gets a request through.
+      XCTAssertEqual(Array(statuses.prefix(10)), Array(repeating: 401, count: 10), "\(statuses)")
+      XCTAssertEqual(Array(statuses.suffix(4)), Array(repeating: 429, count: 4), "\(statuses)")
+      let refused = try await suite.request("GET", "/api/v1/me", headers: ["X-API-Key": "qwk_another"])
+      XCTAssertEqual(refused.error?["reason"] as? String, "RATE_LIMITED")
+      XCTAssertTrue((refused.error?["message"] as? String ?? "").contains("refused API keys"), "\(refused.error ?? [:])")
+      XCTAssertNotNil(refused.header("Retry-After"))
+      // The same address without an API key, and a signed-in caller, are not affected.
+      let anonymous = try await suite.request("GET", "/api/v1/quizzes?limit=1")
+      XCTAssertEqual(anonymous.status, 200)
+      let token = try await suite.signIn("keyless@example.com", name: "Keyless")
+      let me = try await suite.request("GET", "/api/v1/me", bearer: token)
+      XCTAssertEqual(me.status, 200)
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
   func testAnInvalidBearerTokenIsRefusedBeforeAnyRPC() async throws {
     let suite = try await GatewayHarness.start(gatewayFlags: Self.flags)
     do {

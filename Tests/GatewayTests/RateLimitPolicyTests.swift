@@ -24,6 +24,20 @@ final class RateLimitPolicyTests: XCTestCase {
     XCTAssertEqual(refused.policy, "ip")
   }
 
+  func testPeekAnswersLikeTakeWithoutTaking() {
+    var policy = RateLimitPolicy(perSecond: 1, burst: 2, maxBuckets: 10)
+    let caller = RateLimitPartition.address("192.0.2.9")
+    for _ in 0..<5 { XCTAssertTrue(policy.peek(caller, now: self.start).allowed) }
+    XCTAssertEqual(policy.bucketCount, 0, "a peek makes no bucket")
+    _ = policy.take(caller, now: self.start)
+    _ = policy.take(caller, now: self.start)
+    let peeked = policy.peek(caller, now: self.start)
+    XCTAssertFalse(peeked.allowed)
+    XCTAssertEqual(peeked.reset, 1)
+    XCTAssertTrue(policy.peek(caller, now: self.start + .seconds(1)).allowed, "refilled by then")
+    XCTAssertFalse(policy.peek(caller, now: self.start).allowed, "and peeking took nothing")
+  }
+
   func testTokensRefillAtTheRateAndNoFurtherThanTheBurst() {
     var policy = RateLimitPolicy(perSecond: 2, burst: 2, maxBuckets: 10)
     let caller = RateLimitPartition.user("u1")

@@ -85,22 +85,34 @@ struct RateLimitPolicy: Sendable {
 
   var bucketCount: Int { self.buckets.count }
 
+  /// What `take` would answer at `now`, without taking anything (or making a bucket).
+  func peek(_ partition: RateLimitPartition, now: ContinuousClock.Instant) -> RateLimitDecision {
+    var entry = self.buckets[partition.bucketKey] ?? Entry(bucket: self.freshBucket, lastUse: now, order: 0)
+    return self.decision(partition, outcome: entry.bucket.take(now: now), tokens: entry.bucket.tokens)
+  }
+
+  private var freshBucket: TokenBucket { TokenBucket(capacity: self.burst, ratePerSecond: self.perSecond) }
+
   /// Takes one token from `partition`'s bucket at `now`.
   mutating func take(_ partition: RateLimitPartition, now: ContinuousClock.Instant) -> RateLimitDecision {
     let key = partition.bucketKey
     self.tick &+= 1
     if self.buckets[key] == nil, self.buckets.count >= self.maxBuckets { self.evict(now: now) }
-    var entry = self.buckets[key] ?? Entry(bucket: TokenBucket(capacity: self.burst, ratePerSecond: self.perSecond), lastUse: now, order: 0)
+    var entry = self.buckets[key] ?? Entry(bucket: self.freshBucket, lastUse: now, order: 0)
     let outcome = entry.bucket.take(now: now)
     entry.lastUse = now
     entry.order = self.tick
     self.buckets[key] = entry
+    return self.decision(partition, outcome: outcome, tokens: entry.bucket.tokens)
+  }
 
-    let remaining = Int(entry.bucket.tokens.rounded(.down))
+  private func decision(_ partition: RateLimitPartition, outcome: TokenBucket.Decision, tokens: Double) -> RateLimitDecision {
+
+    let remaining = Int(tokens.rounded(.down))
     let reset: Int
     switch outcome {
     case .allowed:
-      reset = Self.wholeSeconds((self.burst - entry.bucket.tokens) / self.perSecond, atLeast: 0)
+      reset = Self.wholeSeconds((self.burst - tokens) / self.perSecond, atLeast: 0)
     case .denied(let retryAfter):
       reset = Self.wholeSeconds(retryAfter / .seconds(1), atLeast: 1)
     }
@@ -128,11 +140,32 @@ struct RateLimitPolicy: Sendable {
 /// The policy shared by the responder's concurrent requests, on the real clock.
 final class GatewayRateLimiter: Sendable {
   private let policy: Mutex<RateLimitPolicy>
+  /// API keys the services refused (401), charged to the client address that sent them. An
+  /// API key only names a bucket here (the services check it), so a client sending a fresh
+  /// made-up key with every request would get a fresh bucket each time and pass every request
+  /// on; once its address has had `keyRefusals.burst` keys refused (refilling at `perSecond`),
+  /// its requests with API keys are 429 before any RPC. Valid keys are never charged.
+  private let keyRefusals: Mutex<RateLimitPolicy>
 
-  init(_ policy: RateLimitPolicy) { self.policy = Mutex(policy) }
+  init(_ policy: RateLimitPolicy, keyRefusals: RateLimitPolicy? = nil) {
+    self.policy = Mutex(policy)
+    self.keyRefusals = Mutex(keyRefusals ?? RateLimitPolicy(perSecond: 1, burst: 10, maxBuckets: policy.maxBuckets))
+  }
 
   func take(_ partition: RateLimitPartition) -> RateLimitDecision {
     let now = ContinuousClock.now
     return self.policy.withLock { $0.take(partition, now: now) }
+  }
+
+  /// Whether `address` may still present API keys (a denied decision when it may not).
+  func keyRefusalsAllow(_ address: String) -> RateLimitDecision {
+    let now = ContinuousClock.now
+    return self.keyRefusals.withLock { $0.peek(.address(address), now: now) }
+  }
+
+  /// The services refused an API key `address` sent.
+  func chargeKeyRefusal(_ address: String) {
+    let now = ContinuousClock.now
+    _ = self.keyRefusals.withLock { $0.take(.address(address), now: now) }
   }
 }

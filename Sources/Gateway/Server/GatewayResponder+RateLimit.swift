@@ -27,6 +27,8 @@ struct Admission: Sendable {
   var clientAddress: String?
   /// The bearer token's `sub`, once verified: whose idempotency records the request reads.
   var verifiedUser: String?
+  /// The request named its bucket with an API key (a refusal of it is charged to the address).
+  var presentedAPIKey = false
 
   static let none = Admission()
 }
@@ -50,22 +52,36 @@ extension GatewayResponder {
     }
     // The key itself is checked by the services; here it only names the bucket, so a client
     // with many keys has many buckets, as the keys' owner asked for.
-    if let key = request.headers[Self.apiKeyHeader], !key.isEmpty { partition = .apiKey(key) }
+    if let key = request.headers[Self.apiKeyHeader], !key.isEmpty {
+      partition = .apiKey(key)
+      admission.presentedAPIKey = true
+    }
     guard let limiter = self.rateLimiter else { return admission }
+    if admission.presentedAPIKey, let address = admission.clientAddress {
+      let refusals = limiter.keyRefusalsAllow(address)
+      guard refusals.allowed else {
+        throw Self.rateLimited(refusals, message: "too many refused API keys from this client address; retry after \(refusals.reset) s")
+      }
+    }
     let decision = limiter.take(partition)
     admission.decision = decision
     guard decision.allowed else {
-      var error = APIError(
-        httpStatus: 429, status: "RESOURCE_EXHAUSTED", reason: "RATE_LIMITED",
-        message: "rate limit exceeded for this \(decision.policy == "ip" ? "client address" : decision.policy); retry after \(decision.reset) s",
-        details: [
-          .errorInfo(reason: "RATE_LIMITED", domain: "gateway.quizwire", metadata: ["policy": decision.policy]),
-          .retryInfo(.seconds(decision.reset)),
-        ])
-      for (name, value) in decision.headers { error.headers[name] = value }
-      throw error
+      throw Self.rateLimited(
+        decision, message: "rate limit exceeded for this \(decision.policy == "ip" ? "client address" : decision.policy); retry after \(decision.reset) s")
     }
     return admission
+  }
+
+  /// 429 in the envelope with the quota headers.
+  static func rateLimited(_ decision: RateLimitDecision, message: String) -> APIError {
+    var error = APIError(
+      httpStatus: 429, status: "RESOURCE_EXHAUSTED", reason: "RATE_LIMITED", message: message,
+      details: [
+        .errorInfo(reason: "RATE_LIMITED", domain: "gateway.quizwire", metadata: ["policy": decision.policy]),
+        .retryInfo(.seconds(decision.reset)),
+      ])
+    for (name, value) in decision.headers { error.headers[name] = value }
+    return error
   }
 
   /// The quota headers on a response that was let through.

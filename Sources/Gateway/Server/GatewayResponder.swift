@@ -58,6 +58,9 @@ struct GatewayResponder: HTTPResponder {
     } catch {
       response = self.errorResponse(for: error, request: request, requestID: requestID)
     }
+    if admission.presentedAPIKey, response.status == .unauthorized, let address = admission.clientAddress {
+      self.rateLimiter?.chargeKeyRefusal(address)
+    }
     self.addPolicyHeaders(to: &response, for: request)
     Self.addQuotaHeaders(admission, to: &response)
     self.observation?.record(
