@@ -105,6 +105,26 @@ final class GatewayHarness: Sendable {
 
 /// One HTTP exchange with the gateway, and its envelope parsed.
 struct HTTPResult {
+  /// Sends `method url` with an optional JSON body (a string, sent as is) and headers.
+  static func send(
+    _ method: String, _ url: String, json: String? = nil, bearer: String? = nil, headers: [String: String] = [:], rawBody: Data? = nil
+  ) async throws -> HTTPResult {
+    var request = URLRequest(url: URL(string: url)!)
+    request.httpMethod = method
+    if let json {
+      request.httpBody = Data(json.utf8)
+      request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+    }
+    if let rawBody { request.httpBody = rawBody }
+    if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
+    for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+    let (data, response) = try await URLSession.shared.data(for: request)
+    let http = response as! HTTPURLResponse
+    var fields: [String: String] = [:]
+    for (name, value) in http.allHeaderFields { fields["\(name)"] = "\(value)" }
+    return HTTPResult(status: http.statusCode, headers: fields, body: data)
+  }
+
   var status: Int
   var headers: [String: String]
   var body: Data
@@ -133,20 +153,7 @@ extension GatewayHarness {
     _ method: String, _ path: String, json: String? = nil, bearer: String? = nil, headers: [String: String] = [:],
     rawBody: Data? = nil
   ) async throws -> HTTPResult {
-    var request = URLRequest(url: URL(string: self.baseURL + path)!)
-    request.httpMethod = method
-    if let json {
-      request.httpBody = Data(json.utf8)
-      request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-    }
-    if let rawBody { request.httpBody = rawBody }
-    if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
-    for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-    let (data, response) = try await URLSession.shared.data(for: request)
-    let http = response as! HTTPURLResponse
-    var fields: [String: String] = [:]
-    for (name, value) in http.allHeaderFields { fields["\(name)"] = "\(value)" }
-    return HTTPResult(status: http.statusCode, headers: fields, body: data)
+    try await HTTPResult.send(method, self.baseURL + path, json: json, bearer: bearer, headers: headers, rawBody: rawBody)
   }
 
   static let password = "a good long password"

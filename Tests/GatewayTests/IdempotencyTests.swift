@@ -268,19 +268,7 @@ final class IdempotencyTests: XCTestCase {
     func send(_ method: String, _ path: String, json: String? = nil, bearer: String? = nil, headers: [String: String] = [:]) async throws
       -> HTTPResult
     {
-      var request = URLRequest(url: URL(string: self.baseURL + path)!)
-      request.httpMethod = method
-      if let json {
-        request.httpBody = Data(json.utf8)
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-      }
-      if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
-      for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-      let (data, response) = try await URLSession.shared.data(for: request)
-      let http = response as! HTTPURLResponse
-      var fields: [String: String] = [:]
-      for (name, value) in http.allHeaderFields { fields["\(name)"] = "\(value)" }
-      return HTTPResult(status: http.statusCode, headers: fields, body: data)
+      try await HTTPResult.send(method, self.baseURL + path, json: json, bearer: bearer, headers: headers)
     }
   }
 
