@@ -10,6 +10,10 @@ struct BenchHello: AsyncParsableCommand {
 
   @Option(help: "Port to listen on (127.0.0.1).") var port = 8094
 
+  func validate() throws {
+    guard (0...65535).contains(port) else { throw ValidationError("--port must be 0…65535") }
+  }
+
   func run() async throws {
     let router = Router()
     router.get("/hello") { _, _ in "hello, world\n" }
