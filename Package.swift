@@ -156,6 +156,8 @@ let package = Package(
         grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, nioCore, serviceLifecycle, sqlKit, crypto,
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+        // HTTPS on the API port (`tls-cert`/`tls-key`): part of the hummingbird package already.
+        .product(name: "HummingbirdTLS", package: "hummingbird"), nioSSL,
         .product(name: "Tracing", package: "swift-distributed-tracing"),
         .product(name: "Metrics", package: "swift-metrics"),
       ],
@@ -275,7 +277,7 @@ let package = Package(
     .testTarget(
       name: "GatewayTests",
       dependencies: [
-        "Gateway", "AuthService", "QuizService", "ScoringService", "ServiceKit", "Storage", "TestSupport", "QuizwireProtos",
+        "Gateway", "AuthService", "QuizService", "ScoringService", "ServiceKit", "Storage", "TestSupport", "QuizwireProtos", "FramedTransport",
         grpcCore, grpcProtobuf, swiftProtobuf, logging, serviceLifecycle, sqlKit,
         .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
       ],

@@ -39,6 +39,7 @@ final class GatewayHTTPPolicyTests: XCTestCase {
           + "X-RateLimit-Reset, Idempotent-Replayed")
       XCTAssertEqual(allowed.header("X-Content-Type-Options"), "nosniff")
       XCTAssertEqual(allowed.header("Referrer-Policy"), "no-referrer")
+      XCTAssertNil(allowed.header("Strict-Transport-Security"), "plain HTTP: a browser would ignore it (RFC 6797 §8.1)")
       XCTAssertNil(allowed.header("Cache-Control"), "an anonymous success may be cached")
       let other = try await suite.request("GET", "/api/v1/quizzes", headers: ["Origin": "https://evil.test"])
       XCTAssertEqual(other.status, 200)

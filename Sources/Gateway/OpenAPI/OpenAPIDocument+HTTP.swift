@@ -30,6 +30,7 @@ extension OpenAPIDocument {
       "WWW-Authenticate": header("the Bearer challenge (RFC 6750)"),
       "X-Content-Type-Options": header("always nosniff", ["type": "string", "enum": ["nosniff"]]),
       "Referrer-Policy": header("always no-referrer", ["type": "string", "enum": ["no-referrer"]]),
+      "Strict-Transport-Security": header("max-age=<seconds>, on every answer when the gateway serves HTTPS (tls-cert)"),
       "Idempotent-Replayed": header(
         "true when this is the kept answer of an earlier request with the same Idempotency-Key (body byte for byte, meta included)",
         ["type": "string", "enum": ["true"]]),
@@ -64,7 +65,8 @@ extension OpenAPIDocument {
   static var commonResponseHeaders: [String: Any] {
     var headers: [String: Any] = [:]
     for name in [
-      "X-Request-Id", "Cache-Control", "Vary", "X-Content-Type-Options", "Referrer-Policy", "RateLimit-Policy", "RateLimit",
+      "X-Request-Id", "Cache-Control", "Vary", "X-Content-Type-Options", "Referrer-Policy", "Strict-Transport-Security",
+      "RateLimit-Policy", "RateLimit",
       "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
     ] {
       headers[name] = ["$ref": "#/components/headers/\(name)"]

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import ServiceKit
@@ -45,7 +46,8 @@ public final class GatewayHost: Service, Sendable {
     self.openAPI = try OpenAPIEndpoints(routes: self.routes)
     self.metrics = HostMetrics()
     self.upstreams = try Upstreams(
-      targets: settings.targets, routes: self.routes, metrics: self.metrics, transport: settings.upstreamTransport, grpcTargets: settings.grpcTargets)
+      targets: settings.targets, routes: self.routes, metrics: self.metrics, transport: settings.upstreamTransport, grpcTargets: settings.grpcTargets,
+      deadlines: settings.deadlines)
     guard let auth = self.upstreams.clients["auth"] else { throw GatewayStartError(reason: "no auth-target: bearer tokens can't be verified") }
     self.verifier = TokenVerifier(
       config: .init(issuer: settings.authIssuer, audience: settings.authAudience), source: AuthServiceJWKSSource(client: auth.client))
@@ -66,14 +68,22 @@ public final class GatewayHost: Service, Sendable {
       throw error
     }
     let play = self.makePlayEndpoints()
-    let responder = GatewayResponder(
+    let server: HTTPServerBuilder
+    do { server = try Self.apiServer(play, tls: self.settings.tls) } catch {
+      try? await self.store.database.shutdown()
+      self.state.withLock { $0.failure = "tls: \(error)" }
+      self.logger.critical("gateway TLS certificate or key cannot be read", metadata: ["error": "\(error)"])
+      throw error
+    }
+    var responder = GatewayResponder(
       routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit,
       cors: CORSPolicy(origins: self.settings.corsOrigins), tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI,
       verifier: self.verifier, rateLimiter: self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) },
       streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat, play: play), store: self.store,
       idempotencyMetrics: IdempotencyMetrics(self.metrics), observation: HTTPObservation(metrics: self.metrics, logger: self.logger))
+    if self.settings.tls != nil { responder.strictTransportSecurity = "max-age=\(self.settings.hstsMaxAge)" }
     let api = Application(
-      responder: responder, server: Self.apiServer(play),
+      responder: responder, server: server,
       configuration: .init(address: .hostname(self.settings.host, port: self.settings.httpPort), serverName: nil),
       onServerRunning: { [self] channel in self.state.withLock { $0.httpPort = channel.localAddress?.port ?? 0 } },
       logger: self.logger)

@@ -67,6 +67,7 @@ extension GatewayResponder {
   }
 
   static let linkHeader = FieldName("Link")!
+  static let hstsHeader = FieldName("Strict-Transport-Security")!
 
   /// Reads whose published resource anyone may see, the same for every caller.
   static let publicReads: Set<String> = ["quiz.v1.QuizService/GetQuiz"]
@@ -90,6 +91,7 @@ extension GatewayResponder {
   /// caller's own data (it sent credentials) or an error (it may be gone next time).
   func addPolicyHeaders(to response: inout Response, for request: Request) {
     for (name, value) in Self.securityHeaders { response.headers[name] = value }
+    if let hsts = self.strictTransportSecurity { response.headers[Self.hstsHeader] = hsts }
     let preflight = response.headers[.accessControlAllowMethods] != nil
     for (name, value) in self.cors.responseHeaders(origin: request.headers[.origin]) {
       guard let field = FieldName(name) else { continue }

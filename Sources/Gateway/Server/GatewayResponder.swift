@@ -37,6 +37,9 @@ struct GatewayResponder: HTTPResponder {
   var idempotencyMetrics: IdempotencyMetrics? = nil
   /// HTTP RED by route template and the access log; nil: neither.
   var observation: HTTPObservation? = nil
+  /// `Strict-Transport-Security` on every answer when the port serves TLS (RFC 6797 says a
+  /// browser ignores it over plain HTTP, so it is sent only over TLS); nil: plain HTTP.
+  var strictTransportSecurity: String? = nil
 
   static let requestIDHeader = FieldName("X-Request-Id")!
   static let apiKeyHeader = FieldName("X-API-Key")!

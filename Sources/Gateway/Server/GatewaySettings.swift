@@ -28,6 +28,12 @@ public struct GatewaySettings: Sendable {
       "Key sealing play tickets, the same on every replica: at least 32 random characters (default: a random key per process, so a ticket works only on the replica that issued it).",
       kind: .secret),
     ConfigKey("play-ticket-ttl-ms", "How long a play ticket stays valid, in milliseconds (default 30000)."),
+    ConfigKey("read-deadline-ms", "Deadline of a GET route's call to its service, in milliseconds; past it the answer is 504 (default 3000)."),
+    ConfigKey("write-deadline-ms", "Deadline of every other route's call, in milliseconds (default 5000)."),
+    ConfigKey("password-deadline-ms", "Deadline of register and login, which hash a password, in milliseconds (default 10000)."),
+    ConfigKey("tls-cert", "PEM certificate chain: with tls-key the API port serves HTTPS only, and every answer carries Strict-Transport-Security."),
+    ConfigKey("tls-key", "PEM private key file of tls-cert."),
+    ConfigKey("hsts-max-age", "Seconds browsers keep to HTTPS after an answer over TLS (Strict-Transport-Security; default 31536000, one year)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
     ConfigKey("upstream-transport", "framed (default) or h2: the wire the unary routes call the services over; h2 needs the --<service>-grpc-target keys."),
     ConfigKey("auth-grpc-target", "auth's gRPC/HTTP2 address(es), for upstream-transport h2."),
@@ -68,6 +74,12 @@ public struct GatewaySettings: Sendable {
   /// The gateway's own database (idempotency records, single-use keys): `<data-dir>/gateway.sqlite`,
   /// or the PostgreSQL every replica shares when `database-url` is set.
   public var storage = StorageOptions(dataDir: "./.quizwire")
+  /// Each route's upstream deadline.
+  public var deadlines = RouteDeadlines()
+  /// PEM files of the API port's certificate chain and key; nil: plain HTTP.
+  public var tls: (certificate: String, key: String)?
+  /// `Strict-Transport-Security`'s max-age when `tls` is set.
+  public var hstsMaxAge = 31_536_000
   /// How often expired idempotency records and single-use keys are deleted.
   public var storeSweepInterval = Duration.seconds(600)
 
@@ -104,6 +116,17 @@ public struct GatewaySettings: Sendable {
     }
     self.playTicketTTL = .milliseconds(try layers.int("play-ticket-ttl-ms", default: 30_000, in: 100...300_000))
     self.storage = try StorageOptions(layers: layers)
+    self.deadlines = RouteDeadlines(
+      read: .milliseconds(try layers.int("read-deadline-ms", default: 3_000, in: 1...600_000)),
+      write: .milliseconds(try layers.int("write-deadline-ms", default: 5_000, in: 1...600_000)),
+      passwordHashing: .milliseconds(try layers.int("password-deadline-ms", default: 10_000, in: 1...600_000)))
+    switch (layers.raw("tls-cert"), layers.raw("tls-key")) {
+    case (nil, nil): self.tls = nil
+    case (let cert?, let key?): self.tls = (cert.0, key.0)
+    case (nil, let key?): throw ConfigError(key: "tls-cert", origin: key.1, reason: "tls-key is set, so tls-cert is required")
+    case (let cert?, nil): throw ConfigError(key: "tls-key", origin: cert.1, reason: "tls-cert is set, so tls-key is required")
+    }
+    self.hstsMaxAge = try layers.int("hsts-max-age", default: self.hstsMaxAge, in: 0...315_360_000)
     if let (text, origin) = layers.raw("upstream-transport") {
       guard let transport = UpstreamTransport(rawValue: text) else {
         throw ConfigError(key: "upstream-transport", origin: origin, reason: "\"\(text)\" is not framed or h2")

@@ -14,6 +14,8 @@ public final class Upstreams: Sendable {
   let clients: [String: ServiceClient]
   /// With `UpstreamTransport.h2`: the unary routes' clients over gRPC/HTTP2, by short name.
   let unaryOverHTTP2: [String: HTTP2ServiceClient]
+  /// Each unary route's deadline.
+  let deadlines: RouteDeadlines
 
   /// - Parameters:
   ///   - targets: framed "host:port[,host:port]" by short service name.
@@ -21,8 +23,9 @@ public final class Upstreams: Sendable {
   ///     gRPC ports) instead. Streams and the JWKS fetch stay on the framed wire.
   public init(
     targets: [String: [String]], routes: RouteTable, metrics: HostMetrics? = nil, tracer: W3CTracer = W3CTracer(),
-    transport: UpstreamTransport = .framed, grpcTargets: [String: [String]] = [:]
+    transport: UpstreamTransport = .framed, grpcTargets: [String: [String]] = [:], deadlines: RouteDeadlines = RouteDeadlines()
   ) throws {
+    self.deadlines = deadlines
     var clients: [String: ServiceClient] = [:]
     var h2: [String: HTTP2ServiceClient] = [:]
     for (name, replicas) in targets {
@@ -53,23 +56,27 @@ public final class Upstreams: Sendable {
     self.clients.values.map { $0 as any Service } + self.unaryOverHTTP2.values.map { $0 as any Service }
   }
 
-  /// Calls `route`'s method with `request`; RPC failures are thrown as `RPCError`.
+  /// Calls `route`'s method with `request` within the route's deadline; RPC failures
+  /// (DEADLINE_EXCEEDED when the budget runs out) are thrown as `RPCError`.
   func call<Request: SwiftProtobuf.Message>(_ route: Route, request: Request, metadata: Metadata) async throws -> any SwiftProtobuf.Message {
+    var options = CallOptions.defaults
+    options.timeout = self.deadlines.budget(for: route)
     guard let client = self.clients[Self.shortName(of: route.method.service)] else {
       throw RPCError(code: .unavailable, message: "no upstream configured for \(route.method.service)")
     }
     if let h2 = self.unaryOverHTTP2[Self.shortName(of: route.method.service)] {
-      return try await self.unary(request, route.method.response, route.method.descriptor, h2.client, metadata)
+      return try await self.unary(request, route.method.response, route.method.descriptor, h2.client, metadata, options)
     }
-    return try await self.unary(request, route.method.response, route.method.descriptor, client.client, metadata)
+    return try await self.unary(request, route.method.response, route.method.descriptor, client.client, metadata, options)
   }
 
   private func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message, T: ClientTransport>(
-    _ request: Request, _: Response.Type, _ descriptor: MethodDescriptor, _ client: GRPCClient<T>, _ metadata: Metadata
+    _ request: Request, _: Response.Type, _ descriptor: MethodDescriptor, _ client: GRPCClient<T>, _ metadata: Metadata,
+    _ options: CallOptions
   ) async throws -> any SwiftProtobuf.Message {
     try await client.unary(
       request: ClientRequest(message: request, metadata: metadata), descriptor: descriptor, serializer: ProtobufSerializer<Request>(),
-      deserializer: ProtobufDeserializer<Response>(), options: .defaults
+      deserializer: ProtobufDeserializer<Response>(), options: options
     ) { try $0.message }
   }
 }

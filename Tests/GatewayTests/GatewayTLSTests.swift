@@ -1,0 +1,65 @@
+import Foundation
+import Gateway
+import ServiceKit
+import TestSupport
+import XCTest
+
+/// `tls-cert`/`tls-key`: the API port speaks HTTPS only, and every answer — an upstream
+/// error, the OpenAPI document, a refusal — carries `Strict-Transport-Security`. Spoken to by
+/// curl (a client we did not write) trusting a certificate openssl made for the test.
+final class GatewayTLSTests: XCTestCase {
+  func testHTTPSOnlyAndEveryAnswerCarriesHSTS() async throws {
+    let dir = try TestDatabases.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try Self.shell(
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -out cert.pem -days 2 "
+        + "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null", in: dir)
+    let closed = "127.0.0.1:1"  // no services: the API answers 503, which must carry HSTS too
+    let settings = try GatewaySettings(
+      layers: ConfigLayers(
+        environment: [:],
+        flags: [
+          "http-port": "0", "admin-port": "0", "auth-target": closed, "quiz-target": closed, "scoring-target": closed, "data-dir": dir,
+          "tls-cert": dir + "/cert.pem", "tls-key": dir + "/key.pem", "hsts-max-age": "600",
+        ]))
+    let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
+    let running = Task { try await gateway.run() }
+    defer { running.cancel() }
+    let address = try await gateway.addresses().http
+
+    for (path, status) in [("/api/v1/quizzes/q1", "503"), ("/openapi.json", "200"), ("/api/v1/nowhere", "404")] {
+      let head = try Self.shell("curl -sS --max-time 10 --cacert cert.pem -o /dev/null -D - https://\(address)\(path)", in: dir)
+      let lines = head.split(separator: "\r\n").map(String.init)
+      XCTAssertTrue(lines.first?.contains(" \(status)") == true, "\(path): \(head)")
+      XCTAssertTrue(lines.contains { $0.lowercased() == "strict-transport-security: max-age=600" }, "\(path): \(head)")
+    }
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    XCTAssertThrowsError(try Self.shell("curl -sS --max-time 5 -o /dev/null http://\(address)/openapi.json", in: dir))
+
+    // A certificate without its key (or the reverse) is a configuration error naming the key.
+    XCTAssertThrowsError(
+      try GatewaySettings(
+        layers: ConfigLayers(
+          environment: [:], flags: ["auth-target": closed, "quiz-target": closed, "scoring-target": closed, "tls-cert": dir + "/cert.pem"]))
+    ) { XCTAssertTrue("\($0)".contains("tls-key"), "\($0)") }
+  }
+
+  /// Runs `command` with sh in `dir`; its standard output, or a throw when it exits non-zero.
+  @discardableResult
+  static func shell(_ command: String, in dir: String) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", command]
+    process.currentDirectoryURL = URL(fileURLWithPath: dir)
+    let out = Pipe()
+    process.standardOutput = out
+    try process.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    guard process.terminationStatus == 0 else { throw ShellFailure(command: command, status: process.terminationStatus, output: text) }
+    return text
+  }
+
+  struct ShellFailure: Error { var command: String, status: Int32, output: String }
+}
