@@ -99,7 +99,7 @@ let package = Package(
       name: "ServiceKit",
       dependencies: [
         "FramedTransport", "QuizwireProtos", "Storage",
-        grpcCore, grpcProtobuf, grpcHTTP2, nioCore, nioPosix, nioSSL, logging, serviceLifecycle, jwtKit, crypto,
+        grpcCore, grpcProtobuf, grpcHTTP2, nioCore, nioPosix, nioSSL, logging, serviceLifecycle, jwtKit, crypto, deque,
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Prometheus", package: "swift-prometheus"),
@@ -153,7 +153,7 @@ let package = Package(
       name: "Gateway",
       dependencies: [
         "ServiceKit", "Storage", "QuizwireProtos", "FramedTransport",
-        grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, nioCore, serviceLifecycle, sqlKit, crypto,
+        grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, nioCore, serviceLifecycle, sqlKit, crypto, deque,
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
         // HTTPS on the API port (`tls-cert`/`tls-key`): part of the hummingbird package already.
