@@ -27,6 +27,8 @@ public final class GatewayHost: Service, Sendable {
   public let store: GatewayStore
   /// What the Play WebSockets hold now (`/metrics`, tests).
   public let playSockets = PlaySocketStats()
+  /// Rendered read replies by their bytes (`gateway_render_cache_*` on `/metrics`).
+  let renderCache = RenderCache()
   private let state = Mutex<State>(State())
 
   private struct State {
@@ -54,6 +56,7 @@ public final class GatewayHost: Service, Sendable {
     // Last: nothing after it can throw and leave the database open.
     self.store = GatewayStore(database: try Database(settings.databaseLocation, logger: self.logger))
     self.metrics.observe(self.store.database)
+    self.renderCache.export(to: self.metrics)
   }
 
   /// Serves until graceful shutdown (SIGTERM under a ServiceGroup): readiness turns off, the
@@ -81,6 +84,7 @@ public final class GatewayHost: Service, Sendable {
       verifier: self.verifier, rateLimiter: self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) },
       streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat, play: play), store: self.store,
       idempotencyMetrics: IdempotencyMetrics(self.metrics), observation: HTTPObservation(metrics: self.metrics, logger: self.logger))
+    responder.renderCache = self.renderCache
     if self.settings.tls != nil { responder.strictTransportSecurity = "max-age=\(self.settings.hstsMaxAge)" }
     let api = Application(
       responder: responder, server: server,

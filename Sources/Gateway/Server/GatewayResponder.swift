@@ -40,6 +40,8 @@ struct GatewayResponder: HTTPResponder {
   /// `Strict-Transport-Security` on every answer when the port serves TLS (RFC 6797 says a
   /// browser ignores it over plain HTTP, so it is sent only over TLS); nil: plain HTTP.
   var strictTransportSecurity: String? = nil
+  /// Renderings of read replies by their bytes; nil: every reply is rendered.
+  var renderCache: RenderCache? = RenderCache()
 
   static let requestIDHeader = FieldName("X-Request-Id")!
   static let apiKeyHeader = FieldName("X-API-Key")!
@@ -154,14 +156,14 @@ struct GatewayResponder: HTTPResponder {
     // sends the new traceparent on.
     var serviceContext = ServiceContext.topLevel
     self.tracer.extract(request.headers, into: &serviceContext, using: HTTPFieldsExtractor())
-    let response = try await ServiceContext.withValue(serviceContext) {
+    let reply = try await ServiceContext.withValue(serviceContext) {
       try await self.upstreams.call(route, request: message, metadata: metadata)
     }
 
     var headers: HTTPFields = [Self.requestIDHeader: requestID]
     if route.successStatus == 204 { return Response(status: .noContent, headers: headers) }
     let limit = query.first { $0.0 == "limit" }.flatMap { Int($0.1) }
-    let shaped = try ResponseShaper(schema: self.routes.schema).shape(response, requestedLimit: limit)
+    let shaped = try self.render(reply, of: route, requestedLimit: limit)
     if let notModified = self.cachingHeaders(&headers, request: request, route: route, shaped: shaped, query: query) { return notModified }
     if route.successStatus == 201, let id = shaped.id, let location = route.location,
       let path = location.expand([location.variables[0]: id])
@@ -171,6 +173,18 @@ struct GatewayResponder: HTTPResponder {
     headers[.contentType] = "application/json"
     let data = Envelope.data(shaped.json, requestID: requestID, meta: shaped.meta)
     return Response(status: .init(code: route.successStatus), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+  }
+
+  /// `reply` (the route's response message, serialized) as the envelope's data and meta: kept
+  /// from an earlier read that got the same bytes, else decoded and rendered (and kept, for
+  /// reads). Writes are never kept: their answers can carry secrets nobody reads twice.
+  private func render(_ reply: [UInt8], of route: Route, requestedLimit: Int?) throws -> ResponseShaper.Shaped {
+    let key = route.verb == "GET" ? self.renderCache.map { _ in RenderCache.Key(type: route.method.response.protoMessageName, limit: requestedLimit, reply: reply) } : nil
+    if let key, let kept = self.renderCache?.value(for: key) { return kept }
+    let message = try route.method.response.init(serializedBytes: reply)
+    let shaped = try ResponseShaper(schema: self.routes.schema).shape(message, requestedLimit: requestedLimit)
+    if let key { self.renderCache?.store(shaped, for: key) }
+    return shaped
   }
 
   /// The body of a route that takes one: at most `bodyLimit` bytes (413), JSON only (415).

@@ -56,28 +56,36 @@ public final class Upstreams: Sendable {
     self.clients.values.map { $0 as any Service } + self.unaryOverHTTP2.values.map { $0 as any Service }
   }
 
-  /// Calls `route`'s method with `request` within the route's deadline; RPC failures
-  /// (DEADLINE_EXCEEDED when the budget runs out) are thrown as `RPCError`.
-  func call<Request: SwiftProtobuf.Message>(_ route: Route, request: Request, metadata: Metadata) async throws -> any SwiftProtobuf.Message {
+  /// Calls `route`'s method with `request` within the route's deadline and returns the reply
+  /// as the service sent it, undecoded (the responder renders it, or finds it already
+  /// rendered); RPC failures (DEADLINE_EXCEEDED when the budget runs out) are thrown as
+  /// `RPCError`.
+  func call<Request: SwiftProtobuf.Message>(_ route: Route, request: Request, metadata: Metadata) async throws -> [UInt8] {
     var options = CallOptions.defaults
     options.timeout = self.deadlines.budget(for: route)
-    guard let client = self.clients[Self.shortName(of: route.method.service)] else {
+    let name = Self.shortName(of: route.method.service)
+    let request = ClientRequest(message: request, metadata: metadata)
+    if let h2 = self.unaryOverHTTP2[name] {
+      return try await h2.client.unary(
+        request: request, descriptor: route.method.descriptor, serializer: ProtobufSerializer<Request>(), deserializer: ReplyBytes(),
+        options: options
+      ) { try $0.message }
+    }
+    guard let client = self.clients[name] else {
       throw RPCError(code: .unavailable, message: "no upstream configured for \(route.method.service)")
     }
-    if let h2 = self.unaryOverHTTP2[Self.shortName(of: route.method.service)] {
-      return try await self.unary(request, route.method.response, route.method.descriptor, h2.client, metadata, options)
-    }
-    return try await self.unary(request, route.method.response, route.method.descriptor, client.client, metadata, options)
-  }
-
-  private func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message, T: ClientTransport>(
-    _ request: Request, _: Response.Type, _ descriptor: MethodDescriptor, _ client: GRPCClient<T>, _ metadata: Metadata,
-    _ options: CallOptions
-  ) async throws -> any SwiftProtobuf.Message {
-    try await client.unary(
-      request: ClientRequest(message: request, metadata: metadata), descriptor: descriptor, serializer: ProtobufSerializer<Request>(),
-      deserializer: ProtobufDeserializer<Response>(), options: options
+    return try await client.client.unary(
+      request: request, descriptor: route.method.descriptor, serializer: ProtobufSerializer<Request>(), deserializer: ReplyBytes(),
+      options: options
     ) { try $0.message }
+  }
+}
+
+/// A reply's serialized message as it arrived: decoded later, and only when it isn't already
+/// rendered (`RenderCache`).
+struct ReplyBytes: MessageDeserializer {
+  func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> [UInt8] {
+    serializedMessageBytes.withUnsafeBytes { Array($0) }
   }
 }
 
