@@ -179,7 +179,9 @@ struct GatewayResponder: HTTPResponder {
   /// from an earlier read that got the same bytes, else decoded and rendered (and kept, for
   /// reads). Writes are never kept: their answers can carry secrets nobody reads twice.
   private func render(_ reply: [UInt8], of route: Route, requestedLimit: Int?) throws -> ResponseShaper.Shaped {
-    let key = route.verb == "GET" ? self.renderCache.map { _ in RenderCache.Key(type: route.method.response.protoMessageName, limit: requestedLimit, reply: reply) } : nil
+    let key =
+      route.verb == "GET" && self.renderCache != nil
+      ? RenderCache.Key(type: route.method.response.protoMessageName, limit: requestedLimit, reply: reply) : nil
     if let key, let kept = self.renderCache?.value(for: key) { return kept }
     let message = try route.method.response.init(serializedBytes: reply)
     let shaped = try ResponseShaper(schema: self.routes.schema).shape(message, requestedLimit: requestedLimit)
