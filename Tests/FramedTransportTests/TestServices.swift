@@ -134,11 +134,14 @@ final class FramedTestServer: Sendable {
   let task: Task<Void, any Error>
   let target: FramedTarget
 
-  init(services: [any RegistrableRPCService], port: Int = 0, configure: (inout FramedServerTransport.Config) -> Void = { _ in }) async throws {
+  init(
+    services: [any RegistrableRPCService], interceptors: [any ServerInterceptor] = [], port: Int = 0,
+    configure: (inout FramedServerTransport.Config) -> Void = { _ in }
+  ) async throws {
     var config = FramedServerTransport.Config(host: "127.0.0.1", port: port)
     configure(&config)
     let transport = try FramedServerTransport(config: config)
-    let server = GRPCServer(transport: transport, services: services)
+    let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
     self.transport = transport
     self.server = server
     self.task = Task { try await server.serve() }

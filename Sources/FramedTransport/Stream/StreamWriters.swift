@@ -59,7 +59,16 @@ struct ServerStreamWriter: ClosableRPCWriterProtocol {
       // the call's status (trailers-only).
       headers.metadata = try WireMapping.wireEntries(metadata)
       if self.encoding != .identity { headers.messageEncoding = self.encoding.rawValue }
-      try self.command(.responseHeaders(self.stream, WireMapping.encode(headers)))
+      // A call that already ended (reset, deadline, connection gone) drops its response
+      // headers instead of throwing, as GRPCCore's in-process transport does: GRPCCore runs
+      // the response producer only after this write succeeded, and interceptors that wrap the
+      // producer (ServiceKit's CallObservation: the in-flight gauge, access log, spans) would
+      // otherwise never see the call end. The producer sees the failure at its first read or
+      // write, and its task is cancelled already.
+      guard self.stream.failure == nil else { return }
+      if !self.stream.connection.send(.responseHeaders(self.stream, WireMapping.encode(headers))) {
+        self.stream.fail(RPCError(code: .cancelled, message: "connection closed"))
+      }
     case .message(let bytes):
       try await self.sender.send(bytes, on: self.stream)
     case .status(let status, let metadata):
