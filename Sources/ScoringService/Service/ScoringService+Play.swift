@@ -126,10 +126,19 @@ extension ScoringService {
   public func play(
     request: RPCAsyncSequence<Scoring_V1_PlayRequest, any Error>, response: RPCWriter<Scoring_V1_PlayEvent>, context: ServerContext
   ) async throws {
+    // Requests and deadline timers meet in `inputs`. The reader hands over one request at a
+    // time and reads the next only once the loop below took the last one, so `inputs` holds
+    // at most one request: the ones the handler has not reached stay in the transport, whose
+    // flow control stalls a client that answers faster than they are scored.
     let (inputs, sink) = AsyncStream.makeStream(of: PlayInput.self)
+    let (taken, takenSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     let reader = Task {
+      var handedOver = taken.makeAsyncIterator()
       do {
-        for try await message in request { sink.yield(.message(message)) }
+        for try await message in request {
+          sink.yield(.message(message))
+          guard await handedOver.next() != nil else { return }
+        }
       } catch {}
       sink.yield(.end)
     }
@@ -138,6 +147,7 @@ extension ScoringService {
       reader.cancel()
       timer?.cancel()
       sink.finish()
+      takenSink.finish()
     }
     var attemptID: String?
     var shownIndex = -1
@@ -191,6 +201,7 @@ extension ScoringService {
         let (before, after) = try await self.catchUp(id)
         if try await advance(from: before, to: after) { return }
       case .message(let message):
+        takenSink.yield()  // the reader may fetch the next request while this one is handled
         guard let id = attemptID else {
           let state: AttemptState
           switch message.kind {
