@@ -9,13 +9,19 @@ import ServiceKit
 /// the caller's trace id. Never the path's values, the query, bodies or credentials. A stream's
 /// duration is to its response head; its end is the upstream call's (rpc_client_* metrics).
 struct HTTPObservation: Sendable {
-  let factory: any MetricsFactory
+  /// Made once per (method, route, status). Bounded: the method is one of `knownMethods` or
+  /// "other", the route a template, the status a number.
+  let handles: MetricHandles
   let logger: Logger
 
   init(metrics: HostMetrics, logger: Logger) {
-    self.factory = metrics.factory
+    self.handles = metrics.handles
     self.logger = logger
   }
+
+  /// Methods counted by name; any other token a client sends counts as "other", so nobody can
+  /// grow `/metrics` with made-up methods.
+  static let knownMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
   /// What is known of a request when its answer is ready.
   struct Exchange {
@@ -32,13 +38,10 @@ struct HTTPObservation: Sendable {
 
   func record(_ exchange: Exchange) {
     let elapsed = ContinuousClock.now - exchange.start
-    let status = String(exchange.status)
-    CoreMetrics.Counter(
-      label: "http_server_requests_total", dimensions: [("method", exchange.method), ("route", exchange.route), ("status", status)],
-      factory: self.factory
-    ).increment()
-    Metrics.Timer(label: "http_server_duration_seconds", dimensions: [("method", exchange.method), ("route", exchange.route)], factory: self.factory)
-      .record(duration: elapsed)
+    let method = Self.knownMethods.contains(exchange.method) ? exchange.method : "other"
+    self.handles.counter("http_server_requests_total", [("method", method), ("route", exchange.route), ("status", String(exchange.status))])
+      .increment()
+    self.handles.timer("http_server_duration_seconds", [("method", method), ("route", exchange.route)]).record(duration: elapsed)
     // 5xx are the gateway's or a service's faults; everything else is routine.
     let level: Logger.Level = exchange.status >= 500 ? .error : .info
     guard self.logger.logLevel <= level else { return }

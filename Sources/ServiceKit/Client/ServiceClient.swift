@@ -115,8 +115,8 @@ public final class ServiceClient: Service, Sendable {
 /// The code is the one known when the response head arrives: a failure sent as trailers-only
 /// (how unary errors arrive) is counted; a streaming call failing after messages counts as OK.
 public struct ClientMetricsInterceptor: ClientInterceptor {
-  private let factory: any MetricsFactory
-  public init(metrics: HostMetrics) { self.factory = metrics.factory }
+  private let handles: MetricHandles
+  public init(metrics: HostMetrics) { self.handles = metrics.handles }
 
   public func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingClientRequest<Input>,
@@ -127,9 +127,8 @@ public struct ClientMetricsInterceptor: ClientInterceptor {
     let base = [("service", context.descriptor.service.fullyQualifiedService), ("method", context.descriptor.method)]
     let record: (Status.Code) -> Void = { code in
       let dimensions = base + [("code", AccessLogInterceptor.name(of: code))]
-      CoreMetrics.Counter(label: "rpc_client_requests_total", dimensions: dimensions, factory: self.factory).increment()
-      Metrics.Timer(label: "rpc_client_duration_seconds", dimensions: dimensions, factory: self.factory)
-        .record(duration: ContinuousClock.now - start)
+      self.handles.counter("rpc_client_requests_total", dimensions).increment()
+      self.handles.timer("rpc_client_duration_seconds", dimensions).record(duration: ContinuousClock.now - start)
     }
     do {
       let response = try await next(request, context)

@@ -25,6 +25,10 @@ public struct AccessLogInterceptor: ServerInterceptor {
     let method = context.descriptor.fullyQualifiedMethod
     let peer = context.remotePeer
     return try await CallObservation.run(request: request, context: context, next: next) { code in
+      // Server-side faults are errors; the caller's own mistakes are routine.
+      let level: Logger.Level = [.internalError, .unknown, .dataLoss, .unimplemented].contains(code) ? .error : .info
+      // Nothing is built for a line the level drops.
+      guard logger.logLevel <= level else { return }
       let ms = (ContinuousClock.now - start).inMilliseconds
       var metadata: Logger.Metadata = [
         "service": .string(service),
@@ -38,8 +42,6 @@ public struct AccessLogInterceptor: ServerInterceptor {
         metadata["request_id"] = .string(info.requestID)
         if let principal = info.principal { metadata["principal"] = .string(principal.description) }
       }
-      // Server-side faults are errors; the caller's own mistakes are routine.
-      let level: Logger.Level = [.internalError, .unknown, .dataLoss, .unimplemented].contains(code) ? .error : .info
       logger.log(level: level, "rpc", metadata: metadata)
     }
   }

@@ -10,6 +10,8 @@ import Synchronization
 public final class HostMetrics: Sendable {
   public let registry: PrometheusCollectorRegistry
   public let factory: PrometheusMetricsFactory
+  /// The per-call metrics' handles, made once per label set.
+  public let handles: MetricHandles
   /// Samplers run before every scrape (gauges of current state), by key.
   private let samplers = Mutex<[String: @Sendable () -> Void]>([:])
 
@@ -26,6 +28,7 @@ public final class HostMetrics: Sendable {
     factory.durationHistogramBuckets["rpc_server_duration_seconds"] = Self.durationBuckets
     factory.durationHistogramBuckets["rpc_client_duration_seconds"] = Self.durationBuckets
     self.factory = factory
+    self.handles = MetricHandles(factory: factory)
   }
 
   /// The Prometheus text exposition of everything recorded.
@@ -112,22 +115,22 @@ private final class GateExporter: Sendable {
 /// service, method and code; `rpc_server_in_flight` by service and method; stream messages
 /// received and sent.
 public struct MetricsInterceptor: ServerInterceptor {
-  private let factory: any MetricsFactory
+  private let handles: MetricHandles
 
-  public init(metrics: HostMetrics) { self.factory = metrics.factory }
+  public init(metrics: HostMetrics) { self.handles = metrics.handles }
 
   public func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
     context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
-    let factory = self.factory
+    let handles = self.handles
     let base = [
       ("service", context.descriptor.service.fullyQualifiedService), ("method", context.descriptor.method),
     ]
-    let inFlight = CoreMetrics.Meter(label: "rpc_server_in_flight", dimensions: base, factory: factory)
-    let received = CoreMetrics.Counter(label: "rpc_server_messages_received_total", dimensions: base, factory: factory)
-    let sent = CoreMetrics.Counter(label: "rpc_server_messages_sent_total", dimensions: base, factory: factory)
+    let inFlight = handles.meter("rpc_server_in_flight", base)
+    let received = handles.counter("rpc_server_messages_received_total", base)
+    let sent = handles.counter("rpc_server_messages_sent_total", base)
     inFlight.increment()
     let start = ContinuousClock.now
     var request = request
@@ -139,9 +142,8 @@ public struct MetricsInterceptor: ServerInterceptor {
     let response = try await CallObservation.run(request: request, context: context, next: next) { code in
       inFlight.decrement()
       let dimensions = base + [("code", AccessLogInterceptor.name(of: code))]
-      CoreMetrics.Counter(label: "rpc_server_requests_total", dimensions: dimensions, factory: factory).increment()
-      Metrics.Timer(label: "rpc_server_duration_seconds", dimensions: dimensions, factory: factory)
-        .record(duration: ContinuousClock.now - start)
+      handles.counter("rpc_server_requests_total", dimensions).increment()
+      handles.timer("rpc_server_duration_seconds", dimensions).record(duration: ContinuousClock.now - start)
     }
     return response.mapProducer { producer in
       { writer in
