@@ -156,6 +156,7 @@ let package = Package(
         grpcCore, grpcProtobuf, grpcHTTP2, swiftProtobuf, logging, nioCore, serviceLifecycle, sqlKit, crypto, deque,
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
         // HTTPS on the API port (`tls-cert`/`tls-key`): part of the hummingbird package already.
         .product(name: "HummingbirdTLS", package: "hummingbird"), nioSSL,
         .product(name: "Tracing", package: "swift-distributed-tracing"),

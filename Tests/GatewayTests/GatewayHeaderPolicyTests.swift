@@ -56,6 +56,34 @@ final class GatewayHeaderPolicyTests: XCTestCase {
     await h.stop()
   }
 
+  /// A request NIO's parser rejects (an unknown method, a request line with a space in the
+  /// path) is 400 in the envelope and its connection closed — before, the connection stayed
+  /// open and unanswered until the client gave up.
+  func testARequestThatDoesNotParseIs400AndItsConnectionClosed() async throws {
+    let h = try await GatewayHarness.start()
+    do {
+      for (method, path) in [("FROB", "/api/v1/quizzes"), ("GET", "/api/v1/quizzes /x")] {
+        let stream = try RawHTTPStream(h.baseURL, path, method: method, within: .seconds(5))
+        defer { stream.close() }
+        XCTAssertEqual(stream.status, 400, "\(method) \(path)")
+        XCTAssertEqual(stream.header("Connection"), "close")
+        let body = await stream.rest(within: .seconds(5))
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any], body)
+        let error = try XCTUnwrap(json["error"] as? [String: Any])
+        XCTAssertEqual(error["status"] as? String, "INVALID_ARGUMENT")
+        XCTAssertEqual((json["meta"] as? [String: Any])?["request_id"] as? String, stream.header("X-Request-Id"))
+        XCTAssertTrue(stream.eof, "closed after the answer")
+      }
+      // The gateway is unharmed.
+      let fine = try await self.rawGET(h, "/api/v1/quizzes", headers: [:])
+      XCTAssertEqual(fine.status, 200)
+    } catch {
+      await h.stop()
+      throw error
+    }
+    await h.stop()
+  }
+
   func testAPublishedQuizReadAnonymouslyIsPubliclyCacheableAndNothingElseIs() async throws {
     let h = try await GatewayHarness.start()
     do {

@@ -21,20 +21,27 @@ extension GatewayHost {
   }
 
   /// HTTP/1.1 with the WebSocket upgrade for the Play path. Auto-ping every 30 s notices a
-  /// browser that vanished without a close (its RPC is then cancelled); text must be UTF-8.
+  /// browser that vanished without a close (its RPC is then cancelled); text must be UTF-8. A
+  /// first request that doesn't parse is answered 400 and closed (`MalformedRequestGuard`).
   /// With `tls` (PEM chain and key files) the port speaks HTTPS only.
   static func apiServer(_ play: PlayEndpoints?, tls: (certificate: String, key: String)? = nil) throws -> HTTPServerBuilder {
-    let http: HTTPServerBuilder = .http1WebSocketUpgrade(
-      configuration: .init(ws: .init(maxFrameSize: PlayBridge.maxMessageSize, autoPing: .enabled(timePeriod: .seconds(30)), validateUTF8: true))
-    ) { head, channel, _ in
-      guard let play else { return .dontUpgrade }
-      return await play.shouldUpgrade(head, channel: channel)
+    let tlsConfiguration = try tls.map { tls in
+      TLSConfiguration.makeServerConfiguration(
+        certificateChain: try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) },
+        privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.key, format: .pem)))
     }
-    guard let tls else { return http }
-    let configuration = TLSConfiguration.makeServerConfiguration(
-      certificateChain: try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) },
-      privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.key, format: .pem)))
-    return try .tls(http, tlsConfiguration: configuration)
+    return HTTPServerBuilder { responder in
+      let http = MalformedRequestGuard(
+        base: HTTP1WebSocketUpgradeChannel(
+          responder: responder,
+          configuration: .init(ws: .init(maxFrameSize: PlayBridge.maxMessageSize, autoPing: .enabled(timePeriod: .seconds(30)), validateUTF8: true))
+        ) { head, channel, _ in
+          guard let play else { return .dontUpgrade }
+          return await play.shouldUpgrade(head, channel: channel)
+        })
+      guard let tlsConfiguration else { return http }
+      return try TLSChannel(http, tlsConfiguration: tlsConfiguration)
+    }
   }
 
   /// `gateway_play_sockets_open`, `gateway_play_frames_in_flight`, `gateway_play_bytes_in_flight`
