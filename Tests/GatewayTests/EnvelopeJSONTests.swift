@@ -47,4 +47,29 @@ final class EnvelopeJSONTests: XCTestCase {
     XCTAssertEqual(TopLevelJSON.strings("[1,2]", keys: ["id"]), [:])
     XCTAssertEqual(TopLevelJSON.strings(#"{"id": "#, keys: ["id"]), [:])
   }
+
+  /// The hand-written error body says exactly what Foundation's serializer said, escapes and
+  /// all, for every kind of detail.
+  func testErrorBodyMatchesJSONSerialization() throws {
+    let tricky = "quote \" backslash \\ slash / newline \n tab \t bell \u{07} nul \u{00} é 😀 \u{7F}"
+    var errors: [APIError] = [
+      .gateway(404, "no route for GET /x"),
+      .gateway(400, tricky, violations: [.init(field: "title", description: tricky), .init(field: "questions[0].choices", description: "b")]),
+      APIError(httpStatus: 429, status: "RESOURCE_EXHAUSTED", message: "slow down", details: [.retryInfo(.milliseconds(1500))]),
+      APIError(httpStatus: 429, status: "RESOURCE_EXHAUSTED", message: "later", details: [.retryInfo(.seconds(2))]),
+    ]
+    var info = APIError(
+      httpStatus: 422, status: "FAILED_PRECONDITION", message: tricky,
+      details: [.errorInfo(reason: "QUIZ_NOT_PUBLISHABLE", domain: "quiz.quizwire", metadata: ["z": tricky, "a": "1"])])
+    info.reason = "QUIZ_NOT_PUBLISHABLE"
+    errors.append(info)
+    for error in errors {
+      let body = Envelope.error(error, requestID: "req-\u{01}", now: Date(timeIntervalSince1970: 0))
+      let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: body) as? [String: Any], String(decoding: body, as: UTF8.self))
+      XCTAssertEqual(object["error"] as? NSDictionary, error.jsonObject as NSDictionary)
+      XCTAssertEqual((object["meta"] as? [String: Any])?["request_id"] as? String, "req-\u{01}")
+      // Byte for byte what `JSONSerialization` (sorted keys, slashes as they are) writes.
+      XCTAssertEqual(error.json, Envelope.serialize(error.jsonObject))
+    }
+  }
 }

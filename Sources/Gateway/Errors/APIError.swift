@@ -114,7 +114,33 @@ public struct APIError: Error, Sendable, Hashable {
   }
 }
 
+extension APIError {
+  /// `jsonObject` as JSON text, written by hand in the same (sorted) key order.
+  var json: String {
+    var out = #"{"code":\#(self.httpStatus),"details":["# + self.details.map(\.json).joined(separator: ",") + "]"
+    out += #","message":"# + Envelope.quoted(self.message)
+    if let reason = self.reason { out += #","reason":"# + Envelope.quoted(reason) }
+    return out + #","status":"# + Envelope.quoted(self.status) + "}"
+  }
+}
+
 extension APIError.Detail {
+  /// `jsonObject` as JSON text, keys sorted.
+  var json: String {
+    switch self {
+    case .errorInfo(let reason, let domain, let metadata):
+      let entries = metadata.sorted { $0.key < $1.key }.map { Envelope.quoted($0.key) + ":" + Envelope.quoted($0.value) }
+      return #"{"@type":"type.googleapis.com/google.rpc.ErrorInfo","domain":"# + Envelope.quoted(domain) + #","metadata":{"#
+        + entries.joined(separator: ",") + #"},"reason":"# + Envelope.quoted(reason) + "}"
+    case .badRequest(let violations):
+      let items = violations.map { #"{"description":"# + Envelope.quoted($0.description) + #","field":"# + Envelope.quoted($0.field) + "}" }
+      return #"{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":["# + items.joined(separator: ",") + "]}"
+    case .retryInfo:
+      let delay = self.jsonObject["retryDelay"] as? String ?? "0s"
+      return #"{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"# + Envelope.quoted(delay) + "}"
+    }
+  }
+
   /// protobuf's JSON mapping of the detail, with the `@type` of a packed `Any`.
   var jsonObject: [String: Any] {
     switch self {

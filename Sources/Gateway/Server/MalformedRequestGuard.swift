@@ -56,7 +56,8 @@ final class FirstRequestParseGuard: ChannelInboundHandler, RemovableChannelHandl
       ])
     context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
     context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
-    context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    let channel = context.channel
+    context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     context.fireErrorCaught(error)
   }
 }
