@@ -95,6 +95,13 @@ final class PlayWebSocketTests: XCTestCase {
     return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
   }
 
+  /// Play calls scoring has finished, whatever their status.
+  static func finishedPlayCalls(_ suite: GatewayHarness) -> Double {
+    suite.hosts[1].metrics.exposition().split(separator: "\n")
+      .filter { $0.hasPrefix("rpc_server_requests_total{") && $0.contains(#"method="Play""#) }
+      .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+  }
+
   /// The demo quiz finished with full marks: the last frame is `finished`, the close is 1000.
   func assertFinished(_ session: Session, file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(session.closeCode, 1000, "\(session)", file: file, line: line)
@@ -251,6 +258,36 @@ final class PlayWebSocketTests: XCTestCase {
       let late = try await Self.session(suite, "\(PlayRoutes.socket)?ticket=\(ticket)", Self.playDemo)
       XCTAssertEqual(late.closeCode, 1008, "\(late)")
       XCTAssertTrue(late.reason?.contains("expired") == true, "\(late)")
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
+  /// A handshake takes from the caller's rate limit like a request: past it the socket is
+  /// closed with 4008 (RESOURCE_EXHAUSTED) and no Play call is made.
+  func testHandshakesAreRateLimited() async throws {
+    let suite = try await GatewayHarness.start(gatewayFlags: Self.flags.merging(["rate-limit": "0.01", "rate-limit-burst": "3"]) { $1 })
+    do {
+      // Register and login take from the client address's bucket; the sockets, once the token
+      // is verified, from the user's: the first takes one of its three.
+      let token = try await suite.signIn("limited@example.com", name: "Lim")
+      let headers: HTTPFields = [.authorization: "Bearer \(token)"]
+      let first = try await Self.session(suite, headers: headers) { _, outbound, _ in try await outbound.close(.normalClosure, reason: nil) }
+      XCTAssertNotEqual(first.closeCode, 4008, "\(first)")
+      let before = Self.finishedPlayCalls(suite)
+      var sessions: [Session] = []
+      for _ in 0..<4 { sessions.append(try await Self.session(suite, headers: headers, Self.playDemo)) }
+      // Two more games fit the burst; the two after them are refused.
+      self.assertFinished(sessions[0])
+      self.assertFinished(sessions[1])
+      for refused in sessions.dropFirst(2) {
+        XCTAssertEqual(refused.closeCode, 4008, "\(refused)")
+        XCTAssertTrue(refused.reason?.contains("rate limit exceeded") == true, "\(refused)")
+        XCTAssertTrue(refused.frames.isEmpty)
+      }
+      XCTAssertEqual(Self.finishedPlayCalls(suite), before + 2, "a refused socket makes no Play call")
     } catch {
       await suite.stop()
       throw error

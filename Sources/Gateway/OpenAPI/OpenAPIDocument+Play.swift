@@ -24,7 +24,8 @@ extension OpenAPIDocument {
         + "\(PlayRoutes.ticket); browsers can't set headers on a socket); the Origin must be in the gateway's cors-origins. "
         + "Each text frame is one PlayRequest, each frame back one PlayEvent, in canonical JSON. Close codes: 1000 with the "
         + "final result, 1008 for auth or origin refusals, 1003 for a binary frame, 4003 for a frame that is no PlayRequest, "
-        + "1011 internal, 4000 + the gRPC code when the RPC ended in error (reason: its message).",
+        + "1011 internal, 4000 + the gRPC code when the RPC ended in error (reason: its message), 4008 when the caller's rate "
+        + "limit is spent (no RPC made).",
       "parameters": [
         [
           "name": "ticket", "in": "query", "required": false, "schema": ["type": "string"],

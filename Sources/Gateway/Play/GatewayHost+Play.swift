@@ -8,7 +8,7 @@ import Synchronization
 
 extension GatewayHost {
   /// The Play socket and tickets, or nil when no scoring target is configured.
-  func makePlayEndpoints() -> PlayEndpoints? {
+  func makePlayEndpoints(rateLimiter: GatewayRateLimiter?) -> PlayEndpoints? {
     guard let scoring = self.upstreams.clients["scoring"] else { return nil }
     if self.settings.ticketSecret == nil {
       self.logger.notice("ticket-secret is not set: play tickets are sealed with a random key and work only on this replica")
@@ -17,7 +17,8 @@ extension GatewayHost {
     let tickets = PlayTickets(secret: self.settings.ticketSecret?.reveal(), ttl: self.settings.playTicketTTL, ledger: self.store)
     return PlayEndpoints(
       bridge: PlayBridge(client: scoring, schema: self.routes.schema, stats: self.playSockets), tickets: tickets,
-      cors: CORSPolicy(origins: self.settings.corsOrigins), verifier: self.verifier, tracer: W3CTracer(), logger: self.logger)
+      cors: CORSPolicy(origins: self.settings.corsOrigins), verifier: self.verifier, tracer: W3CTracer(), logger: self.logger,
+      rateLimiter: rateLimiter)
   }
 
   /// HTTP/1.1 with the WebSocket upgrade for the Play path. Auto-ping every 30 s notices a

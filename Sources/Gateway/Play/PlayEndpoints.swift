@@ -25,6 +25,9 @@ struct PlayEndpoints: Sendable {
   let verifier: TokenVerifier
   let tracer: W3CTracer
   let logger: Logger
+  /// The routes' limiter: a handshake takes from the same bucket a request would (the user's
+  /// once verified, else the client address's); nil when `rate-limit` is 0.
+  var rateLimiter: GatewayRateLimiter? = nil
 
   /// How a handshake is answered: the socket bridged with these call metadata, or refused.
   enum Admission: Sendable {
@@ -66,33 +69,49 @@ struct PlayEndpoints: Sendable {
   }
 
   /// Origin, then credentials: a bearer header or a ticket (not both), verified here so an
-  /// invalid one is 1008 before any RPC.
+  /// invalid one is 1008 before any RPC; then the caller's rate limit, 4008 (RESOURCE_EXHAUSTED)
+  /// when it is spent — a client can't open sockets (each a Play call) faster than requests.
   func admit(_ head: HTTPRequest, query: FlatDictionary<Substring, Substring>, requestID: String, peer: String?) async -> Admission {
+    let (admission, user) = await self.credentials(head, query: query, requestID: requestID, peer: peer)
+    guard let limiter = self.rateLimiter else { return admission }
+    let decision = limiter.take(user.map(RateLimitPartition.user) ?? .address(peer ?? "unknown"))
+    guard decision.allowed else {
+      let message = "rate limit exceeded for this \(decision.policy == "ip" ? "client address" : decision.policy); retry after \(decision.reset) s"
+      return .refuse(.rpc(RPCError(code: .resourceExhausted, message: message)))
+    }
+    return admission
+  }
+
+  /// The admission by origin and credentials, and the verified user (nil when refused).
+  private func credentials(
+    _ head: HTTPRequest, query: FlatDictionary<Substring, Substring>, requestID: String, peer: String?
+  ) async -> (Admission, String?) {
     if let origin = head.headerFields[.origin], !self.cors.allows(origin) {
-      return .refuse(.policy("origin \(origin) may not open this socket (not in the gateway's cors-origins)"))
+      return (.refuse(.policy("origin \(origin) may not open this socket (not in the gateway's cors-origins)")), nil)
     }
     let header = head.headerFields[.authorization]
     let ticket = query["ticket"].map(String.init)
     let token: String
     switch (header, ticket) {
     case (.some, .some):
-      return .refuse(.policy("send a bearer token or a ticket, not both"))
+      return (.refuse(.policy("send a bearer token or a ticket, not both")), nil)
     case (.none, .none):
-      return .refuse(.policy("sign in: send Authorization: Bearer <token>, or ?ticket= from POST \(PlayRoutes.ticket)"))
+      return (.refuse(.policy("sign in: send Authorization: Bearer <token>, or ?ticket= from POST \(PlayRoutes.ticket)")), nil)
     case (.some(let header), .none):
-      guard let bearer = GatewayResponder.bearerToken(header) else { return .refuse(.policy("the Authorization header must be Bearer <token>")) }
+      guard let bearer = GatewayResponder.bearerToken(header) else { return (.refuse(.policy("the Authorization header must be Bearer <token>")), nil) }
       token = bearer
     case (.none, .some(let ticket)):
-      do throws(PlayTickets.Refusal) { token = try await self.tickets.redeem(ticket).bearerToken } catch { return .refuse(.policy(error.message)) }
+      do throws(PlayTickets.Refusal) { token = try await self.tickets.redeem(ticket).bearerToken } catch { return (.refuse(.policy(error.message)), nil) }
     }
-    do { _ = try await self.verifier.verify(token) } catch {
-      if case .keysUnavailable = error { return .refuse(.rpc(RPCError(code: .unavailable, message: "cannot verify the token now; retry"))) }
-      return .refuse(.policy("the bearer token is not valid: \(error)"))
+    let claims: AccessTokenClaims
+    do { claims = try await self.verifier.verify(token) } catch {
+      if case .keysUnavailable = error { return (.refuse(.rpc(RPCError(code: .unavailable, message: "cannot verify the token now; retry"))), nil) }
+      return (.refuse(.policy("the bearer token is not valid: \(error)")), nil)
     }
     var metadata: Metadata = [RequestIDInterceptor.key: .string(requestID)]
     metadata.addString("Bearer \(token)", forKey: "authorization")
     if let peer { metadata.addString(peer, forKey: "x-forwarded-for") }
-    return .play(metadata)
+    return (.play(metadata), claims.sub)
   }
 
   // MARK: Tickets and plain HTTP on the Play paths

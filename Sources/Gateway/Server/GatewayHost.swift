@@ -70,7 +70,9 @@ public final class GatewayHost: Service, Sendable {
       self.logger.critical("gateway database cannot be migrated", metadata: ["error": "\(error)"])
       throw error
     }
-    let play = self.makePlayEndpoints()
+    // One limiter for the routes and the Play handshakes: a socket costs a request.
+    let rateLimiter = self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) }
+    let play = self.makePlayEndpoints(rateLimiter: rateLimiter)
     let server: HTTPServerBuilder
     do { server = try Self.apiServer(play, tls: self.settings.tls) } catch {
       try? await self.store.database.shutdown()
@@ -81,7 +83,7 @@ public final class GatewayHost: Service, Sendable {
     var responder = GatewayResponder(
       routes: self.routes, upstreams: self.upstreams, bodyLimit: self.settings.bodyLimit,
       cors: CORSPolicy(origins: self.settings.corsOrigins), tracer: W3CTracer(), logger: self.logger, openAPI: self.openAPI,
-      verifier: self.verifier, rateLimiter: self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) },
+      verifier: self.verifier, rateLimiter: rateLimiter,
       streams: StreamResponder(upstreams: self.upstreams, heartbeat: self.settings.heartbeat, play: play), store: self.store,
       idempotencyMetrics: IdempotencyMetrics(self.metrics), observation: HTTPObservation(metrics: self.metrics, logger: self.logger))
     responder.renderCache = self.renderCache
