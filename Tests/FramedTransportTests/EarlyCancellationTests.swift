@@ -243,4 +243,37 @@ final class EarlyCancellationTests: XCTestCase {
     try await loop.submit {}.get()
     XCTAssertEqual(performed.withLockedValue { $0 }, 1, "a live call's headers go out")
   }
+
+  /// The same over the gRPC/HTTP2 listener: its transport drops the response headers of a call
+  /// the client already reset by throwing, so GRPCCore never runs the producer; ServiceKit's
+  /// observation must still end the call (before: `rpc_server_in_flight` kept about half).
+  func testOverHTTP2ACallCancelledAnywhereLeavesNothingInFlight() async throws {
+    let ledger = HandlerLedger()
+    let metrics = HostMetrics()
+    let server = try await H2TestServer(services: [WaitingEchoService(ledger: ledger)], interceptors: [MetricsInterceptor(metrics: metrics)])
+    func inFlight() -> Double {
+      metrics.exposition().split(separator: "\n").filter { $0.hasPrefix("rpc_server_in_flight{") }
+        .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+    }
+    try await withH2Client(port: server.port) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      _ = try await echo.unary(echoRequest("warm"))
+      for round in 0..<40 {
+        let call = Task {
+          try await echo.bidi(
+            request: StreamingClientRequest { w in
+              if round % 2 == 0 { try await w.write(echoRequest("a")) }
+              try await Task.sleep(for: .seconds(60))
+            }
+          ) { response in for try await _ in response.messages {} }
+        }
+        if round % 4 >= 2 { try await Task.sleep(for: .microseconds(200 * (round % 7))) }
+        call.cancel()
+        _ = await call.result
+      }
+      let settled = await Probe().eventually(.seconds(2)) { inFlight() == 0 && ledger.running == 0 }
+      XCTAssertTrue(settled, "in flight \(inFlight()), handlers still waiting \(ledger.running) of \(ledger.started)")
+    }
+    try await server.stop()
+  }
 }

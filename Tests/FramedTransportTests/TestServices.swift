@@ -168,11 +168,11 @@ final class H2TestServer: Sendable {
   let task: Task<Void, any Error>
   let port: Int
 
-  init(services: [any RegistrableRPCService]) async throws {
+  init(services: [any RegistrableRPCService], interceptors: [any ServerInterceptor] = []) async throws {
     let transport = HTTP2ServerTransport.Posix(
       address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext,
       config: .defaults { $0.compression.enabledAlgorithms = .all })
-    let server = GRPCServer(transport: transport, services: services)
+    let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
     self.server = server
     self.task = Task { try await server.serve() }
     self.port = try await transport.listeningAddress.ipv4!.port

@@ -1,5 +1,6 @@
 import GRPCCore
 import ServiceContextModule
+import Synchronization
 
 /// The producer of a streaming response: GRPCCore runs it after every interceptor has
 /// returned, so anything that must span the whole call wraps it too.
@@ -40,6 +41,7 @@ enum CallObservation {
     // Only an interceptor that changed the context re-establishes it (each re-establishment
     // is another frame on every streaming call's stack for as long as it runs).
     let serviceContext = restoreContext ? ServiceContext.current : nil
+    let completion = CallCompletion(finished)
     return response.mapProducer { producer in
       { writer in
         do {
@@ -49,14 +51,36 @@ enum CallObservation {
           } else {
             trailers = try await producer(writer)
           }
-          finished(.ok)
+          completion.complete(.ok)
           return trailers
         } catch {
-          finished(Self.code(of: error))
+          completion.complete(Self.code(of: error))
           throw error
         }
       }
     }
+  }
+
+  /// Calls `finished` once: with the producer's outcome, or with CANCELLED when the producer is
+  /// released without having run. GRPCCore runs the producer only once the response headers
+  /// are written; a client that resets the call first (the gRPC/HTTP2 transport drops those
+  /// headers by throwing) leaves it unrun, and without this the call would never end for the
+  /// interceptors — `rpc_server_in_flight` counted it forever.
+  final class CallCompletion: Sendable {
+    private let done = Mutex(false)
+    private let finished: @Sendable (Status.Code) -> Void
+
+    init(_ finished: @escaping @Sendable (Status.Code) -> Void) { self.finished = finished }
+
+    func complete(_ code: Status.Code) {
+      let first = self.done.withLock { done in
+        defer { done = true }
+        return !done
+      }
+      if first { self.finished(code) }
+    }
+
+    deinit { self.complete(.cancelled) }
   }
 
   /// The code GRPCCore will send for `error` (anything without a status becomes UNKNOWN; in
