@@ -20,12 +20,14 @@ final class CallObservationTests: XCTestCase {
 
   func observed(_ codes: Codes) async throws -> StreamingServerResponse<String> {
     let request = StreamingServerRequest<String>(metadata: [:], messages: RPCAsyncSequence(wrapping: AsyncThrowingStream { $0.finish() }))
-    return try await CallObservation.run(request: request, context: Self.context, next: { _, _ in
-      StreamingServerResponse<String> { writer in
-        try await writer.write("one")
-        return [:]
-      }
-    }, finished: codes.add)
+    return try await CallObservation.run(
+      request: request, context: Self.context,
+      next: { _, _ in
+        StreamingServerResponse<String> { writer in
+          try await writer.write("one")
+          return [:]
+        }
+      }, finished: codes.add)
   }
 
   func testADroppedResponseIsFinishedCancelledOnce() async throws {
