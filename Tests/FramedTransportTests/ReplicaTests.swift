@@ -3,6 +3,7 @@ import Foundation
 import FramedTransport
 import GRPCCore
 import QuizwireProtos
+import Synchronization
 import XCTest
 
 /// Drain, peer death, balancing over replicas and reconnecting.
@@ -183,6 +184,30 @@ final class ReplicaTests: XCTestCase {
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(2), "failed at once, not at the 5 s deadline")
       }
     }
+  }
+
+  /// What a replica's answers tell its breaker: only UNAVAILABLE, DEADLINE_EXCEEDED and
+  /// DATA_LOSS are the replica's failures; INTERNAL and UNKNOWN (a handler bug some input
+  /// triggers) and the caller's own mistakes are not, so nobody can open the breakers by
+  /// sending that input again and again.
+  func testOnlyGatewayFailuresCountAgainstAReplica() async throws {
+    final class RecordingGate: ReplicaGate {
+      let outcomes = Mutex<[Bool]>([])
+      func admit(replica index: Int) -> Bool { true }
+      func record(replica index: Int, failed: Bool) { self.outcomes.withLock { $0.append(failed) } }
+      func release(replica index: Int) {}
+      func unreachable(replica index: Int) {}
+    }
+    let gate = RecordingGate()
+    let server = try await FramedTestServer(services: [ControlledEchoService(probe: Probe())])
+    try await withFramedClient([server.target], configure: { $0.replicaGate = gate }) { grpc in
+      let echo = Bench_V1_EchoService.Client(wrapping: grpc)
+      let codes: [Status.Code] = [.internalError, .unknown, .invalidArgument, .notFound, .unavailable, .deadlineExceeded, .dataLoss]
+      for code in codes { _ = await expectRPCError { _ = try await echo.unary(echoRequest("status:\(code.rawValue)")) } }
+      _ = try await echo.unary(echoRequest("fine"))
+      XCTAssertEqual(gate.outcomes.withLock { $0 }, [false, false, false, false, true, true, true, false])
+    }
+    try await server.drain()
   }
 
   func testBackoffGrowsWithJitterAndResets() {

@@ -266,8 +266,14 @@ public protocol ReplicaGate: Sendable {
 }
 
 package enum ReplicaOutcome {
-  /// Codes that say the replica (not the request) is in trouble.
+  /// Codes that say the replica (not the request) is in trouble: it can't be reached or serve
+  /// (UNAVAILABLE), it is too slow (DEADLINE_EXCEEDED), or its data is broken (DATA_LOSS) —
+  /// Envoy's "gateway failures". Not INTERNAL or UNKNOWN: those are what a handler bug that
+  /// some input triggers answers, and a client sending that input over and over would open
+  /// every replica's breaker and switch the service off for everyone (the gateway's 16 KiB
+  /// trailer bug did exactly that). A replica failing every call that way is for its
+  /// readiness check to take out of rotation.
   package static func isReplicaFailure(_ code: Status.Code) -> Bool {
-    [.unavailable, .deadlineExceeded, .internalError, .unknown, .dataLoss].contains(code)
+    [.unavailable, .deadlineExceeded, .dataLoss].contains(code)
   }
 }
