@@ -1,4 +1,5 @@
 import Foundation
+import ServiceKit
 
 /// The body of every gateway response: `{"data": …, "meta": {…}}` or `{"error": …, "meta": …}`
 /// — never both. `data` is the message in protobuf's canonical JSON, spliced in as the
@@ -74,29 +75,8 @@ public struct Envelope: Sendable {
       + pad(parts.tm_min, 2) + ":" + pad(parts.tm_sec, 2) + "." + pad(millis, 3) + "Z"
   }
 
-  /// A JSON string literal for `text`, escaped as `JSONSerialization` does with
-  /// `.withoutEscapingSlashes`: `"` and `\\`, the short escapes, other control characters
-  /// as `\\u00XX`; everything else (non-ASCII included) as it is.
-  static func quoted(_ text: String) -> String {
-    if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x22 && $0 != 0x5C }) { return "\"" + text + "\"" }
-    var out = "\""
-    for scalar in text.unicodeScalars {
-      switch scalar {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case "\n": out += "\\n"
-      case "\r": out += "\\r"
-      case "\t": out += "\\t"
-      case "\u{08}": out += "\\b"
-      case "\u{0C}": out += "\\f"
-      case let c where c.value < 0x20:
-        let hex = String(c.value, radix: 16)
-        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-      default: out.unicodeScalars.append(scalar)
-      }
-    }
-    return out + "\""
-  }
+  /// A JSON string literal for `text` (`JSONText.quoted`).
+  static func quoted(_ text: String) -> String { JSONText.quoted(text) }
 
   static func serialize(_ value: Any) -> String {
     let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes])) ?? Data("null".utf8)
