@@ -56,18 +56,10 @@ final class GatewayDeadlineTests: XCTestCase {
     let serving = Task { try await server.serve() }
     defer { serving.cancel() }
     let quiz = "127.0.0.1:\(try await transport.listeningAddress.port!)"
-    let closed = "127.0.0.1:1"
-    let settings = try GatewaySettings(
-      layers: ConfigLayers(
-        environment: [:],
-        flags: [
-          "http-port": "0", "admin-port": "0", "auth-target": closed, "quiz-target": quiz, "scoring-target": closed,
-          "data-dir": try TestDatabases.temporaryDirectory(), "read-deadline-ms": "300", "write-deadline-ms": "900",
-        ]))
-    let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
-    let running = Task { try await gateway.run() }
+    let (_, addresses, running) = try await startLoneGateway(
+      targets: ["quiz": quiz], flags: ["read-deadline-ms": "300", "write-deadline-ms": "900"])
     defer { running.cancel() }
-    let base = "http://\(try await gateway.addresses().http)"
+    let base = "http://\(addresses.http)"
 
     for (method, json, budget) in [("GET", nil, 0.3), ("PATCH", #"{"title":"late"}"#, 0.9)] {
       let start = ContinuousClock.now

@@ -103,6 +103,25 @@ final class GatewayHarness: Sendable {
   }
 }
 
+/// A gateway on its own: its services at `targets` (short name → address; any left out are
+/// 127.0.0.1:1, where every connection is refused), its database in a temporary folder,
+/// `flags` on top. Serves until the returned task is cancelled.
+func startLoneGateway(targets: [String: String] = [:], flags: [String: String] = [:]) async throws -> (
+  gateway: GatewayHost, addresses: (http: String, admin: String), task: Task<Void, any Error>
+) {
+  var all = ["http-port": "0", "admin-port": "0", "data-dir": try TestDatabases.temporaryDirectory()]
+  for name in GatewaySettings.upstreamNames { all["\(name)-target"] = targets[name] ?? "127.0.0.1:1" }
+  let settings = try GatewaySettings(layers: ConfigLayers(environment: [:], flags: all.merging(flags) { $1 }))
+  let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
+  let task = Task { try await gateway.run() }
+  do {
+    return (gateway, try await gateway.addresses(), task)
+  } catch {
+    task.cancel()
+    throw error
+  }
+}
+
 /// One HTTP exchange with the gateway, and its envelope parsed.
 struct HTTPResult {
   /// Sends `method url` with an optional JSON body (a string, sent as is) and headers.

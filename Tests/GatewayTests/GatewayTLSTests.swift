@@ -14,18 +14,12 @@ final class GatewayTLSTests: XCTestCase {
     try Self.shell(
       "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -out cert.pem -days 2 "
         + "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null", in: dir)
-    let closed = "127.0.0.1:1"  // no services: the API answers 503, which must carry HSTS too
-    let settings = try GatewaySettings(
-      layers: ConfigLayers(
-        environment: [:],
-        flags: [
-          "http-port": "0", "admin-port": "0", "auth-target": closed, "quiz-target": closed, "scoring-target": closed, "data-dir": dir,
-          "tls-cert": dir + "/cert.pem", "tls-key": dir + "/key.pem", "hsts-max-age": "600",
-        ]))
-    let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
-    let running = Task { try await gateway.run() }
+    // No services: the API answers 503, which must carry HSTS too.
+    let (_, addresses, running) = try await startLoneGateway(
+      flags: ["tls-cert": dir + "/cert.pem", "tls-key": dir + "/key.pem", "hsts-max-age": "600"])
     defer { running.cancel() }
-    let address = try await gateway.addresses().http
+    let address = addresses.http
+    let closed = "127.0.0.1:1"
 
     for (path, status) in [("/api/v1/quizzes/q1", "503"), ("/openapi.json", "200"), ("/api/v1/nowhere", "404")] {
       let head = try Self.shell("curl -sS --max-time 10 --cacert cert.pem -o /dev/null -D - https://\(address)\(path)", in: dir)

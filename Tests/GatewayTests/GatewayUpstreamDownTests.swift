@@ -12,20 +12,9 @@ import XCTest
 /// envelope (never a hang, never a 500), while the gateway itself stays live and ready.
 final class GatewayUpstreamDownTests: XCTestCase {
   func testAnUnreachableServiceIs503() async throws {
-    // Port 1 (tcpmux) has no listener here: every connection is refused.
-    let closed = "127.0.0.1:1"
-    let settings = try GatewaySettings(
-      layers: ConfigLayers(
-        environment: [:],
-        flags: [
-          "http-port": "0", "admin-port": "0", "auth-target": closed, "quiz-target": closed, "scoring-target": closed,
-          // The gateway's own database, out of the working folder.
-          "data-dir": try TestDatabases.temporaryDirectory(),
-        ]))
-    let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
-    let task = Task { try await gateway.run() }
+    // Every service at port 1 (tcpmux), which has no listener here: every connection is refused.
+    let (_, addresses, task) = try await startLoneGateway()
     defer { task.cancel() }
-    let addresses = try await gateway.addresses()
 
     let start = ContinuousClock.now
     let (data, response) = try await URLSession.shared.data(from: URL(string: "http://\(addresses.http)/api/v1/quizzes/q1")!)
