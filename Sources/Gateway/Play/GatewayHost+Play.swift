@@ -23,7 +23,7 @@ extension GatewayHost {
 
   /// HTTP/1.1 with the WebSocket upgrade for the Play path. Auto-ping every 30 s notices a
   /// browser that vanished without a close (its RPC is then cancelled); text must be UTF-8. A
-  /// first request that doesn't parse is answered 400 and closed (`MalformedRequestGuard`).
+  /// first request that doesn't parse is answered 400 and closed (`APIChildChannel`).
   /// With `tls` (PEM chain and key files) the port speaks HTTPS only.
   static func apiServer(_ play: PlayEndpoints?, tls: (certificate: String, key: String)? = nil) throws -> HTTPServerBuilder {
     let tlsConfiguration = try tls.map { tls in
@@ -32,7 +32,7 @@ extension GatewayHost {
         privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.key, format: .pem)))
     }
     return HTTPServerBuilder { responder in
-      let http = MalformedRequestGuard(
+      let http = APIChildChannel(
         base: HTTP1WebSocketUpgradeChannel(
           responder: responder,
           configuration: .init(ws: .init(maxFrameSize: PlayBridge.maxMessageSize, autoPing: .enabled(timePeriod: .seconds(30)), validateUTF8: true))
