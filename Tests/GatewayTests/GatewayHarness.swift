@@ -122,6 +122,18 @@ func startLoneGateway(targets: [String: String] = [:], flags: [String: String] =
   }
 }
 
+/// Whether `task` (a draining gateway's run) ended by itself within `limit`; if not, it is
+/// cancelled then, so a test that fails doesn't hang.
+func endsByItself(_ task: Task<Void, any Error>, within limit: Duration = .seconds(10)) async -> Bool {
+  let stopper = Task {
+    try await Task.sleep(for: limit)
+    task.cancel()
+  }
+  _ = await task.result
+  stopper.cancel()
+  return !task.isCancelled
+}
+
 /// One HTTP exchange with the gateway, and its envelope parsed.
 struct HTTPResult {
   /// Sends `method url` with an optional JSON body (a string, sent as is) and headers.

@@ -322,13 +322,8 @@ final class PlayWebSocketTests: XCTestCase {
       XCTAssertEqual(close.map { Int(UInt16(webSocketErrorCode: $0.closeCode)) }, 1000)
       XCTAssertNotNil(frames.all.first?["question"], "\(frames.all)")
       XCTAssertFalse(frames.all.contains { $0["finished"] != nil }, "\(frames.all)")
-      let drained = Task {
-        try await Task.sleep(for: .seconds(10))
-        running.cancel()
-      }
-      _ = await running.result
-      XCTAssertFalse(running.isCancelled, "the gateway stopped by itself, not held up by the socket")
-      drained.cancel()
+      let stopped = await endsByItself(running)
+      XCTAssertTrue(stopped, "the gateway stopped by itself, not held up by the socket")
       XCTAssertEqual(gateway.playSockets.openSockets, 0)
     } catch {
       await suite.stop()

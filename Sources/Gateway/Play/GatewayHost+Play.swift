@@ -25,7 +25,14 @@ extension GatewayHost {
   /// browser that vanished without a close (its RPC is then cancelled); text must be UTF-8. A
   /// first request that doesn't parse is answered 400 and closed (`APIChildChannel`).
   /// With `tls` (PEM chain and key files) the port speaks HTTPS only.
-  static func apiServer(_ play: PlayEndpoints?, tls: (certificate: String, key: String)? = nil) throws -> HTTPServerBuilder {
+  /// `requestHeadTimeout`: a connection must send a complete request head within it (else it
+  /// is closed); `idleTimeout`: a keep-alive connection idle between requests, or a request
+  /// whose head or body stops arriving, is closed after it (Hummingbird's HTTP/1 handler; an
+  /// answer being written — an event stream — never counts as idle).
+  static func apiServer(
+    _ play: PlayEndpoints?, tls: (certificate: String, key: String)? = nil, requestHeadTimeout: Duration = .seconds(10),
+    idleTimeout: Duration = .seconds(60)
+  ) throws -> HTTPServerBuilder {
     let tlsConfiguration = try tls.map { tls in
       TLSConfiguration.makeServerConfiguration(
         certificateChain: try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) },
@@ -35,11 +42,13 @@ extension GatewayHost {
       let http = APIChildChannel(
         base: HTTP1WebSocketUpgradeChannel(
           responder: responder,
-          configuration: .init(ws: .init(maxFrameSize: PlayBridge.maxMessageSize, autoPing: .enabled(timePeriod: .seconds(30)), validateUTF8: true))
+          configuration: .init(
+            http1: .init(idleTimeout: .nanoseconds(Int64(idleTimeout / .nanoseconds(1)))),
+            ws: .init(maxFrameSize: PlayBridge.maxMessageSize, autoPing: .enabled(timePeriod: .seconds(30)), validateUTF8: true))
         ) { head, channel, _ in
           guard let play else { return .dontUpgrade }
           return await play.shouldUpgrade(head, channel: channel)
-        })
+        }, firstRequestTimeout: .nanoseconds(Int64(requestHeadTimeout / .nanoseconds(1))))
       guard let tlsConfiguration else { return http }
       return try TLSChannel(http, tlsConfiguration: tlsConfiguration)
     }

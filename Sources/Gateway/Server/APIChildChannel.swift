@@ -6,7 +6,10 @@ import ServiceKit
 
 /// What every API connection gets before Hummingbird sees it: a small first receive buffer,
 /// and a guard that answers a first request NIO's HTTP parser rejects (an unknown method, a
-/// malformed request line or header) with 400 in the envelope and closes the connection.
+/// malformed request line or header) with 400 in the envelope and closes the connection, and
+/// closes one that has sent no complete request head within `firstRequestTimeout` (a client
+/// that connects and says nothing, or trickles its headers, held its socket forever: the
+/// idle timeout of Hummingbird's HTTP/1 handler only starts after the first request).
 ///
 /// NIO keeps a connection's receive buffer for the connection's whole life, and at its default
 /// first size (2 KiB) that was 2 KB of every open event stream (heaptrack, 2,000 streams).
@@ -21,6 +24,7 @@ import ServiceKit
 struct APIChildChannel<Base: ServerChildChannel>: ServerChildChannel {
   typealias Value = Base.Value
   let base: Base
+  let firstRequestTimeout: TimeAmount
 
   static var receiveBuffers: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65_536) }
 
@@ -32,7 +36,7 @@ struct APIChildChannel<Base: ServerChildChannel>: ServerChildChannel {
     }
     return self.base.setup(channel: channel, logger: logger).flatMapThrowing { value in
       let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-      try channel.pipeline.syncOperations.addHandler(FirstRequestParseGuard(), position: .after(decoder))
+      try channel.pipeline.syncOperations.addHandler(FirstRequestParseGuard(timeout: self.firstRequestTimeout), position: .after(decoder))
       return value
     }
   }
@@ -47,8 +51,25 @@ final class FirstRequestParseGuard: ChannelInboundHandler, RemovableChannelHandl
   typealias InboundIn = HTTPServerRequestPart
   typealias OutboundOut = HTTPServerResponsePart
 
+  let timeout: TimeAmount
+  private var deadline: Scheduled<Void>?
+
+  init(timeout: TimeAmount) { self.timeout = timeout }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    let channel = context.channel
+    self.deadline = context.eventLoop.scheduleTask(in: self.timeout) { channel.close(promise: nil) }
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.deadline?.cancel()
+    self.deadline = nil
+  }
+
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     // The first part is the request head: the request line and headers parsed.
+    self.deadline?.cancel()
+    self.deadline = nil
     context.fireChannelRead(data)
     context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
   }

@@ -74,7 +74,10 @@ public final class GatewayHost: Service, Sendable {
     let rateLimiter = self.settings.rateLimit.map { GatewayRateLimiter(.init(limit: $0, maxBuckets: self.settings.rateLimitBuckets)) }
     let play = self.makePlayEndpoints(rateLimiter: rateLimiter)
     let server: HTTPServerBuilder
-    do { server = try Self.apiServer(play, tls: self.settings.tls) } catch {
+    do {
+      server = try Self.apiServer(
+        play, tls: self.settings.tls, requestHeadTimeout: self.settings.requestHeadTimeout, idleTimeout: self.settings.idleTimeout)
+    } catch {
       try? await self.store.database.shutdown()
       self.state.withLock { $0.failure = "tls: \(error)" }
       self.logger.critical("gateway TLS certificate or key cannot be read", metadata: ["error": "\(error)"])

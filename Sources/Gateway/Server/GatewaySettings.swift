@@ -34,6 +34,8 @@ public struct GatewaySettings: Sendable {
     ConfigKey("tls-cert", "PEM certificate chain: with tls-key the API port serves HTTPS only, and every answer carries Strict-Transport-Security."),
     ConfigKey("tls-key", "PEM private key file of tls-cert."),
     ConfigKey("hsts-max-age", "Seconds browsers keep to HTTPS after an answer over TLS (Strict-Transport-Security; default 31536000, one year)."),
+    ConfigKey("request-head-timeout-ms", "A new connection must send a complete request head within this many milliseconds, else it is closed (default 10000)."),
+    ConfigKey("idle-timeout-ms", "A keep-alive connection idle between requests, or a request that stops arriving, is closed after this many milliseconds (default 60000)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
     ConfigKey("upstream-transport", "framed (default) or h2: the wire the unary routes call the services over; h2 needs the --<service>-grpc-target keys."),
     ConfigKey("auth-grpc-target", "auth's gRPC/HTTP2 address(es), for upstream-transport h2."),
@@ -76,6 +78,10 @@ public struct GatewaySettings: Sendable {
   public var storage = StorageOptions(dataDir: "./.quizwire")
   /// Each route's upstream deadline.
   public var deadlines = RouteDeadlines()
+  /// How long a new connection may take to send its first request head.
+  public var requestHeadTimeout = Duration.seconds(10)
+  /// How long a keep-alive connection may sit idle, or a request stall while arriving.
+  public var idleTimeout = Duration.seconds(60)
   /// PEM files of the API port's certificate chain and key; nil: plain HTTP.
   public var tls: (certificate: String, key: String)?
   /// `Strict-Transport-Security`'s max-age when `tls` is set.
@@ -126,6 +132,8 @@ public struct GatewaySettings: Sendable {
     case (nil, let key?): throw ConfigError(key: "tls-cert", origin: key.1, reason: "tls-key is set, so tls-cert is required")
     case (let cert?, nil): throw ConfigError(key: "tls-key", origin: cert.1, reason: "tls-cert is set, so tls-key is required")
     }
+    self.requestHeadTimeout = .milliseconds(try layers.int("request-head-timeout-ms", default: 10_000, in: 10...600_000))
+    self.idleTimeout = .milliseconds(try layers.int("idle-timeout-ms", default: 60_000, in: 10...3_600_000))
     self.hstsMaxAge = try layers.int("hsts-max-age", default: self.hstsMaxAge, in: 0...315_360_000)
     if let (text, origin) = layers.raw("upstream-transport") {
       guard let transport = UpstreamTransport(rawValue: text) else {
