@@ -34,8 +34,11 @@ public struct GatewaySettings: Sendable {
     ConfigKey("tls-cert", "PEM certificate chain: with tls-key the API port serves HTTPS only, and every answer carries Strict-Transport-Security."),
     ConfigKey("tls-key", "PEM private key file of tls-cert."),
     ConfigKey("hsts-max-age", "Seconds browsers keep to HTTPS after an answer over TLS (Strict-Transport-Security; default 31536000, one year)."),
-    ConfigKey("request-head-timeout-ms", "A new connection must send a complete request head within this many milliseconds, else it is closed (default 10000)."),
-    ConfigKey("idle-timeout-ms", "A keep-alive connection idle between requests, or a request that stops arriving, is closed after this many milliseconds (default 60000)."),
+    ConfigKey(
+      "request-head-timeout-ms", "A new connection must send a complete request head within this many milliseconds, else it is closed (default 10000)."),
+    ConfigKey(
+      "idle-timeout-ms",
+      "A keep-alive connection idle between requests, or a request that stops arriving, is closed after this many milliseconds (default 60000)."),
     ConfigKey("log-level", "trace, debug, info, notice, warning, error, critical (default info)."),
     ConfigKey("upstream-transport", "framed (default) or h2: the wire the unary routes call the services over; h2 needs the --<service>-grpc-target keys."),
     ConfigKey("auth-grpc-target", "auth's gRPC/HTTP2 address(es), for upstream-transport h2."),
