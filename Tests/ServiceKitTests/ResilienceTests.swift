@@ -1,3 +1,4 @@
+import GRPCCore
 import Synchronization
 import XCTest
 
@@ -81,5 +82,47 @@ final class TokenBucketTests: XCTestCase {
     XCTAssertEqual(bucket.take(now: t0 + .milliseconds(100)), .allowed)
     XCTAssertEqual(bucket.take(now: t0 + .seconds(10)), .allowed, "refills up to capacity only")
     XCTAssertEqual(bucket.tokens, 2, accuracy: 1e-9)
+  }
+}
+
+final class UnaryRetryPolicyTests: XCTestCase {
+  let policy = UnaryRetryPolicy(maxAttempts: 3, initialBackoff: .milliseconds(50), maxBackoff: .milliseconds(80))
+  func error(_ code: RPCError.Code, pushback: String? = nil) -> RPCError {
+    var metadata: Metadata = [:]
+    if let pushback { metadata.addString(pushback, forKey: "grpc-retry-pushback-ms") }
+    return RPCError(code: code, message: "x", metadata: metadata)
+  }
+
+  func testOnlyRetryableCodesWithinTheAttemptsAreRetriedWithJitteredExponentialBackoff() {
+    XCTAssertEqual(policy.delay(afterAttempt: 1, failedWith: error(.unavailable), remaining: nil, jitter: 1), .milliseconds(50))
+    XCTAssertEqual(policy.delay(afterAttempt: 1, failedWith: error(.resourceExhausted), remaining: nil, jitter: 0.5), .milliseconds(25))
+    // The second backoff doubles, capped at maxBackoff (100 → 80 ms).
+    XCTAssertEqual(policy.delay(afterAttempt: 2, failedWith: error(.unavailable), remaining: nil, jitter: 1), .milliseconds(80))
+    XCTAssertNil(policy.delay(afterAttempt: 3, failedWith: error(.unavailable), remaining: nil, jitter: 1), "three attempts in all")
+    for code in [RPCError.Code.internalError, .deadlineExceeded, .notFound, .invalidArgument, .cancelled, .aborted] {
+      XCTAssertNil(policy.delay(afterAttempt: 1, failedWith: error(code), remaining: nil, jitter: 1), "\(code)")
+    }
+    XCTAssertNil(UnaryRetryPolicy(maxAttempts: 1).delay(afterAttempt: 1, failedWith: error(.unavailable), remaining: nil, jitter: 1))
+  }
+
+  func testTheServersPushbackWinsAndNegativeOrGarbageMeansStop() {
+    XCTAssertEqual(policy.delay(afterAttempt: 1, failedWith: error(.unavailable, pushback: "7"), remaining: nil, jitter: 1), .milliseconds(7))
+    XCTAssertEqual(policy.delay(afterAttempt: 1, failedWith: error(.unavailable, pushback: "0"), remaining: nil, jitter: 1), .zero)
+    XCTAssertNil(policy.delay(afterAttempt: 1, failedWith: error(.unavailable, pushback: "-1"), remaining: nil, jitter: 1))
+    XCTAssertNil(policy.delay(afterAttempt: 1, failedWith: error(.unavailable, pushback: "soon"), remaining: nil, jitter: 1))
+  }
+
+  func testNoRetryThatCouldNotStartBeforeTheDeadline() {
+    XCTAssertNil(policy.delay(afterAttempt: 1, failedWith: error(.unavailable), remaining: .milliseconds(40), jitter: 1))
+    XCTAssertEqual(policy.delay(afterAttempt: 1, failedWith: error(.unavailable), remaining: .milliseconds(60), jitter: 1), .milliseconds(50))
+    XCTAssertNil(policy.delay(afterAttempt: 1, failedWith: error(.unavailable, pushback: "100"), remaining: .milliseconds(60), jitter: 0))
+  }
+
+  func testTheClientConfigsKnobsAreThePolicys() {
+    var config = ServiceClientConfig(replicas: ["a:1"])
+    config.maxAttempts = 5
+    config.initialBackoff = .milliseconds(10)
+    config.maxBackoff = .milliseconds(20)
+    XCTAssertEqual(config.unaryRetryPolicy, UnaryRetryPolicy(maxAttempts: 5, initialBackoff: .milliseconds(10), maxBackoff: .milliseconds(20)))
   }
 }

@@ -7,6 +7,8 @@ import WireProtos
 /// failing a call locally, and the polite close.
 final class ClientConnectionHandler: FramedConnectionHandler {
   var clientStreams: [UInt32: FramedStream<ClientInbound>] = [:]
+  /// Calls with a deadline (`FramedClientTransport.callDeadline`): one loop timer each.
+  var deadlineTimers: [UInt32: Scheduled<Void>] = [:]
 
   init(config: FramedConnectionConfig, commands: ConnectionCommands, status: ConnectionStatus) {
     super.init(role: .client, config: config, commands: commands, status: status)
@@ -21,12 +23,28 @@ final class ClientConnectionHandler: FramedConnectionHandler {
   override var hasOpenCalls: Bool { !self.clientStreams.isEmpty }
 
   override func failAllCalls(reason: String) {
+    for (_, t) in self.deadlineTimers { t.cancel() }
+    self.deadlineTimers.removeAll()
     let streams = self.clientStreams
     self.clientStreams.removeAll()
     for (_, s) in streams { s.fail(RPCError(code: .unavailable, message: "\(reason) before the call completed")) }
   }
 
-  override func failCall(id: UInt32, error: RPCError) { self.clientStreams.removeValue(forKey: id)?.fail(error) }
+  override func failCall(id: UInt32, error: RPCError) {
+    self.deadlineTimers.removeValue(forKey: id)?.cancel()
+    self.clientStreams.removeValue(forKey: id)?.fail(error)
+  }
+
+  override func enforceDeadline(id: UInt32, timeout: TimeAmount) {
+    guard self.clientStreams[id] != nil, let loop = self.context?.eventLoop else { return }
+    self.deadlineTimers[id] = loop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+      guard let self, self.deadlineTimers.removeValue(forKey: id) != nil else { return }
+      // The server should have ended the call at the same deadline; it didn't (it is slow,
+      // stuck or unreachable), so the call ends here and the server is told to stop.
+      self.clientFail(id: id, RPCError(code: .deadlineExceeded, message: "deadline exceeded waiting for the server's answer"))
+      self.flush()
+    }
+  }
 
   override func sent(_ bytes: Int, on id: UInt32) -> Int { self.clientStreams[id]?.sent(bytes) ?? 0 }
 
@@ -111,6 +129,7 @@ extension ClientConnectionHandler {
 
   func receivedCallTrailers(id: UInt32, _ trailers: Trailers) {
     self.inboundEncodings.removeValue(forKey: id)
+    self.deadlineTimers.removeValue(forKey: id)?.cancel()
     guard let stream = self.clientStreams.removeValue(forKey: id) else { return }
     stream.releaseQueued()  // the machine dropped any request output still queued
     let (status, metadata) = WireMapping.status(from: trailers)

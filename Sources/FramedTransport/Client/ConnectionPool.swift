@@ -117,10 +117,13 @@ final class ConnectionPool: Sendable {
 
   /// A ready connection with a stream slot reserved for the call (`ConnectionStatus
   /// .tryStartCall`; the caller ends it with `callEnded`), and its replica's index.
-  func pick(waitForReady: Bool) async throws -> (ClientConnection, Int) {
+  func pick(waitForReady: Bool, deadline: ContinuousClock.Instant? = nil) async throws -> (ClientConnection, Int) {
     while true {
       // A call cancelled (its deadline passed) while waiting for a replica stops waiting.
       try Task.checkCancellation()
+      if let deadline, ContinuousClock.now >= deadline {
+        throw RPCError(code: .deadlineExceeded, message: "deadline exceeded waiting for a connection with a free stream slot")
+      }
       enum Step { case use(ClientConnection, Int), fail(RPCError, unreachable: [Int]), wait(Int, grow: [Int]) }
       let step: Step = self.state.withLockedValue { s in
         if s.shutDown { return .fail(RPCError(code: .unavailable, message: "client transport is shutting down"), unreachable: []) }
@@ -195,6 +198,16 @@ final class ConnectionPool: Sendable {
         throw e
       case .wait(let seen, let grow):
         for i in grow { self.demand[i].yield() }
+        guard let deadline else {
+          try await self.waitForChange(after: seen)
+          continue
+        }
+        // Only a call that has to queue pays for a timer: it wakes the waiters at the deadline.
+        let alarm = Task {
+          try await Task.sleep(until: deadline, tolerance: .zero, clock: .continuous)
+          self.update(nil)
+        }
+        defer { alarm.cancel() }
         try await self.waitForChange(after: seen)
       }
     }

@@ -37,6 +37,16 @@ public final class FramedClientTransport: ClientTransport, Sendable {
     public init(targets: [FramedTarget]) { self.targets = targets }
   }
 
+  /// The deadline of calls started in this task (`$callDeadline.withValue(…)`), enforced by
+  /// the transport itself: a wait for a free stream slot gives up at it, the server gets it
+  /// as the call's `timeout_us` (the sooner of it and a `grpc-timeout` in the metadata), and
+  /// one timer on the connection's loop fails the call with DEADLINE_EXCEEDED (and resets its
+  /// stream) if no status came by then.
+  ///
+  /// Use it instead of `CallOptions.timeout`, which makes GRPCCore run each call in a task
+  /// group with a sleeping child task: ~15 % of the gateway's CPU for a small unary call.
+  @TaskLocal public static var callDeadline: ContinuousClock.Instant?
+
   public let config: Config
   public let retryThrottle: RetryThrottle?
   private let group: any EventLoopGroup
@@ -165,8 +175,9 @@ public final class FramedClientTransport: ClientTransport, Sendable {
   ) async throws -> T {
     let connection: ClientConnection
     let replica: Int
+    let deadline = Self.callDeadline
     do {
-      (connection, replica) = try await self.pool.pick(waitForReady: options.waitForReady ?? false)
+      (connection, replica) = try await self.pool.pick(waitForReady: options.waitForReady ?? false, deadline: deadline)
     } catch let error as RPCError {
       // No replica to call: answered as a stream that fails at once (trailers-only), not by
       // throwing. GRPCCore 2.4.3's retry executor, when `withStream` throws, returns without
@@ -188,7 +199,7 @@ public final class FramedClientTransport: ClientTransport, Sendable {
       // A peer's huge window must not mean a huge queue here.
       writeLimit: min(max(64 * 1024, peer.initialStreamWindow), self.config.connection.maxQueuedBytes))
     let writer = ClientStreamWriter(
-      stream: stream, descriptor: descriptor, encoding: usable,
+      stream: stream, descriptor: descriptor, encoding: usable, deadline: deadline,
       sender: MessageSender(
         peerMaxMessageSize: min(peer.maxMessageSize, options.maxRequestMessageBytes ?? .max),
         encoding: usable, compressionMinBytes: self.config.connection.compressionMinBytes))

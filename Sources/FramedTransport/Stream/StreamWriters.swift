@@ -104,17 +104,33 @@ struct ClientStreamWriter: ClosableRPCWriterProtocol {
   let stream: FramedStream<RPCResponsePart<FramedBytes>>
   let descriptor: MethodDescriptor
   let encoding: MessageEncoding
+  /// `FramedClientTransport.callDeadline` when the call started.
+  let deadline: ContinuousClock.Instant?
   let sender: MessageSender
 
   func write(_ element: Element) async throws {
     switch element {
     case .metadata(let metadata):
-      let headers: RequestHeaders
+      var headers: RequestHeaders
       do {
         headers = try WireMapping.requestHeaders(method: self.descriptor, metadata: metadata, encoding: self.encoding)
       } catch {
         self.stream.fail(error)  // nothing was sent; the call ends with this error
         throw error
+      }
+      var timer: TimeAmount? = nil
+      if let deadline = self.deadline {
+        let left = TimeAmount(ContinuousClock.now.duration(to: deadline))
+        guard left.nanoseconds > 0 else {
+          let error = RPCError(code: .deadlineExceeded, message: "the call's deadline passed before it was sent")
+          self.stream.fail(error)
+          throw error
+        }
+        // At least 1 µs: 0 would read as "no deadline".
+        let us = UInt64(max(1, left.nanoseconds / 1_000))
+        if headers.timeoutUs == 0 || us < headers.timeoutUs { headers.timeoutUs = us }
+        // The sooner of the two, as the server will enforce it.
+        timer = .microseconds(Int64(clamping: headers.timeoutUs))
       }
       if let error = self.stream.failure { throw error }
       guard self.stream.connection.send(.open(self.stream, headers: WireMapping.encode(headers), endStream: false)) else {
@@ -122,6 +138,8 @@ struct ClientStreamWriter: ClosableRPCWriterProtocol {
         self.stream.fail(error)
         throw error
       }
+      // After the open, on the same loop: the timer finds the stream's id.
+      if let timer { self.stream.connection.send(.deadline(self.stream, timer)) }
     case .message(let bytes):
       try await self.sender.send(bytes, on: self.stream)
     }

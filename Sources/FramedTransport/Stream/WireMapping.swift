@@ -119,14 +119,6 @@ enum WireMapping {
     }
   }
 
-  static func formatTimeout(microseconds us: UInt64) -> String {
-    // Pick the finest unit that fits in 8 digits, as gRPC does.
-    if us < 100_000_000 { return "\(us)u" }
-    if us / 1_000 < 100_000_000 { return "\(us / 1_000)m" }
-    if us / 1_000_000 < 100_000_000 { return "\(us / 1_000_000)S" }
-    return "\(min(us / 60_000_000, 99_999_999))M"
-  }
-
   // MARK: Status
 
   static let statusDetailsKey = "grpc-status-details-bin"

@@ -48,7 +48,7 @@ public final class GatewayHost: Service, Sendable {
     self.openAPI = try OpenAPIEndpoints(routes: self.routes)
     self.metrics = HostMetrics()
     self.upstreams = try Upstreams(
-      targets: settings.targets, routes: self.routes, metrics: self.metrics, transport: settings.upstreamTransport, grpcTargets: settings.grpcTargets,
+      targets: settings.targets, metrics: self.metrics, transport: settings.upstreamTransport, grpcTargets: settings.grpcTargets,
       deadlines: settings.deadlines)
     guard let auth = self.upstreams.clients["auth"] else { throw GatewayStartError(reason: "no auth-target: bearer tokens can't be verified") }
     self.verifier = TokenVerifier(

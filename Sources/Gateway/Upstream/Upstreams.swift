@@ -16,21 +16,28 @@ public final class Upstreams: Sendable {
   let unaryOverHTTP2: [String: HTTP2ServiceClient]
   /// Each unary route's deadline.
   let deadlines: RouteDeadlines
+  /// How a read (an idempotent route) is tried again; writes are never retried.
+  let retry: UnaryRetryPolicy
 
   /// - Parameters:
   ///   - targets: framed "host:port[,host:port]" by short service name.
   ///   - transport: the wire the unary routes use; `.h2` calls `grpcTargets` (the services'
   ///     gRPC ports) instead. Streams and the JWKS fetch stay on the framed wire.
   public init(
-    targets: [String: [String]], routes: RouteTable, metrics: HostMetrics? = nil, tracer: W3CTracer = W3CTracer(),
+    targets: [String: [String]], metrics: HostMetrics? = nil, tracer: W3CTracer = W3CTracer(),
     transport: UpstreamTransport = .framed, grpcTargets: [String: [String]] = [:], deadlines: RouteDeadlines = RouteDeadlines()
   ) throws {
     self.deadlines = deadlines
+    self.retry = ServiceClientConfig(replicas: []).unaryRetryPolicy
     var clients: [String: ServiceClient] = [:]
     var h2: [String: HTTP2ServiceClient] = [:]
     for (name, replicas) in targets {
+      // No GRPCCore retry policies: `call` retries reads itself (`GRPCClient.unary(…retry:)`,
+      // `ServiceClientConfig`'s rules), which costs nothing until a call fails.
+      // No default timeout either: every unary route's call has its own deadline, and a
+      // GRPCCore timeout would cost a task group per call (`GRPCClient.unary(…retry:)`).
       var config = ServiceClientConfig(replicas: replicas)
-      config.idempotentMethods = routes.routes.filter { $0.isIdempotent && Self.shortName(of: $0.method.service) == name }.map(\.method.descriptor)
+      config.defaultTimeout = nil
       config.untimedMethods = StreamRoute.all.map(\.descriptor).filter { Self.shortName(of: $0.service.fullyQualifiedService) == name }
       let client = try ServiceClient(config, name: name, tracer: tracer, metrics: metrics)
       if let metrics { client.export(to: metrics) }
@@ -61,23 +68,21 @@ public final class Upstreams: Sendable {
   /// rendered); RPC failures (DEADLINE_EXCEEDED when the budget runs out) are thrown as
   /// `RPCError`.
   func call<Request: SwiftProtobuf.Message>(_ route: Route, request: Request, metadata: Metadata) async throws -> [UInt8] {
-    var options = CallOptions.defaults
-    options.timeout = self.deadlines.budget(for: route)
+    let deadline = ContinuousClock.now + self.deadlines.budget(for: route)
+    let retry = route.isIdempotent ? self.retry : nil
     let name = Self.shortName(of: route.method.service)
     let request = ClientRequest(message: request, metadata: metadata)
     if let h2 = self.unaryOverHTTP2[name] {
       return try await h2.client.unary(
         request: request, descriptor: route.method.descriptor, serializer: ProtobufSerializer<Request>(), deserializer: ReplyBytes(),
-        options: options
-      ) { try $0.message }
+        deadline: deadline, retry: retry)
     }
     guard let client = self.clients[name] else {
       throw RPCError(code: .unavailable, message: "no upstream configured for \(route.method.service)")
     }
     return try await client.client.unary(
       request: request, descriptor: route.method.descriptor, serializer: ProtobufSerializer<Request>(), deserializer: ReplyBytes(),
-      options: options
-    ) { try $0.message }
+      deadline: deadline, retry: retry)
   }
 }
 

@@ -143,7 +143,10 @@ public struct AuthServiceJWKSSource<Transport: ClientTransport>: JWKSSource {
   let client: Auth_V1_AuthService.Client<Transport>
   public init(client: GRPCClient<Transport>) { self.client = Auth_V1_AuthService.Client(wrapping: client) }
   public func fetchJWKS() async throws -> String {
-    try await self.client.getJWKS(.init(), options: .defaults).jwksJson
+    // Its own timeout: the gateway's clients have no default one.
+    var options = CallOptions.defaults
+    options.timeout = .seconds(10)
+    return try await self.client.getJWKS(.init(), options: options).jwksJson
   }
 }
 

@@ -26,6 +26,12 @@ public struct ServiceClientConfig: Sendable {
 
   public init(replicas: [String]) { self.replicas = replicas }
 
+  /// The same retry rules for a caller that runs its own loop (`GRPCClient.unary(…retry:)`)
+  /// instead of GRPCCore's retry executor.
+  public var unaryRetryPolicy: UnaryRetryPolicy {
+    UnaryRetryPolicy(maxAttempts: self.maxAttempts, initialBackoff: self.initialBackoff, maxBackoff: self.maxBackoff)
+  }
+
   /// GRPCCore's service config: the timeout for everything, retries for idempotent methods
   /// (UNAVAILABLE and RESOURCE_EXHAUSTED, exponential backoff with GRPCCore's jitter).
   public var serviceConfig: ServiceConfig {

@@ -24,16 +24,17 @@ public struct DeadlineInterceptor: ServerInterceptor {
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
     let start = ContinuousClock.now
-    let requested = request.metadata.first("grpc-timeout").flatMap(GRPCTimeout.parse)
-    let budget = requested ?? self.defaults[context.descriptor.fullyQualifiedMethod] ?? self.fallback
-    let deadline = start + budget
-    ServiceContext.current?.call?.deadline = deadline
     if let transport = context.transportSpecific as? any DeadlineEnforcing {
-      // The framed wire enforces a caller's deadline itself, and the default with the same
-      // loop timer: no task per call.
-      if requested == nil { transport.enforceDeadline(deadline) }
+      // The framed wire enforces a caller's deadline itself (and keeps it out of the
+      // metadata), and the default with the same loop timer: no task per call.
+      let deadline = transport.callerDeadline ?? start + self.defaultBudget(for: context.descriptor)
+      ServiceContext.current?.call?.deadline = deadline
+      if transport.callerDeadline == nil { transport.enforceDeadline(deadline) }
       return try await next(request, context)
     }
+    let requested = request.metadata.first("grpc-timeout").flatMap(GRPCTimeout.parse)
+    let deadline = start + (requested ?? self.defaultBudget(for: context.descriptor))
+    ServiceContext.current?.call?.deadline = deadline
     // Elsewhere (HTTP/2) GRPCCore only flags the RPC cancelled at a caller's deadline, so
     // every deadline is enforced here.
     // The task group in DeadlineRunner awaits its children, so `next` never outlives this call.
@@ -44,6 +45,10 @@ public struct DeadlineInterceptor: ServerInterceptor {
       { writer in try await DeadlineRunner.run(until: deadline) { try await producer(writer) } }
     }
   }
+}
+
+extension DeadlineInterceptor {
+  func defaultBudget(for method: MethodDescriptor) -> Duration { self.defaults[method.fullyQualifiedMethod] ?? self.fallback }
 }
 
 /// Runs an operation and cancels it at a deadline, failing with DEADLINE_EXCEEDED.
