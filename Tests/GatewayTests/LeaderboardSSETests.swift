@@ -238,3 +238,16 @@ final class LeaderboardSSEEndTests: XCTestCase {
     XCTAssertTrue(lines.last?.hasPrefix(#"{"error":{"#) == true, "\(lines)")
   }
 }
+
+/// Which requests set up their stream in a task of their own (`GatewayResponder.respond`).
+final class StreamRouteMatchTests: XCTestCase {
+  func testEveryStreamRouteIsRecognisedAndNothingElse() {
+    for route in StreamRoute.all {
+      let path = route.template.description.replacingOccurrences(of: "{quiz_id}", with: "q1")
+      XCTAssertTrue(StreamRoute.isStream(path: path), path)
+    }
+    for path in ["/api/v1/quizzes/q1/leaderboard", "/api/v1/quizzes/q1", "/api/v1/stream", "/api/v1/quizzes/q1/questions/stream", "/"] {
+      XCTAssertFalse(StreamRoute.isStream(path: path), path)
+    }
+  }
+}

@@ -51,7 +51,7 @@ public final class FramedClientTransport: ClientTransport, Sendable {
   public let retryThrottle: RetryThrottle?
   private let group: any EventLoopGroup
   private let sslContext: NIOSSLContext?
-  private let pool: ConnectionPool
+  let pool: ConnectionPool
   // Keyed by "service/method": a MethodDescriptor's equality includes its RPC type, which
   // a service config doesn't name.
   private let methodConfigs: [String: MethodConfig]
@@ -207,26 +207,29 @@ public final class FramedClientTransport: ClientTransport, Sendable {
       descriptor: descriptor,
       inbound: RPCAsyncSequence(wrapping: FramedInbound(stream: stream)),
       outbound: RPCWriter.Closable(wrapping: writer))
-    defer {
-      // Leaving before the trailers arrived means the call was abandoned: tell the server.
-      // The reset goes out before the slot is freed, so a call that takes the slot opens its
-      // stream after the reset on the connection's loop, within the peer's limit.
-      if !stream.isComplete { connection.commands.send(.reset(stream, .cancel)) }
-      connection.status.callEnded()
-      self.pool.callEnded()
-      if let gate = self.config.replicaGate {
-        // Only what says something about the replica counts: its status or a broken stream.
-        // A call the caller abandoned (trailers never came) says nothing.
-        if let code = stream.statusCode {
-          gate.record(replica: replica, failed: ReplicaOutcome.isReplicaFailure(code))
-        } else if let failure = stream.failure {
-          gate.record(replica: replica, failed: ReplicaOutcome.isReplicaFailure(Status.Code(failure.code)))
-        } else {
-          gate.release(replica: replica)
-        }
+    defer { self.callEnded(stream, on: connection, replica: replica) }
+    return try await closure(rpc, ClientContext(descriptor: descriptor, remotePeer: connection.remote, localPeer: connection.local))
+  }
+
+  /// Once per call, when its caller is done with it.
+  func callEnded(_ stream: FramedStream<RPCResponsePart<FramedBytes>>, on connection: ClientConnection, replica: Int) {
+    // Leaving before the trailers arrived means the call was abandoned: tell the server.
+    // The reset goes out before the slot is freed, so a call that takes the slot opens its
+    // stream after the reset on the connection's loop, within the peer's limit.
+    if !stream.isComplete { connection.commands.send(.reset(stream, .cancel)) }
+    connection.status.callEnded()
+    self.pool.callEnded()
+    if let gate = self.config.replicaGate {
+      // Only what says something about the replica counts: its status or a broken stream.
+      // A call the caller abandoned (trailers never came) says nothing.
+      if let code = stream.statusCode {
+        gate.record(replica: replica, failed: ReplicaOutcome.isReplicaFailure(code))
+      } else if let failure = stream.failure {
+        gate.record(replica: replica, failed: ReplicaOutcome.isReplicaFailure(Status.Code(failure.code)))
+      } else {
+        gate.release(replica: replica)
       }
     }
-    return try await closure(rpc, ClientContext(descriptor: descriptor, remotePeer: connection.remote, localPeer: connection.local))
   }
 }
 

@@ -39,6 +39,16 @@ final class FramedStream<Inbound: Sendable>: Sendable {
     var promptCredit = false
     /// Client: the status code the trailers carried.
     var statusCode: Status.Code?
+    /// A sink's stream: the end (or failure) was delivered.
+    var sinkEnded = false
+  }
+
+  /// What a stream read by callback (`sink`) is told, on the connection's loop.
+  enum SinkEvent {
+    case element(Inbound)
+    /// No more elements (after the last one).
+    case end
+    case failure(RPCError)
   }
 
   // Unsafe (not checked) continuations on this hot path: each one is stored in `State` under
@@ -50,11 +60,16 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   let creditThreshold: Int
   /// Output (its `WriteBudget` cost) a writer may have queued on this stream before it waits.
   let writeLimit: Int
+  /// Set for a stream read by callback rather than `next()` (`FramedClientTransport.watch`):
+  /// each element goes to it as it arrives, its credit straight back to the connection (the
+  /// sink must take it at once), then exactly one `.end` or `.failure`. No task waits.
+  let sink: (@Sendable (SinkEvent) -> Void)?
 
-  init(connection: ConnectionCommands, creditThreshold: Int, writeLimit: Int) {
+  init(connection: ConnectionCommands, creditThreshold: Int, writeLimit: Int, sink: (@Sendable (SinkEvent) -> Void)? = nil) {
     self.connection = connection
     self.creditThreshold = creditThreshold
     self.writeLimit = writeLimit
+    self.sink = sink
   }
 
   var streamID: UInt32 {
@@ -78,6 +93,17 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   @_specialize(where Inbound == RPCRequestPart<FramedBytes>)
   @_specialize(where Inbound == RPCResponsePart<FramedBytes>)
   func push(_ element: Inbound, credit: Int) {
+    if let sink = self.sink {
+      let report: Int? = self.state.withLockedValue { s in
+        guard !s.finished, s.error == nil else { return nil }
+        s.unreportedCredit += credit
+        return self.takeCredit(&s)
+      }
+      guard let report else { return }
+      sink(.element(element))
+      if report > 0 { self.connection.returnCredit(self, report) }
+      return
+    }
     let reader: UnsafeContinuation<Inbound?, any Error>? = self.state.withLockedValue { s in
       guard !s.finished, s.error == nil else { return nil }
       if let r = s.reader {
@@ -95,6 +121,16 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   @_specialize(where Inbound == RPCRequestPart<FramedBytes>)
   @_specialize(where Inbound == RPCResponsePart<FramedBytes>)
   func finish() {
+    if let sink = self.sink {
+      let deliver = self.state.withLockedValue { s -> Bool in
+        s.finished = true
+        guard !s.sinkEnded else { return false }
+        s.sinkEnded = true
+        return true
+      }
+      if deliver { sink(.end) }
+      return
+    }
     let reader: UnsafeContinuation<Inbound?, any Error>? = self.state.withLockedValue { s in
       s.finished = true
       guard s.buffer.isEmpty, let r = s.reader else { return nil }
@@ -107,16 +143,20 @@ final class FramedStream<Inbound: Sendable>: Sendable {
   /// Fails the call: buffered input is dropped, the reader and writer throw `error`, and a
   /// server handler is cancelled.
   func fail(_ error: RPCError) {
-    let (reader, writer, handle, task, queued) = self.state.withLockedValue { s in
+    let (reader, writer, handle, task, queued, toSink) = self.state.withLockedValue { s in
       if s.error == nil { s.error = error }
       s.buffer.removeAll()
       let r = s.reader, w = s.writer
       s.reader = nil
       s.writer = nil
       s.cancelRequested = true
-      return (r, w, s.cancellation, s.task, Self.takeQueued(&s))
+      // A sink hears of the first failure only, and nothing after its end.
+      let toSink = self.sink != nil && !s.sinkEnded ? s.error : nil
+      s.sinkEnded = true
+      return (r, w, s.cancellation, s.task, Self.takeQueued(&s), toSink)
     }
     self.connection.release(queued)
+    if let toSink { self.sink?(.failure(toSink)) }
     reader?.resume(throwing: error)
     writer?.resume(throwing: error)
     handle?.cancel()

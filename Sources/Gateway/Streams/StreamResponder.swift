@@ -80,14 +80,8 @@ struct StreamResponder: Sendable {
       opening.call, opening.client, opening.descriptor, opening.metadata, opening.format, opening.resumeAfter
     )
     let mailbox = StreamMailbox()
-    let rpc = Task {
-      do {
-        try await call.run(client, descriptor, metadata) { message, id in mailbox.post(message, id: id) }
-        mailbox.close(nil)
-      } catch {
-        mailbox.close(error)
-      }
-    }
+    // No task of ours reads the call: the transport hands each message to the mailbox.
+    let rpc = try await call.start(client, descriptor, metadata, { message, id in mailbox.post(message, id: id) }, { mailbox.close($0) })
     let failure: (any Error)?
     do { failure = try await mailbox.waitForStart() } catch {
       rpc.cancel()

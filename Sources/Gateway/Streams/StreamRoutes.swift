@@ -4,6 +4,7 @@ import GRPCProtobuf
 import QuizwireProtos
 import ServiceKit
 import SwiftProtobuf
+import Synchronization
 
 /// The server-streaming routes, next to the unary `RouteTable`. They are declared here in Swift
 /// rather than as `google.api.http` options because adding an annotation means regenerating
@@ -38,6 +39,9 @@ struct StreamRoute: Sendable {
     }
   ]
 
+  /// Whether `path` is a stream route's (cheap for every other path: they all end in "/stream").
+  static func isStream(path: String) -> Bool { path.hasSuffix("/stream") && Self.match(path: path) != nil }
+
   /// The stream route for `path` and its bindings, if any.
   static func match(path: String) -> (StreamRoute, [(field: String, value: String)])? {
     let segments = PathTemplate.segments(of: path)
@@ -62,43 +66,56 @@ enum PlayRoutes {
 /// Generic underneath (the serializers need the concrete types) but erased here, so the
 /// responder handles every stream route alike.
 struct StreamCall: Sendable {
-  let run:
+  /// Starts the call; `onMessage` gets each message and its event id, `onEnd` the outcome
+  /// (nil: OK), both on the upstream connection's event loop, so they must return at once.
+  /// Throws only when no call could be started (no replica reachable).
+  let start:
     @Sendable (
       _ client: ServiceClient, _ descriptor: MethodDescriptor, _ metadata: Metadata,
-      _ onMessage: @escaping @Sendable (any SwiftProtobuf.Message, Int64) async throws -> Void
-    ) async throws -> Void
-
-  /// No deadline: a watch lasts as long as the browser stays, up to the service's own limit
-  /// for watches (24 h). `Upstreams` lists the stream methods as untimed, so the client's
-  /// default deadline (10 s) doesn't apply either.
-  static let options = CallOptions.defaults
+      _ onMessage: @escaping @Sendable (any SwiftProtobuf.Message, Int64) -> Void,
+      _ onEnd: @escaping @Sendable ((any Error)?) -> Void
+    ) async throws -> FramedWatch
 
   init<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(request: Request, eventID: @escaping @Sendable (Response) -> Int64) {
-    // Straight on the framed transport, not through `GRPCClient`: its executor and the
-    // client interceptors keep their async frames for as long as a call lasts, which for
-    // thousands of open watches was most of the gateway's memory per stream. The transport
-    // still picks the replica, consults its breaker and resets an abandoned stream; what the
-    // interceptors added (request id, trace context) is in `metadata` already.
-    self.run = { client, descriptor, metadata, onMessage in
+    // A watch on the framed transport, not a call through `GRPCClient`, and no task of ours
+    // reads it: for thousands of open leaderboards, the async frames a task parked in a read
+    // keeps (and the executor's and interceptors' before it) were most of the gateway's
+    // memory per stream. The transport still picks the replica, consults its breaker and
+    // resets an abandoned stream; what the client interceptors add (request id, trace
+    // context) is in `metadata` already. No deadline: a watch lasts as long as the browser
+    // stays, up to the service's own limit for watches (24 h).
+    self.start = { client, descriptor, metadata, onMessage, onEnd in
       let payload: FramedBytes = try ProtobufSerializer<Request>().serialize(request)
-      try await client.transport.withStream(descriptor: descriptor, options: Self.options) { stream, _ in
-        try await stream.outbound.write(.metadata(metadata))
-        try await stream.outbound.write(.message(payload))
-        await stream.outbound.finish()
-        let deserializer = ProtobufDeserializer<Response>()
-        for try await part in stream.inbound {
-          switch part {
-          case .metadata: continue
-          case .message(let bytes):
+      let deserializer = ProtobufDeserializer<Response>()
+      let ending = OnlyOnce()
+      let watch = try await client.transport.watch(descriptor: descriptor, metadata: metadata, request: payload) { event in
+        switch event {
+        case .message(let bytes):
+          do {
             let message = try deserializer.deserialize(bytes)
-            try await onMessage(message, eventID(message))
-          case .status(let status, let trailers):
-            if let error = RPCError(status: status, metadata: trailers) { throw error }
-            return
+            onMessage(message, eventID(message))
+          } catch {
+            // A message we can't read ends the stream, as GRPCCore would end the call.
+            if ending.claim() {
+              onEnd(RPCError(code: .internalError, message: "unreadable \(Response.protoMessageName) from the service: \(error)"))
+            }
           }
+        case .ended(let error):
+          if ending.claim() { onEnd(error) }
         }
-        throw RPCError(code: .unavailable, message: "the stream ended without a status")
       }
+      return watch
+    }
+  }
+}
+
+/// True for the first `claim()` only.
+final class OnlyOnce: Sendable {
+  private let claimed = Mutex(false)
+  func claim() -> Bool {
+    self.claimed.withLock { claimed in
+      defer { claimed = true }
+      return !claimed
     }
   }
 }

@@ -38,7 +38,6 @@ public final class Upstreams: Sendable {
       // GRPCCore timeout would cost a task group per call (`GRPCClient.unary(…retry:)`).
       var config = ServiceClientConfig(replicas: replicas)
       config.defaultTimeout = nil
-      config.untimedMethods = StreamRoute.all.map(\.descriptor).filter { Self.shortName(of: $0.service.fullyQualifiedService) == name }
       let client = try ServiceClient(config, name: name, tracer: tracer, metrics: metrics)
       if let metrics { client.export(to: metrics) }
       clients[name] = client
