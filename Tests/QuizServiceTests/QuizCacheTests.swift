@@ -49,6 +49,33 @@ final class QuizCacheTests: XCTestCase {
     XCTAssertNil(cache.list("page-b"))
   }
 
+  /// A cached quiz keeps its wire form; GetQuiz's serializer sends those bytes, which decode to
+  /// the same quiz as serializing the message would give.
+  func testACachedQuizIsServedAsTheBytesSerializedWhenItWasStored() throws {
+    let cache = try QuizCache(notifier: nil, logger: TestDatabases.logger)
+    var quiz = self.quiz("q1")
+    quiz.questions = [
+      .with {
+        $0.id = "qq_1"; $0.prompt = "Which?";
+        $0.choices = [
+          .with {
+            $0.id = "c1"; $0.text = "a"
+          }
+        ]
+      }
+    ]
+    let stored = try XCTUnwrap(cache.storeQuiz(quiz, id: "q1", authorID: "alice", mask: "*", ticket: cache.ticket()))
+    let expected: [UInt8] = try quiz.serializedBytes()
+    XCTAssertEqual(stored, expected)
+    let hit = try XCTUnwrap(cache.cachedQuiz(id: "q1", mask: "*"))
+    XCTAssertEqual(hit.message, quiz)
+    XCTAssertEqual(hit.serialized, expected)
+    let sent: [UInt8] = try QuizReplySerializer().serialize(.cached(hit))
+    XCTAssertEqual(sent, expected)
+    let fresh: [UInt8] = try QuizReplySerializer().serialize(.message(quiz))
+    XCTAssertEqual(try Quiz_V1_Quiz(serializedBytes: fresh), quiz)
+  }
+
   func testAReadThatRacedAWriteIsNotCached() async throws {
     let cache = try QuizCache(notifier: nil, logger: TestDatabases.logger)
     let ticket = cache.ticket()  // the read starts …

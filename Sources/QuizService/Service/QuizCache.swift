@@ -13,8 +13,15 @@ public enum QuizCacheKey: Sendable, Hashable {
 }
 
 public enum QuizCacheValue: Sendable {
-  case quiz(Quiz_V1_Quiz)
+  case quiz(CachedQuiz)
   case list(Quiz_V1_ListQuizzesResponse)
+}
+
+/// A cached quiz and its wire form, serialized once when it was stored: every anonymous
+/// read of it is the same bytes (`QuizReply.serialized`).
+public struct CachedQuiz: Sendable {
+  public let message: Quiz_V1_Quiz
+  public let serialized: [UInt8]
 }
 
 /// A `QuizChange` as other replicas hear it: `quiz.changed{id, etag}` plus what they need
@@ -73,17 +80,27 @@ public final class QuizCache: QuizChangeObserver, Sendable {
   /// Take before reading the database for a value to store (see `ResponseCache`).
   public func ticket() -> ResponseCache<QuizCacheKey, QuizCacheValue>.Ticket { self.store.ticket() }
 
-  public func quiz(id: String, mask: String) -> Quiz_V1_Quiz? {
+  public func quiz(id: String, mask: String) -> Quiz_V1_Quiz? { self.cachedQuiz(id: id, mask: mask)?.message }
+
+  /// The cached quiz with its serialized form.
+  public func cachedQuiz(id: String, mask: String) -> CachedQuiz? {
     guard case .quiz(let quiz)? = self.store.value(for: .quiz(id: id, mask: mask)) else { return nil }
     return quiz
   }
 
-  /// Stores a published quiz as an anonymous caller sees it (no answer keys).
+  /// Stores a published quiz as an anonymous caller sees it (no answer keys), and returns
+  /// it serialized (nil if it can't be: it is then not stored).
+  @discardableResult
   public func storeQuiz(
     _ quiz: Quiz_V1_Quiz, id: String, authorID: String, mask: String, ticket: ResponseCache<QuizCacheKey, QuizCacheValue>.Ticket
-  ) {
-    let bytes = Self.cost(of: quiz) + id.utf8.count + mask.utf8.count
-    self.store.insert(.quiz(quiz), for: .quiz(id: id, mask: mask), bytes: bytes, tags: ["quiz:\(id)", "author:\(authorID)"], ticket: ticket)
+  ) -> [UInt8]? {
+    guard let serialized: [UInt8] = try? quiz.serializedBytes() else { return nil }
+    // The message and its bytes both stay in memory.
+    let bytes = Self.cost(of: quiz) + serialized.count + id.utf8.count + mask.utf8.count
+    self.store.insert(
+      .quiz(CachedQuiz(message: quiz, serialized: serialized)), for: .quiz(id: id, mask: mask), bytes: bytes,
+      tags: ["quiz:\(id)", "author:\(authorID)"], ticket: ticket)
+    return serialized
   }
 
   public func list(_ key: String) -> Quiz_V1_ListQuizzesResponse? {

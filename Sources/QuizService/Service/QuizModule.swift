@@ -89,7 +89,7 @@ public enum QuizModule: ServiceModule {
     let authorNames = AuthorNameFollower.consumer(
       feed: usersFeed, database: database, directory: authors, logger: context.logger)
     var parts = ModuleParts(
-      services: [service], lifecycle: [ChangeNotifierLifecycle(notifier: notifier, followers: [{ await cache.follow() }])],
+      services: [QuizRPCs(service)], lifecycle: [ChangeNotifierLifecycle(notifier: notifier, followers: [{ await cache.follow() }])],
       caches: [cache.store], jobs: QuizJobs.handlers(),
       dataMigrations: [AuthorNameBackfill(directory: authors).migration], feeds: [Self.quizzesTopic], eventConsumers: [authorNames])
     if let playStats = try Self.playStatsConsumer(context, database: database, credentials: remoteAuth.credentials) {

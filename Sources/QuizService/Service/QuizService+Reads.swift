@@ -7,12 +7,21 @@ extension QuizService {
   public static let maxBatchIDs = 100
 
   public func getQuiz(request: Quiz_V1_GetQuizRequest, context: ServerContext) async throws -> Quiz_V1_Quiz {
+    switch try await self.quizReply(request) {
+    case .message(let quiz): return quiz
+    case .cached(let cached): return cached.message
+    }
+  }
+
+  /// GetQuiz's answer: a published quiz an anonymous caller reads comes from the cache with
+  /// its serialized form (`QuizReply`), anything else is read and built for the caller.
+  func quizReply(_ request: Quiz_V1_GetQuizRequest) async throws -> QuizReply {
     let mask = try QuizReadMask.parse(request.readMask.paths)
     let viewer = Self.viewer()
     // Only callers who see exactly what anonymous callers see share the cache: a hit is a
     // published quiz without answer keys.
     let cache = QuizAccess.listing(viewer).scope == "anonymous" && !request.showDeleted ? self.cache : nil
-    if let hit = cache?.quiz(id: request.id, mask: mask.canonical) { return hit }
+    if let hit = cache?.cachedQuiz(id: request.id, mask: mask.canonical) { return .cached(hit) }
     let ticket = cache?.ticket()
     let found = try await self.db.read { uow in
       try await self.quizzes.find(id: request.id, load: QuizLoad(tags: mask.needsTags, questions: mask.needsQuestions), in: uow)
@@ -21,10 +30,12 @@ extension QuizService {
       throw QuizError.notFound(request.id)
     }
     let message = Self.message(quiz, answerKeys: answerKeys, mask: mask)
-    if let cache, let ticket, quiz.state == .published, !quiz.isDeleted, !answerKeys {
-      cache.storeQuiz(message, id: quiz.id, authorID: quiz.authorID, mask: mask.canonical, ticket: ticket)
+    if let cache, let ticket, quiz.state == .published, !quiz.isDeleted, !answerKeys,
+      let serialized = cache.storeQuiz(message, id: quiz.id, authorID: quiz.authorID, mask: mask.canonical, ticket: ticket)
+    {
+      return .cached(CachedQuiz(message: message, serialized: serialized))
     }
-    return message
+    return .message(message)
   }
 
   public func listQuizzes(request: Quiz_V1_ListQuizzesRequest, context: ServerContext) async throws -> Quiz_V1_ListQuizzesResponse {

@@ -26,10 +26,14 @@ public struct ServerTracingInterceptor<T: Tracer>: ServerInterceptor {
     var parent = ServiceContext.current ?? .topLevel
     self.tracer.extract(request.metadata, into: &parent, using: MetadataCarrier())
     let span = self.tracer.startSpan(context.descriptor.fullyQualifiedMethod, context: parent, ofKind: .server)
-    span.attributes["rpc.system"] = "grpc"
-    span.attributes["rpc.service"] = context.descriptor.service.fullyQualifiedService
-    span.attributes["rpc.method"] = context.descriptor.method
-    if let id = parent.call?.requestID { span.attributes["quizwire.request_id"] = id }
+    // In one update: each single `attributes[…] =` copies the whole set.
+    let requestID = parent.call?.requestID
+    span.updateAttributes { attributes in
+      attributes["rpc.system"] = "grpc"
+      attributes["rpc.service"] = context.descriptor.service.fullyQualifiedService
+      attributes["rpc.method"] = context.descriptor.method
+      if let requestID { attributes["quizwire.request_id"] = requestID }
+    }
     return try await ServiceContext.withValue(span.context) {
       try await CallObservation.run(request: request, context: context, next: next, restoreContext: true) { code in
         span.attributes["rpc.grpc.status_code"] = code.rawValue
@@ -54,8 +58,10 @@ public struct ClientPropagationInterceptor<T: Tracer>: ClientInterceptor {
     var request = request
     let current = ServiceContext.current ?? .topLevel
     let span = self.tracer.startSpan(context.descriptor.fullyQualifiedMethod, context: current, ofKind: .client)
-    span.attributes["rpc.system"] = "grpc"
-    span.attributes["net.peer"] = context.remotePeer
+    span.updateAttributes { attributes in
+      attributes["rpc.system"] = "grpc"
+      attributes["net.peer"] = context.remotePeer
+    }
     self.tracer.inject(span.context, into: &request.metadata, using: MetadataCarrier())
     if let call = current.call {
       if request.metadata.first(RequestIDInterceptor.key) == nil {

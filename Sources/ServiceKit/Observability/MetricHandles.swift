@@ -11,6 +11,17 @@ public final class MetricHandles: Sendable {
   private struct Key: Hashable {
     var label: String
     var values: [String]
+
+    /// One array for the label set (`flatMap` into pairs made an array per label).
+    init(_ label: String, _ dimensions: [(String, String)]) {
+      self.label = label
+      self.values = []
+      self.values.reserveCapacity(dimensions.count * 2)
+      for (name, value) in dimensions {
+        self.values.append(name)
+        self.values.append(value)
+      }
+    }
   }
 
   private let factory: any MetricsFactory
@@ -21,19 +32,19 @@ public final class MetricHandles: Sendable {
   public init(factory: any MetricsFactory) { self.factory = factory }
 
   public func counter(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Counter {
-    Self.made(in: self.counters, Key(label: label, values: dimensions.flatMap { [$0.0, $0.1] })) {
+    Self.made(in: self.counters, Key(label, dimensions)) {
       CoreMetrics.Counter(label: label, dimensions: dimensions, factory: self.factory)
     }
   }
 
   public func timer(_ label: String, _ dimensions: [(String, String)]) -> Metrics.Timer {
-    Self.made(in: self.timers, Key(label: label, values: dimensions.flatMap { [$0.0, $0.1] })) {
+    Self.made(in: self.timers, Key(label, dimensions)) {
       Metrics.Timer(label: label, dimensions: dimensions, factory: self.factory)
     }
   }
 
   public func meter(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Meter {
-    Self.made(in: self.meters, Key(label: label, values: dimensions.flatMap { [$0.0, $0.1] })) {
+    Self.made(in: self.meters, Key(label, dimensions)) {
       CoreMetrics.Meter(label: label, dimensions: dimensions, factory: self.factory)
     }
   }

@@ -23,9 +23,13 @@ extension ServiceContext {
 public struct FinishedSpan: Sendable {
   public var operationName: String
   public var kind: SpanKind
-  public var traceID: String
-  public var spanID: String
-  public var parentSpanID: String?
+  /// The ids as values; their hex text is made only when asked for (most kept spans are
+  /// never looked at, and formatting three ids per call was a visible cost).
+  var trace: TraceContext
+  var parent: SpanID?
+  public var traceID: String { self.trace.traceID.description }
+  public var spanID: String { self.trace.spanID.description }
+  public var parentSpanID: String? { self.parent?.description }
   public var startNanos: UInt64
   public var endNanos: UInt64
   public var status: SpanStatus?
@@ -77,7 +81,7 @@ public struct W3CTracer: Tracer {
     context.traceContext = trace
     return W3CSpan(
       operationName: operationName, kind: kind, context: context, trace: trace,
-      parentSpanID: parent.map { $0.spanID.description }, start: instant().nanosecondsSinceEpoch, sink: self.sink)
+      parentSpanID: parent?.spanID, start: instant().nanosecondsSinceEpoch, sink: self.sink)
   }
 
   public func forceFlush() {}
@@ -112,12 +116,12 @@ public final class W3CSpan: Tracing.Span {
   public let context: ServiceContext
   public let trace: TraceContext
   private let kind: SpanKind
-  private let parentSpanID: String?
+  private let parentSpanID: SpanID?
   private let start: UInt64
   private let sink: SpanSink
   private let state: NIOLockedValueBox<State>
 
-  init(operationName: String, kind: SpanKind, context: ServiceContext, trace: TraceContext, parentSpanID: String?, start: UInt64, sink: SpanSink) {
+  init(operationName: String, kind: SpanKind, context: ServiceContext, trace: TraceContext, parentSpanID: SpanID?, start: UInt64, sink: SpanSink) {
     self.state = NIOLockedValueBox(State(operationName: operationName))
     self.kind = kind
     self.context = context
@@ -158,8 +162,7 @@ public final class W3CSpan: Tracing.Span {
     else { return }
     self.sink.record(
       FinishedSpan(
-        operationName: state.operationName, kind: self.kind, traceID: self.trace.traceID.description,
-        spanID: self.trace.spanID.description, parentSpanID: self.parentSpanID, startNanos: self.start, endNanos: end,
+        operationName: state.operationName, kind: self.kind, trace: self.trace, parent: self.parentSpanID, startNanos: self.start, endNanos: end,
         status: state.status, attributes: state.attributes, errors: state.errors))
   }
 }
