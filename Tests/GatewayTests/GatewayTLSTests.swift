@@ -36,6 +36,28 @@ final class GatewayTLSTests: XCTestCase {
         layers: ConfigLayers(
           environment: [:], flags: ["auth-target": closed, "quiz-target": closed, "scoring-target": closed, "tls-cert": dir + "/cert.pem"]))
     ) { XCTAssertTrue("\($0)".contains("tls-key"), "\($0)") }
+
+    // A file that can't be read stops the gateway with an error naming the setting and the path.
+    for (flag, missing) in [("tls-cert", dir + "/missing-cert.pem"), ("tls-key", dir + "/missing-key.pem")] {
+      var files = ["tls-cert": dir + "/cert.pem", "tls-key": dir + "/key.pem"]
+      files[flag] = missing
+      let settings = try GatewaySettings(
+        layers: ConfigLayers(
+          environment: [:],
+          flags: files.merging(
+            [
+              "auth-target": closed, "quiz-target": closed, "scoring-target": closed, "http-port": "0", "admin-port": "0",
+              "data-dir": try TestDatabases.temporaryDirectory(),
+            ]
+          ) { $1 }))
+      let gateway = try GatewayHost(settings: settings, logSink: CapturedLog().sink)
+      do {
+        try await gateway.run()
+        XCTFail("\(flag): the gateway served without its \(flag)")
+      } catch {
+        XCTAssertTrue("\(error)".contains(flag) && "\(error)".contains(missing), "\(error)")
+      }
+    }
   }
 
   /// Runs `command` with sh in `dir`; its standard output, or a throw when it exits non-zero.

@@ -34,9 +34,16 @@ extension GatewayHost {
     idleTimeout: Duration = .seconds(60)
   ) throws -> HTTPServerBuilder {
     let tlsConfiguration = try tls.map { tls in
-      TLSConfiguration.makeServerConfiguration(
-        certificateChain: try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) },
-        privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.key, format: .pem)))
+      // A file that can't be read is a setting's error: it names the key and the path.
+      let chain: [NIOSSLCertificate]
+      do { chain = try NIOSSLCertificate.fromPEMFile(tls.certificate) } catch {
+        throw ConfigError(key: "tls-cert", origin: nil, reason: "cannot read a PEM certificate chain from \"\(tls.certificate)\": \(error)")
+      }
+      let key: NIOSSLPrivateKey
+      do { key = try NIOSSLPrivateKey(file: tls.key, format: .pem) } catch {
+        throw ConfigError(key: "tls-key", origin: nil, reason: "cannot read a PEM private key from \"\(tls.key)\": \(error)")
+      }
+      return TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
     }
     return HTTPServerBuilder { responder in
       let http = APIChildChannel(
