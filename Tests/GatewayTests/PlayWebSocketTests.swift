@@ -295,6 +295,27 @@ final class PlayWebSocketTests: XCTestCase {
     await suite.stop()
   }
 
+  /// A ticket is spent only when its socket is let through: one refused because the caller's
+  /// rate limit is spent can be used once the limit allows again (within the ticket's 30 s).
+  func testATicketRefusedForTheRateLimitIsNotSpent() async throws {
+    let suite = try await GatewayHarness.start(gatewayFlags: Self.flags.merging(["rate-limit": "1", "rate-limit-burst": "3"]) { $1 })
+    do {
+      let token = try await suite.signIn("patient@example.com", name: "Pat")
+      // The user's bucket: the ticket takes one of three, two reads the rest.
+      let ticket = try await self.ticket(suite, bearer: token)
+      for _ in 0..<2 { _ = try await suite.request("GET", "/api/v1/me", bearer: token) }
+      let refused = try await Self.session(suite, "\(PlayRoutes.socket)?ticket=\(ticket)", Self.playDemo)
+      XCTAssertEqual(refused.closeCode, 4008, "\(refused)")
+      // A second later the bucket has a token again, and the same ticket opens the game.
+      try await Task.sleep(for: .milliseconds(1_200))
+      self.assertFinished(try await Self.session(suite, "\(PlayRoutes.socket)?ticket=\(ticket)", Self.playDemo))
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
   /// A draining gateway (SIGTERM under a ServiceGroup, as `quizwire up` runs it) does not wait
   /// for open games: the WebSocket layer closes each socket (1000 with no `finished` before
   /// it, so a page tells it from a finished game and resumes elsewhere) and the gateway stops.

@@ -71,47 +71,54 @@ struct PlayEndpoints: Sendable {
   /// Origin, then credentials: a bearer header or a ticket (not both), verified here so an
   /// invalid one is 1008 before any RPC; then the caller's rate limit, 4008 (RESOURCE_EXHAUSTED)
   /// when it is spent — a client can't open sockets (each a Play call) faster than requests.
+  /// A ticket is spent only once the socket is let through: one refused for the rate limit
+  /// can be used again when the limit allows (within its 30 s).
   func admit(_ head: HTTPRequest, query: FlatDictionary<Substring, Substring>, requestID: String, peer: String?) async -> Admission {
-    let (admission, user) = await self.credentials(head, query: query, requestID: requestID, peer: peer)
-    guard let limiter = self.rateLimiter else { return admission }
-    let decision = limiter.take(user.map(RateLimitPartition.user) ?? .address(peer ?? "unknown"))
-    guard decision.allowed else {
-      let message = "rate limit exceeded for this \(decision.policy == "ip" ? "client address" : decision.policy); retry after \(decision.reset) s"
-      return .refuse(.rpc(RPCError(code: .resourceExhausted, message: message)))
+    let (admission, user, ticket) = await self.credentials(head, query: query, requestID: requestID, peer: peer)
+    if let limiter = self.rateLimiter {
+      let decision = limiter.take(user.map(RateLimitPartition.user) ?? .address(peer ?? "unknown"))
+      guard decision.allowed else {
+        let message = "rate limit exceeded for this \(decision.policy == "ip" ? "client address" : decision.policy); retry after \(decision.reset) s"
+        return .refuse(.rpc(RPCError(code: .resourceExhausted, message: message)))
+      }
     }
+    guard case .play = admission, let ticket else { return admission }
+    // Single use: spent here, so a second socket with it (on any replica sharing the ledger) is refused.
+    do throws(PlayTickets.Refusal) { _ = try await self.tickets.redeem(ticket) } catch { return .refuse(.policy(error.message)) }
     return admission
   }
 
-  /// The admission by origin and credentials, and the verified user (nil when refused).
+  /// The admission by origin and credentials, the verified user (nil when refused) and the
+  /// ticket to spend if the socket is let through (opened and checked here, not yet spent).
   private func credentials(
     _ head: HTTPRequest, query: FlatDictionary<Substring, Substring>, requestID: String, peer: String?
-  ) async -> (Admission, String?) {
+  ) async -> (Admission, String?, String?) {
     if let origin = head.headerFields[.origin], !self.cors.allows(origin) {
-      return (.refuse(.policy("origin \(origin) may not open this socket (not in the gateway's cors-origins)")), nil)
+      return (.refuse(.policy("origin \(origin) may not open this socket (not in the gateway's cors-origins)")), nil, nil)
     }
     let header = head.headerFields[.authorization]
     let ticket = query["ticket"].map(String.init)
     let token: String
     switch (header, ticket) {
     case (.some, .some):
-      return (.refuse(.policy("send a bearer token or a ticket, not both")), nil)
+      return (.refuse(.policy("send a bearer token or a ticket, not both")), nil, nil)
     case (.none, .none):
-      return (.refuse(.policy("sign in: send Authorization: Bearer <token>, or ?ticket= from POST \(PlayRoutes.ticket)")), nil)
+      return (.refuse(.policy("sign in: send Authorization: Bearer <token>, or ?ticket= from POST \(PlayRoutes.ticket)")), nil, nil)
     case (.some(let header), .none):
-      guard let bearer = GatewayResponder.bearerToken(header) else { return (.refuse(.policy("the Authorization header must be Bearer <token>")), nil) }
+      guard let bearer = GatewayResponder.bearerToken(header) else { return (.refuse(.policy("the Authorization header must be Bearer <token>")), nil, nil) }
       token = bearer
     case (.none, .some(let ticket)):
-      do throws(PlayTickets.Refusal) { token = try await self.tickets.redeem(ticket).bearerToken } catch { return (.refuse(.policy(error.message)), nil) }
+      do throws(PlayTickets.Refusal) { token = try self.tickets.open(ticket).bearerToken } catch { return (.refuse(.policy(error.message)), nil, nil) }
     }
     let claims: AccessTokenClaims
     do { claims = try await self.verifier.verify(token) } catch {
-      if case .keysUnavailable = error { return (.refuse(.rpc(RPCError(code: .unavailable, message: "cannot verify the token now; retry"))), nil) }
-      return (.refuse(.policy("the bearer token is not valid: \(error)")), nil)
+      if case .keysUnavailable = error { return (.refuse(.rpc(RPCError(code: .unavailable, message: "cannot verify the token now; retry"))), nil, nil) }
+      return (.refuse(.policy("the bearer token is not valid: \(error)")), nil, nil)
     }
     var metadata: Metadata = [RequestIDInterceptor.key: .string(requestID)]
     metadata.addString("Bearer \(token)", forKey: "authorization")
     if let peer { metadata.addString(peer, forKey: "x-forwarded-for") }
-    return (.play(metadata), claims.sub)
+    return (.play(metadata), claims.sub, ticket)
   }
 
   // MARK: Tickets and plain HTTP on the Play paths
