@@ -418,9 +418,14 @@ final class PlayWebSocketTests: XCTestCase {
           $0.rssGrowth = growth
         }
         // Reading again: the rest comes through, then the game is played to its end (the
-        // first question, shown before the stall, is answered now).
-        try await outbound.write(.text(#"{"answer":{"questionId":"qq_demo_1",\#(Self.demoAnswers["qq_demo_1"]!)}}"#))
+        // first question, shown before the stall, is answered now). The answer goes out while
+        // the backlog is read, not before: our own unsent bogus answers can still fill the
+        // socket, and the gateway takes them only as the RPC drains — which needs this side
+        // to read. Written first, the answer waited for ever (seen once in a full run).
+        let answer = #"{"answer":{"questionId":"qq_demo_1",\#(Self.demoAnswers["qq_demo_1"]!)}}"#
+        let resumed = Task { try await outbound.write(.text(answer)) }
         try await Self.answerUntilClosed(iterator, outbound, frames)
+        try await resumed.value
       }
       let seen = stall.sample.withLock { $0 }
       XCTAssertTrue(seen.stuck, "the bridge waited on the socket")
