@@ -1,4 +1,7 @@
 import Foundation
+import NIOCore
+import HTTPTypes
+import Hummingbird
 import GRPCCore
 import Logging
 import QuizwireProtos
@@ -123,6 +126,30 @@ final class LeaderboardSSETests: XCTestCase {
       let deadline = ContinuousClock.now + .seconds(10)
       while self.watchers(suite) > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
       XCTAssertEqual(self.watchers(suite), 0, "the disconnected streams' RPCs were cancelled")
+    } catch {
+      await suite.stop()
+      throw error
+    }
+    await suite.stop()
+  }
+
+  /// A client that goes away before the response head is written: Hummingbird drops the
+  /// response without running its body, and the watch on scoring still ends.
+  func testAStreamWhoseBodyNeverRunsEndsItsWatch() async throws {
+    let suite = try await GatewayHarness.start()
+    do {
+      let author = try await suite.signIn("author@example.com", name: "Author")
+      let quiz = try await self.publishedQuiz(suite, token: author)
+      let streams = StreamResponder(upstreams: suite.gateway.upstreams, heartbeat: .seconds(15))
+      let head = HTTPRequest(method: .get, scheme: "http", authority: "gateway", path: "/api/v1/quizzes/\(quiz.id)/leaderboard/stream")
+      do {
+        let response = try await streams.response(to: Request(head: head, body: .init(buffer: ByteBuffer())), requestID: "r1", forwardedFor: nil)
+        XCTAssertEqual(response?.status, .ok)
+        XCTAssertEqual(self.watchers(suite), 1, "the watch is open once the first snapshot came")
+      }  // dropped here, its body never run
+      let deadline = ContinuousClock.now + .seconds(5)
+      while self.watchers(suite) > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+      XCTAssertEqual(self.watchers(suite), 0, "the dropped response's watch was cancelled")
     } catch {
       await suite.stop()
       throw error

@@ -1,4 +1,5 @@
 import Foundation
+import FramedTransport
 import GRPCCore
 import Hummingbird
 import NIOCore
@@ -97,6 +98,9 @@ struct StreamResponder: Sendable {
       .cacheControl: "no-store",
     ]
     let heartbeats = self.heartbeats
+    // If the client goes away before the head is written, Hummingbird drops the response
+    // without running its body: the lease, held only by the body, then ends the watch.
+    let lease = WatchLease(rpc)
     return Response(
       status: .ok, headers: headers,
       body: ResponseBody { writer in
@@ -106,6 +110,7 @@ struct StreamResponder: Sendable {
         defer {
           heartbeats.remove(mailbox)
           rpc.cancel()
+          withExtendedLifetime(lease) {}
         }
         // A draining gateway ends its streams with a last `error` (UNAVAILABLE: reconnect,
         // to another replica) instead of holding its shutdown for as long as browsers stay.
@@ -174,4 +179,12 @@ struct StreamResponder: Sendable {
     case .ndjson: return Envelope.serialize(["error": error.jsonObject]) + "\n"
     }
   }
+}
+
+/// Ends a watch when the last holder lets go of it (`FramedWatch.cancel` is idempotent, so a
+/// watch the body already ended is left as it is).
+final class WatchLease: Sendable {
+  private let watch: FramedWatch
+  init(_ watch: FramedWatch) { self.watch = watch }
+  deinit { self.watch.cancel() }
 }
